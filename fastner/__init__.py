@@ -1,0 +1,23 @@
+"""fastner: a Cython-accelerated window-classifier named-entity tagger.
+
+Public API: ``Tagger`` (load a model, tag text), ``WindowTagger`` (the model),
+``TrainConfig``/``Trainer`` (training), ``read_conll``, ``entity_scores``.
+"""
+__version__ = "0.1.0"
+
+try:
+    from fastner import _kernels  # noqa: F401
+except ImportError as err:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "fastner's compiled kernels (fastner._kernels) are missing or failed to load "
+        f"({err}). Build them with `pip install -e .` (or `make build`) in the fastner "
+        "checkout; fastner has no slow fallback."
+    ) from err
+
+from fastner.conll import read_conll  # noqa: E402
+from fastner.evaluate import entity_scores  # noqa: E402
+from fastner.model import WindowTagger  # noqa: E402
+from fastner.tagger import Tagger, default_model_path  # noqa: E402
+
+__all__ = ["Tagger", "WindowTagger", "read_conll", "entity_scores", "default_model_path",
+           "__version__"]

@@ -1,0 +1,663 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Cython kernels of the window classifier (math and derivations: MATH.md).
+
+Dimension letters, used in argument names (``ids_bk``, ``W_hd``, ...):
+    B  windows in a batch (= tokens, one window per token)
+    K  window width (e.g. 5: two words left, the centre word, two right)
+    e  width of one feature table (word vectors, capitalisation, ...)
+    E  per-position input width (the sum of the feature widths)
+    D  = K·E, the width of a concatenated window
+    H  hidden units;  T tags;  V rows of a table;  N sentences in a batch
+
+Each kernel is a pair: a ``def`` wrapper that checks dtype, ndim, layout,
+shapes and id ranges and allocates outputs (raising ValueError/IndexError
+with "kernel: argument must be ...; got ..."), and a ``nogil`` loop on raw
+memory that never raises. ``fastner.reference`` holds the NumPy twin of each
+kernel under the same name and signature.
+
+Backward kernels *add* into parameter-gradient buffers (dW, db, dtable, ...);
+the trainer zeroes them once per step. Gradients with respect to activations
+(dX, dS) are written, not added.
+"""
+import numpy as np
+
+from libc.math cimport exp, log, tanhf, INFINITY
+from libc.string cimport memcpy, memset
+
+from fastner._blas cimport gemm_rm
+
+# Activation codes shared with fastner.reference.ACTIVATIONS.
+ACTIVATIONS = {"identity": 0, "tanh": 1, "hardtanh": 2, "relu": 3}
+
+
+# --------------------------------------------------------------------------
+# argument checking (Python level, before any nogil work)
+
+def _describe(x):
+    if not isinstance(x, np.ndarray):
+        return type(x).__name__
+    layout = "" if x.flags.c_contiguous else " non-contiguous"
+    return f"{x.dtype}{layout} {tuple(x.shape)}"
+
+
+def _check_array(kernel, name, x, dtype, shape, writable=False):
+    """Require a C-contiguous array of ``dtype`` whose shape matches ``shape``.
+
+    ``shape`` is a tuple of (letter, size-or-None); None means "any size".
+    Returns the array unchanged.
+    """
+    letters = ", ".join(letter for letter, _ in shape)
+    if (not isinstance(x, np.ndarray) or x.dtype != dtype or x.ndim != len(shape)
+            or not x.flags.c_contiguous):
+        raise ValueError(f"{kernel}: {name} must be a C-contiguous {np.dtype(dtype).name} "
+                         f"array of shape ({letters}); got {_describe(x)}")
+    for axis, (letter, size) in enumerate(shape):
+        if size is not None and x.shape[axis] != size:
+            want = ", ".join(str(s) if s is not None else l for l, s in shape)
+            raise ValueError(f"{kernel}: {name} must have shape ({letters}) = ({want}); "
+                             f"got {tuple(x.shape)}")
+    if writable and not x.flags.writeable:
+        raise ValueError(f"{kernel}: {name} is an output and must be writable")
+    return x
+
+
+def _activation_code(kernel, activation):
+    try:
+        return ACTIVATIONS[activation]
+    except (KeyError, TypeError):
+        raise ValueError(f"{kernel}: activation must be one of {sorted(ACTIVATIONS)}; "
+                         f"got {activation!r}") from None
+
+
+cdef Py_ssize_t _first_out_of_range(const int[:, ::1] ids, int V) noexcept nogil:
+    """Flat index of the first id outside [0, V), or -1."""
+    cdef Py_ssize_t i, n = ids.shape[0] * ids.shape[1]
+    cdef const int* p = &ids[0, 0] if n > 0 else NULL
+    for i in range(n):
+        if p[i] < 0 or p[i] >= V:
+            return i
+    return -1
+
+
+def _check_ids(kernel, ids_bk, V):
+    cdef Py_ssize_t bad = _first_out_of_range(ids_bk, V)
+    if bad >= 0:
+        K = ids_bk.shape[1]
+        b, k = divmod(bad, K)
+        raise IndexError(f"{kernel}: ids_bk[{b}, {k}] = {ids_bk[b, k]} is out of range "
+                         f"for a table of {V} rows (valid ids are 0..{V - 1})")
+
+
+def _check_positive(kernel, **sizes):
+    for letter, size in sizes.items():
+        if size < 1:
+            raise ValueError(f"{kernel}: {letter} must be at least 1; got {size}")
+
+
+def _check_window_slice(kernel, D, K, e, offset):
+    if K == 0 or D % K != 0:
+        raise ValueError(f"{kernel}: window width D = {D} is not a multiple of K = {K}")
+    E = D // K
+    if offset < 0 or offset + e > E:
+        raise ValueError(f"{kernel}: offset {offset} + table width {e} does not fit in "
+                         f"the per-position width E = {E}")
+    return E
+
+
+# --------------------------------------------------------------------------
+# 1. windowed embedding lookup
+
+cdef void _lookup_forward(const int[:, ::1] ids_bk, const float[:, ::1] table_ve,
+                          float[:, ::1] out_bd, int E, int offset) noexcept nogil:
+    # out[b, k·E + offset : k·E + offset + e] = table[ids[b, k]]   (MATH.md forward 1)
+    cdef Py_ssize_t b, k
+    cdef int e = table_ve.shape[1]
+    for b in range(ids_bk.shape[0]):
+        for k in range(ids_bk.shape[1]):
+            memcpy(&out_bd[b, k * E + offset], &table_ve[ids_bk[b, k], 0], e * sizeof(float))
+
+
+def lookup_forward(ids_bk, table_ve, out_bd=None, offset=0):
+    """Copy table rows into the window matrix: X[b, k·E+offset : +e] = table[ids[b, k]].
+
+    ids_bk: int32 (B, K); table_ve: float32 (V, e); out_bd: float32 (B, D) with
+    D = K·E, allocated as (B, K·e) when None. Several feature tables share one
+    X by writing at different ``offset`` within each position's E columns.
+    Returns out_bd.
+    """
+    kernel = "lookup_forward"
+    _check_array(kernel, "ids_bk", ids_bk, np.int32, (("B", None), ("K", None)))
+    _check_array(kernel, "table_ve", table_ve, np.float32, (("V", None), ("e", None)))
+    B, K = ids_bk.shape
+    V, e = table_ve.shape
+    if out_bd is None:
+        out_bd = np.zeros((B, K * e), dtype=np.float32)
+    _check_array(kernel, "out_bd", out_bd, np.float32, (("B", B), ("D", None)), writable=True)
+    E = _check_window_slice(kernel, out_bd.shape[1], K, e, offset)
+    _check_ids(kernel, ids_bk, V)
+    cdef const int[:, ::1] ids = ids_bk
+    cdef const float[:, ::1] table = table_ve
+    cdef float[:, ::1] out = out_bd
+    cdef int E_ = E, offset_ = offset
+    if B > 0 and e > 0:
+        with nogil:
+            _lookup_forward(ids, table, out, E_, offset_)
+    return out_bd
+
+
+cdef void _lookup_backward(const int[:, ::1] ids_bk, const float[:, ::1] dX_bd,
+                           float[:, ::1] dtable_ve, int E, int offset) noexcept nogil:
+    # dtable[v] += Σ_{(b,k): ids[b,k] = v} dX[b, k·E + offset : +e]   (MATH.md backward 5)
+    cdef Py_ssize_t b, k, j
+    cdef int e = dtable_ve.shape[1]
+    cdef float* row
+    cdef const float* src
+    for b in range(ids_bk.shape[0]):
+        for k in range(ids_bk.shape[1]):
+            row = &dtable_ve[ids_bk[b, k], 0]
+            src = &dX_bd[b, k * E + offset]
+            for j in range(e):
+                row[j] += src[j]
+
+
+def lookup_backward(ids_bk, dX_bd, dtable_ve, offset=0):
+    """Scatter-add the window gradient into the touched rows of dtable (sparse).
+
+    ids_bk: int32 (B, K); dX_bd: float32 (B, D); dtable_ve: float32 (V, e),
+    added into. A row named twice in the batch receives both contributions.
+    Returns dtable_ve.
+    """
+    kernel = "lookup_backward"
+    _check_array(kernel, "ids_bk", ids_bk, np.int32, (("B", None), ("K", None)))
+    B, K = ids_bk.shape
+    _check_array(kernel, "dX_bd", dX_bd, np.float32, (("B", B), ("D", None)))
+    _check_array(kernel, "dtable_ve", dtable_ve, np.float32, (("V", None), ("e", None)),
+                 writable=True)
+    V, e = dtable_ve.shape
+    E = _check_window_slice(kernel, dX_bd.shape[1], K, e, offset)
+    _check_ids(kernel, ids_bk, V)
+    cdef const int[:, ::1] ids = ids_bk
+    cdef const float[:, ::1] dX = dX_bd
+    cdef float[:, ::1] dtable = dtable_ve
+    cdef int E_ = E, offset_ = offset
+    if B > 0 and e > 0:
+        with nogil:
+            _lookup_backward(ids, dX, dtable, E_, offset_)
+    return dtable_ve
+
+
+# --------------------------------------------------------------------------
+# 2. fused affine + activation
+
+cdef void _affine_act_forward(const float[:, ::1] X_bd, const float[:, ::1] W_hd,
+                              const float[::1] b_h, int act, float[:, ::1] out_bh) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef int B = X_bd.shape[0], D = X_bd.shape[1], H = W_hd.shape[0]
+    cdef float z
+    cdef float* row
+    # Z = X Wᵀ            (NumPy: out = X @ W.T)
+    gemm_rm(False, True, B, H, D, 1.0, &X_bd[0, 0], D, &W_hd[0, 0], D, 0.0, &out_bh[0, 0], H)
+    # H = f(Z + b), one pass over the output
+    for i in range(B):
+        row = &out_bh[i, 0]
+        if act == 0:
+            for j in range(H):
+                row[j] = row[j] + b_h[j]
+        elif act == 1:
+            for j in range(H):
+                row[j] = tanhf(row[j] + b_h[j])
+        elif act == 2:
+            for j in range(H):
+                z = row[j] + b_h[j]
+                row[j] = -1.0 if z < -1.0 else (1.0 if z > 1.0 else z)
+        else:
+            for j in range(H):
+                z = row[j] + b_h[j]
+                row[j] = z if z > 0.0 else 0.0
+
+
+def affine_act_forward(X_bd, W_hd, b_h, activation="tanh", out_bh=None):
+    """H = f(X Wᵀ + b): one sgemm, then bias and activation in one pass.
+
+    X_bd: float32 (B, D); W_hd: float32 (H, D); b_h: float32 (H,);
+    activation: "identity", "tanh", "hardtanh" or "relu"; out_bh: float32 (B, H),
+    allocated when None. Backward needs only the output (f′ is read from it).
+    """
+    kernel = "affine_act_forward"
+    act = _activation_code(kernel, activation)
+    _check_array(kernel, "X_bd", X_bd, np.float32, (("B", None), ("D", None)))
+    B, D = X_bd.shape
+    _check_array(kernel, "W_hd", W_hd, np.float32, (("H", None), ("D", D)))
+    H = W_hd.shape[0]
+    _check_array(kernel, "b_h", b_h, np.float32, (("H", H),))
+    if out_bh is None:
+        out_bh = np.empty((B, H), dtype=np.float32)
+    _check_array(kernel, "out_bh", out_bh, np.float32, (("B", B), ("H", H)), writable=True)
+    _check_positive(kernel, D=D, H=H)
+    if B == 0:
+        return out_bh
+    cdef const float[:, ::1] X = X_bd
+    cdef const float[:, ::1] W = W_hd
+    cdef const float[::1] b = b_h
+    cdef float[:, ::1] out = out_bh
+    cdef int act_ = act
+    with nogil:
+        _affine_act_forward(X, W, b, act_, out)
+    return out_bh
+
+
+cdef void _act_backward(const float[:, ::1] dH_bh, const float[:, ::1] H_bh, int act,
+                        float[:, ::1] dZ_bh) noexcept nogil:
+    # δ_Z = δ_H ⊙ f′(Z): the Jacobian of an elementwise f is diagonal, and f′ is
+    # read from the stored output: tanh′ = 1 − H², hardtanh′ = [−1 < H < 1],
+    # relu′ = [H > 0]   (MATH.md backward 3)
+    cdef Py_ssize_t i, j
+    cdef float h
+    for i in range(dH_bh.shape[0]):
+        for j in range(dH_bh.shape[1]):
+            h = H_bh[i, j]
+            if act == 1:
+                dZ_bh[i, j] = dH_bh[i, j] * (1.0 - h * h)
+            elif act == 2:
+                dZ_bh[i, j] = dH_bh[i, j] if (h > -1.0 and h < 1.0) else 0.0
+            else:
+                dZ_bh[i, j] = dH_bh[i, j] if h > 0.0 else 0.0
+
+
+cdef void _affine_backward(const float[:, ::1] dZ_bh, const float[:, ::1] X_bd,
+                           const float[:, ::1] W_hd, float[:, ::1] dW_hd, float[::1] db_h,
+                           float* dX, bint want_dX) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef int B = dZ_bh.shape[0], H = dZ_bh.shape[1], D = X_bd.shape[1]
+    # ∂J/∂W += δ_Zᵀ X     (NumPy: dW += dZ.T @ X; outer products summed over the batch)
+    gemm_rm(True, False, H, D, B, 1.0, &dZ_bh[0, 0], H, &X_bd[0, 0], D, 1.0, &dW_hd[0, 0], D)
+    if want_dX:
+        # δ_X = δ_Z W       (NumPy: dX = dZ @ W)
+        gemm_rm(False, False, B, D, H, 1.0, &dZ_bh[0, 0], H, &W_hd[0, 0], D, 0.0, dX, D)
+    # ∂J/∂b += Σ_b δ_Z[b]
+    for i in range(B):
+        for j in range(H):
+            db_h[j] += dZ_bh[i, j]
+
+
+def affine_act_backward(dH_bh, H_bh, X_bd, W_hd, activation, dW_hd, db_h, dX_bd=None):
+    """Backward of H = f(X Wᵀ + b) from the output gradient dH.
+
+    dZ = dH ⊙ f′ (from the stored output H_bh); dW_hd += dZᵀ X and db_h += Σ_b dZ
+    (added into); dX_bd = dZ W (written; skipped when dX_bd is None).
+    Shapes: dH_bh, H_bh (B, H); X_bd (B, D); W_hd, dW_hd (H, D); db_h (H,); dX_bd (B, D).
+    Returns dX_bd.
+    """
+    kernel = "affine_act_backward"
+    act = _activation_code(kernel, activation)
+    _check_array(kernel, "dH_bh", dH_bh, np.float32, (("B", None), ("H", None)))
+    B, H = dH_bh.shape
+    _check_array(kernel, "H_bh", H_bh, np.float32, (("B", B), ("H", H)))
+    _check_array(kernel, "X_bd", X_bd, np.float32, (("B", B), ("D", None)))
+    D = X_bd.shape[1]
+    _check_array(kernel, "W_hd", W_hd, np.float32, (("H", H), ("D", D)))
+    _check_array(kernel, "dW_hd", dW_hd, np.float32, (("H", H), ("D", D)), writable=True)
+    _check_array(kernel, "db_h", db_h, np.float32, (("H", H),), writable=True)
+    want_dX = dX_bd is not None
+    if want_dX:
+        _check_array(kernel, "dX_bd", dX_bd, np.float32, (("B", B), ("D", D)), writable=True)
+    _check_positive(kernel, D=D, H=H)
+    if B == 0:
+        return dX_bd
+    dZ_bh = dH_bh if act == 0 else np.empty((B, H), dtype=np.float32)
+    cdef const float[:, ::1] dH = dH_bh
+    cdef const float[:, ::1] Hs = H_bh
+    cdef float[:, ::1] dZ = dZ_bh
+    cdef const float[:, ::1] X = X_bd
+    cdef const float[:, ::1] W = W_hd
+    cdef float[:, ::1] dW = dW_hd
+    cdef float[::1] db = db_h
+    cdef float[:, ::1] dX
+    cdef float* dX_ptr = NULL
+    if want_dX:
+        dX = dX_bd
+        dX_ptr = &dX[0, 0]
+    cdef int act_ = act
+    cdef bint want = want_dX
+    with nogil:
+        if act_ != 0:
+            _act_backward(dH, Hs, act_, dZ)
+        _affine_backward(dZ, X, W, dW, db, dX_ptr, want)
+    return dX_bd
+
+
+# --------------------------------------------------------------------------
+# 3. softmax cross-entropy
+
+cdef double _softmax_row(const float* s, float* p, int T) noexcept nogil:
+    """p = softmax(s) (stable: shift by the max); returns log Σ exp(s)."""
+    cdef int j
+    cdef double m = s[0], total = 0.0, ej
+    for j in range(1, T):
+        if s[j] > m:
+            m = s[j]
+    for j in range(T):
+        ej = exp(s[j] - m)
+        p[j] = <float>ej
+        total += ej
+    for j in range(T):
+        p[j] = <float>(p[j] / total)
+    return m + log(total)
+
+
+cdef double _softmax_xent(const float[:, ::1] S_bt, const int[::1] y_b,
+                          float[:, ::1] dS_bt) noexcept nogil:
+    # J = −(1/B) Σ_b log P[b, y_b];  δ_S = (P − Y)/B   (MATH.md forward 4, backward 1)
+    cdef Py_ssize_t i, j
+    cdef int B = S_bt.shape[0], T = S_bt.shape[1]
+    cdef double loss = 0.0, log_z
+    cdef float inv_b = 1.0 / B
+    for i in range(B):
+        log_z = _softmax_row(&S_bt[i, 0], &dS_bt[i, 0], T)
+        loss += log_z - S_bt[i, y_b[i]]
+        for j in range(T):
+            dS_bt[i, j] *= inv_b
+        dS_bt[i, y_b[i]] -= inv_b
+    return loss / B
+
+
+def softmax_xent_forward_backward(S_bt, y_b, dS_bt=None):
+    """Mean cross-entropy of softmax(S) against gold tags, and its gradient.
+
+    S_bt: float32 (B, T) scores; y_b: int32 (B,) gold tag ids in [0, T);
+    dS_bt: float32 (B, T), written with (P − Y)/B (allocated when None).
+    Returns (loss, dS_bt); loss is a Python float, 0.0 for an empty batch.
+    """
+    kernel = "softmax_xent_forward_backward"
+    _check_array(kernel, "S_bt", S_bt, np.float32, (("B", None), ("T", None)))
+    B, T = S_bt.shape
+    _check_array(kernel, "y_b", y_b, np.int32, (("B", B),))
+    if dS_bt is None:
+        dS_bt = np.empty((B, T), dtype=np.float32)
+    _check_array(kernel, "dS_bt", dS_bt, np.float32, (("B", B), ("T", T)), writable=True)
+    if B == 0:
+        return 0.0, dS_bt
+    if T == 0:
+        raise ValueError(f"{kernel}: S_bt must have at least one tag column; got {S_bt.shape}")
+    _check_tags(kernel, "y_b", y_b, T)
+    cdef const float[:, ::1] S = S_bt
+    cdef const int[::1] y = y_b
+    cdef float[:, ::1] dS = dS_bt
+    cdef double loss
+    with nogil:
+        loss = _softmax_xent(S, y, dS)
+    return loss, dS_bt
+
+
+def _check_tags(kernel, name, y, T):
+    if y.size and (y.min() < 0 or y.max() >= T):
+        i = int(np.flatnonzero((y < 0) | (y >= T))[0])
+        raise IndexError(f"{kernel}: {name}[{i}] = {y[i]} is out of range for {T} tags "
+                         f"(valid tags are 0..{T - 1})")
+
+
+def softmax_forward(S_bt, out_bt=None):
+    """P = softmax(S) row by row. S_bt, out_bt: float32 (B, T). Returns out_bt."""
+    kernel = "softmax_forward"
+    _check_array(kernel, "S_bt", S_bt, np.float32, (("B", None), ("T", None)))
+    B, T = S_bt.shape
+    if out_bt is None:
+        out_bt = np.empty((B, T), dtype=np.float32)
+    _check_array(kernel, "out_bt", out_bt, np.float32, (("B", B), ("T", T)), writable=True)
+    cdef const float[:, ::1] S = S_bt
+    cdef float[:, ::1] P = out_bt
+    cdef Py_ssize_t i
+    cdef int B_ = B, T_ = T
+    if T_ > 0:
+        with nogil:
+            for i in range(B_):
+                _softmax_row(&S[i, 0], &P[i, 0], T_)
+    return out_bt
+
+
+# --------------------------------------------------------------------------
+# 4. Viterbi decoding and the linear-chain CRF (sentence-level likelihood)
+
+def _check_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t):
+    _check_array(kernel, "S_bt", S_bt, np.float32, (("B", None), ("T", None)))
+    B, T = S_bt.shape
+    _check_array(kernel, "lengths_n", lengths_n, np.int32, (("N", None),))
+    _check_array(kernel, "trans_tt", trans_tt, np.float32, (("T", T), ("T", T)))
+    _check_array(kernel, "start_t", start_t, np.float32, (("T", T),))
+    _check_array(kernel, "end_t", end_t, np.float32, (("T", T),))
+    if lengths_n.size and lengths_n.min() < 0:
+        raise ValueError(f"{kernel}: lengths_n must be non-negative; got {lengths_n.min()}")
+    total = int(lengths_n.sum(dtype=np.int64))
+    if total != B:
+        raise ValueError(f"{kernel}: lengths_n must sum to the B = {B} rows of S_bt; "
+                         f"got {total}")
+    if B > 0 and T == 0:
+        raise ValueError(f"{kernel}: S_bt must have at least one tag column")
+    return B, T
+
+
+cdef void _viterbi(const float* s, int n, int T, const float[:, ::1] A, const float[::1] start,
+                   const float[::1] end, double* score, int* back, int* path) noexcept nogil:
+    # score[t, j] = s[t, j] + max_i (score[t−1, i] + A[i, j]); ties go to the lowest i,
+    # as np.argmax does. -inf entries of A or start/end forbid a move.
+    cdef int t, i, j, best_i
+    cdef double best, cand
+    cdef double* prev
+    cdef double* cur
+    for j in range(T):
+        score[j] = start[j] + s[j]
+    for t in range(1, n):
+        prev = score + (t - 1) * T
+        cur = score + t * T
+        for j in range(T):
+            best = prev[0] + A[0, j]
+            best_i = 0
+            for i in range(1, T):
+                cand = prev[i] + A[i, j]
+                if cand > best:
+                    best = cand
+                    best_i = i
+            cur[j] = best + s[t * T + j]
+            back[t * T + j] = best_i
+    prev = score + (n - 1) * T
+    best = prev[0] + end[0]
+    best_i = 0
+    for j in range(1, T):
+        cand = prev[j] + end[j]
+        if cand > best:
+            best = cand
+            best_i = j
+    path[n - 1] = best_i
+    for t in range(n - 1, 0, -1):
+        path[t - 1] = back[t * T + path[t]]
+
+
+def viterbi_decode(S_bt, lengths_n, trans_tt, start_t, end_t):
+    """Best tag path of each sentence under scores S plus transition scores.
+
+    S_bt: float32 (B, T), the rows of N sentences one after another;
+    lengths_n: int32 (N,), summing to B; trans_tt[i, j]: score of tag i followed
+    by tag j; start_t / end_t: scores of the first / last tag. -inf forbids.
+    Returns int32 (B,) tags.
+    """
+    kernel = "viterbi_decode"
+    B, T = _check_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t)
+    tags_b = np.zeros(B, dtype=np.int32)
+    if B == 0:
+        return tags_b
+    longest = int(lengths_n.max())
+    score_buf = np.empty(longest * T, dtype=np.float64)
+    back_buf = np.zeros(longest * T, dtype=np.int32)
+    cdef const float[:, ::1] S = S_bt
+    cdef const int[::1] lengths = lengths_n
+    cdef const float[:, ::1] A = trans_tt
+    cdef const float[::1] start = start_t
+    cdef const float[::1] end = end_t
+    cdef double[::1] score = score_buf
+    cdef int[::1] back = back_buf
+    cdef int[::1] tags = tags_b
+    cdef Py_ssize_t n, row = 0
+    cdef int T_ = T
+    with nogil:
+        for n in range(lengths.shape[0]):
+            if lengths[n] > 0:
+                _viterbi(&S[row, 0], lengths[n], T_, A, start, end, &score[0], &back[0],
+                         &tags[row])
+            row += lengths[n]
+    return tags_b
+
+
+cdef inline double _logsumexp2(double a, double b) noexcept nogil:
+    if a == -INFINITY:
+        return b
+    if b == -INFINITY:
+        return a
+    if a > b:
+        return a + log(1.0 + exp(b - a))
+    return b + log(1.0 + exp(a - b))
+
+
+cdef double _crf_alpha_beta(const float* s, int n, int T, const float[:, ::1] A,
+                            const float[::1] start, const float[::1] end,
+                            double* alpha, double* beta) noexcept nogil:
+    # Forward-backward in log space; returns log Z (MATH.md, sentence-level variant).
+    # alpha[t, j] = s[t, j] + logsumexp_i(alpha[t−1, i] + A[i, j])
+    # beta[t, i]  = logsumexp_j(A[i, j] + s[t+1, j] + beta[t+1, j]),  beta[n−1, i] = end[i]
+    cdef int t, i, j
+    cdef double acc, log_z = -INFINITY
+    for j in range(T):
+        alpha[j] = start[j] + s[j]
+    for t in range(1, n):
+        for j in range(T):
+            acc = -INFINITY
+            for i in range(T):
+                acc = _logsumexp2(acc, alpha[(t - 1) * T + i] + A[i, j])
+            alpha[t * T + j] = acc + s[t * T + j]
+    for j in range(T):
+        beta[(n - 1) * T + j] = end[j]
+        log_z = _logsumexp2(log_z, alpha[(n - 1) * T + j] + end[j])
+    for t in range(n - 2, -1, -1):
+        for i in range(T):
+            acc = -INFINITY
+            for j in range(T):
+                acc = _logsumexp2(acc, A[i, j] + s[(t + 1) * T + j] + beta[(t + 1) * T + j])
+            beta[t * T + i] = acc
+    return log_z
+
+
+cdef double _crf_sentence(const float* s, const int* y, int n, int T, const float[:, ::1] A,
+                          const float[::1] start, const float[::1] end, float scale,
+                          double* alpha, double* beta, float* ds, float[:, ::1] dA,
+                          float[::1] dstart, float[::1] dend) noexcept nogil:
+    # nll = log Z − score(gold). ∂/∂S = marginals − onehot(gold); ∂/∂A = expected minus
+    # gold transition counts; likewise start/end. All scaled by `scale`.
+    cdef int t, i, j
+    cdef double log_z = _crf_alpha_beta(s, n, T, A, start, end, alpha, beta)
+    cdef double gold = start[y[0]] + end[y[n - 1]], m
+    for t in range(n):
+        gold += s[t * T + y[t]]
+        if t > 0:
+            gold += A[y[t - 1], y[t]]
+    for t in range(n):
+        for j in range(T):
+            m = exp(alpha[t * T + j] + beta[t * T + j] - log_z)
+            ds[t * T + j] = <float>(scale * m)
+            if t == 0:
+                dstart[j] += <float>(scale * m)
+            if t == n - 1:
+                dend[j] += <float>(scale * m)
+        ds[t * T + y[t]] -= scale
+        if t > 0:
+            for i in range(T):
+                for j in range(T):
+                    dA[i, j] += <float>(scale * exp(alpha[(t - 1) * T + i] + A[i, j]
+                                                    + s[t * T + j] + beta[t * T + j] - log_z))
+            dA[y[t - 1], y[t]] -= scale
+    dstart[y[0]] -= scale
+    dend[y[n - 1]] -= scale
+    return log_z - gold
+
+
+def crf_forward_backward(S_bt, y_b, lengths_n, trans_tt, start_t, end_t,
+                         dS_bt, dtrans_tt, dstart_t, dend_t):
+    """Linear-chain CRF loss over sentences, mean per token, and its gradients.
+
+    S_bt: float32 (B, T) window-network scores of N sentences one after another;
+    y_b: int32 (B,) gold tags; lengths_n: int32 (N,) summing to B; trans_tt (T, T),
+    start_t, end_t (T,): transition scores (-inf forbids a move; the gold path must
+    not use one). dS_bt is written with (marginals − gold)/B; dtrans_tt, dstart_t,
+    dend_t are added into. Returns the loss (Σ_sentences nll) / B.
+    """
+    kernel = "crf_forward_backward"
+    B, T = _check_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t)
+    _check_array(kernel, "y_b", y_b, np.int32, (("B", B),))
+    _check_array(kernel, "dS_bt", dS_bt, np.float32, (("B", B), ("T", T)), writable=True)
+    _check_array(kernel, "dtrans_tt", dtrans_tt, np.float32, (("T", T), ("T", T)), writable=True)
+    _check_array(kernel, "dstart_t", dstart_t, np.float32, (("T", T),), writable=True)
+    _check_array(kernel, "dend_t", dend_t, np.float32, (("T", T),), writable=True)
+    if B == 0:
+        return 0.0
+    _check_tags(kernel, "y_b", y_b, T)
+    longest = int(lengths_n.max())
+    alpha_buf = np.empty(longest * T, dtype=np.float64)
+    beta_buf = np.empty(longest * T, dtype=np.float64)
+    cdef const float[:, ::1] S = S_bt
+    cdef const int[::1] y = y_b
+    cdef const int[::1] lengths = lengths_n
+    cdef const float[:, ::1] A = trans_tt
+    cdef const float[::1] start = start_t
+    cdef const float[::1] end = end_t
+    cdef float[:, ::1] dS = dS_bt
+    cdef float[:, ::1] dA = dtrans_tt
+    cdef float[::1] dstart = dstart_t
+    cdef float[::1] dend = dend_t
+    cdef double[::1] alpha = alpha_buf
+    cdef double[::1] beta = beta_buf
+    cdef double total = 0.0
+    cdef float scale = 1.0 / B
+    cdef Py_ssize_t n, row = 0
+    cdef int T_ = T
+    with nogil:
+        for n in range(lengths.shape[0]):
+            if lengths[n] > 0:
+                total += _crf_sentence(&S[row, 0], &y[row], lengths[n], T_, A, start, end,
+                                       scale, &alpha[0], &beta[0], &dS[row, 0], dA, dstart,
+                                       dend)
+            row += lengths[n]
+    return total / B
+
+
+def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
+    """Per-token tag marginals P(y_t = j | sentence) under the CRF, float32 (B, T)."""
+    kernel = "crf_marginals"
+    B, T = _check_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t)
+    if out_bt is None:
+        out_bt = np.empty((B, T), dtype=np.float32)
+    _check_array(kernel, "out_bt", out_bt, np.float32, (("B", B), ("T", T)), writable=True)
+    if B == 0:
+        return out_bt
+    longest = int(lengths_n.max())
+    alpha_buf = np.empty(longest * T, dtype=np.float64)
+    beta_buf = np.empty(longest * T, dtype=np.float64)
+    cdef const float[:, ::1] S = S_bt
+    cdef const int[::1] lengths = lengths_n
+    cdef const float[:, ::1] A = trans_tt
+    cdef const float[::1] start = start_t
+    cdef const float[::1] end = end_t
+    cdef float[:, ::1] out = out_bt
+    cdef double[::1] alpha = alpha_buf
+    cdef double[::1] beta = beta_buf
+    cdef double log_z
+    cdef Py_ssize_t n, t, j, row = 0
+    cdef int T_ = T
+    with nogil:
+        for n in range(lengths.shape[0]):
+            if lengths[n] > 0:
+                log_z = _crf_alpha_beta(&S[row, 0], lengths[n], T_, A, start, end,
+                                        &alpha[0], &beta[0])
+                for t in range(lengths[n]):
+                    for j in range(T_):
+                        out[row + t, j] = <float>exp(alpha[t * T_ + j] + beta[t * T_ + j]
+                                                     - log_z)
+            row += lengths[n]
+    return out_bt

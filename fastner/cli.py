@@ -1,0 +1,162 @@
+"""The ``fastner`` command: train, evaluate, tag, serve."""
+import argparse
+import json
+import os
+import shlex
+import sys
+from dataclasses import fields
+
+from fastner import io
+
+
+def _die(message, code=2):
+    print(f"fastner: error: {message}", file=sys.stderr)
+    return code
+
+
+def _add_model_arg(p):
+    p.add_argument("--model", help="model file (.npz); default: $FASTNER_MODEL or the shipped "
+                                   "models/fastner-conll03.npz")
+
+
+def build_parser():
+    from fastner.train import TrainConfig
+    parser = argparse.ArgumentParser(prog="fastner", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on CoNLL files",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--train", required=True, help="training data (CoNLL)")
+    t.add_argument("--dev", required=True, help="development data for early stopping (CoNLL)")
+    t.add_argument("--test", help="test data, scored once at the end for the model card only")
+    t.add_argument("--out", required=True, help="model file to write (.npz); the card, log, "
+                                                "plot and checkpoint go beside it")
+    t.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        t.add_argument(flag, type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name),
+                       dest=f.name)
+
+    e = sub.add_parser("evaluate", help="entity-level P/R/F1 of a model on a CoNLL file")
+    _add_model_arg(e)
+    e.add_argument("--data", required=True, help="CoNLL file with gold tags")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--output", help="also write token gold predicted lines (CoNLL) here")
+
+    g = sub.add_parser("tag", help="tag text from stdin")
+    _add_model_arg(g)
+    g.add_argument("--format", choices=("text", "conll"), default="text",
+                   help="text: one document per line in, one JSON object per line out; "
+                        "conll: token-per-line in (first column), token and tag out")
+    g.add_argument("--include-tokens", action="store_true", help="text format: add tokens")
+
+    s = sub.add_parser("serve", help="run the HTTP service under gunicorn")
+    _add_model_arg(s)
+    s.add_argument("--bind", help="address to bind (default $FASTNER_BIND or 127.0.0.1:8000)")
+    s.add_argument("--workers", type=int, help="worker processes (default $FASTNER_WORKERS or 2)")
+    return parser
+
+
+def cmd_train(args):
+    from fastner.conll import read_conll
+    from fastner.train import Trainer, TrainConfig, sha256
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    try:
+        cfg.validate()
+    except ValueError as err:
+        return _die(str(err))
+    if not args.out.endswith(".npz"):
+        return _die(f"--out must end in .npz; got {args.out!r}")
+    train = read_conll(args.train)
+    dev = read_conll(args.dev)
+    test = read_conll(args.test) if args.test else None
+    provenance = {"command": "fastner " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                  "data": {os.path.basename(p): sha256(p)
+                           for p in (args.train, args.dev, args.test) if p}}
+    trainer = Trainer(cfg, args.out, quiet=args.quiet)
+    model, state = trainer.run(train, dev, resume=args.resume)
+    card = trainer.finish(model, state, dev, test, provenance)
+    summary = f"best epoch {card['best_epoch']}: dev F1 {card['dev']['f1']:.2f}"
+    if test is not None:
+        summary += f", test F1 {card['test']['f1']:.2f}"
+    print(f"{summary}; wrote {args.out} ({card['training_seconds']:.0f}s of training)",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args):
+    from fastner.conll import read_conll, write_conll
+    from fastner.evaluate import entity_scores, format_scores
+    from fastner.tagger import Tagger
+    tagger = Tagger.load(args.model)
+    sentences = read_conll(args.data)
+    predicted = [r["tags"] for r in tagger.tag_tokens([s.tokens for s in sentences])]
+    scores = entity_scores([s.tags for s in sentences], predicted)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            write_conll(f, sentences, predicted)
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        print(format_scores(scores))
+    return 0
+
+
+def cmd_tag(args):
+    from fastner.conll import parse_conll
+    from fastner.tagger import Tagger
+    tagger = Tagger.load(args.model)
+    out = sys.stdout
+    if args.format == "conll":
+        sentences = parse_conll(sys.stdin, name="<stdin>", tagged=False)
+        results = tagger.tag_tokens([s.tokens for s in sentences])
+        for sent, result in zip(sentences, results):
+            for token, tag in zip(sent.tokens, result["tags"]):
+                out.write(f"{token} {tag}\n")
+            out.write("\n")
+        return 0
+    batch = []
+
+    def flush():
+        for result in tagger.tag_texts(batch, include_tokens=args.include_tokens):
+            out.write(json.dumps(result, ensure_ascii=False) + "\n")
+        batch.clear()
+
+    for line in sys.stdin:
+        batch.append(line.rstrip("\r\n"))
+        if len(batch) >= 256:
+            flush()
+    flush()
+    return 0
+
+
+def cmd_serve(args):
+    env = dict(os.environ)
+    if args.model:
+        env["FASTNER_MODEL"] = os.path.abspath(args.model)
+    if args.bind:
+        env["FASTNER_BIND"] = args.bind
+    if args.workers:
+        env["FASTNER_WORKERS"] = str(args.workers)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    conf = os.path.join(root, "service", "gunicorn.conf.py")
+    argv = [sys.executable, "-m", "gunicorn", "-c", conf, "service.app:create_app()"]
+    os.chdir(root)
+    os.execve(sys.executable, argv, env)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "tag": cmd_tag, "serve": cmd_serve}
+    try:
+        return handlers[args.command](args)
+    except (io.ModelFileError, ValueError, OSError, RuntimeError) as err:
+        return _die(str(err))
+    except KeyboardInterrupt:
+        return _die("interrupted", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Read and write CoNLL files.
+
+One token per line, whitespace-separated columns: the token first and the
+NER tag last (``token POS chunk NER`` in CoNLL-2003, ``token NER`` in
+two-column files). ``-DOCSTART-`` lines open documents, blank lines end
+sentences. IOB1 and IOB2 input are both accepted and normalised to IOB2.
+"""
+from dataclasses import dataclass, field
+
+from fastner.tags import is_valid_tag, to_iob2
+
+
+class ConllFormatError(ValueError):
+    """A malformed line; the message names the file and line."""
+
+
+@dataclass
+class Sentence:
+    tokens: list
+    tags: list = None          # IOB2 tags, or None when the file has no tag column
+    doc: int = 0               # index of the -DOCSTART- document this sentence belongs to
+    extra: list = field(default_factory=list)   # middle columns (POS, chunk) per token
+
+
+def read_conll(path, tagged=True):
+    """Sentences of a CoNLL file. With ``tagged=False`` a single column (tokens) is allowed."""
+    with open(path, encoding="utf-8") as f:
+        return parse_conll(f, name=str(path), tagged=tagged)
+
+
+def parse_conll(lines, name="<input>", tagged=True):
+    sentences, tokens, tags, extra = [], [], [], []
+    doc, columns, saw_docstart = 0, None, False
+
+    def flush():
+        if tokens:
+            sentences.append(Sentence(list(tokens), to_iob2(tags) if tagged else None, doc,
+                                      list(extra)))
+            tokens.clear(), tags.clear(), extra.clear()
+
+    for lineno, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            flush()
+            continue
+        if fields[0] == "-DOCSTART-":
+            flush()
+            if saw_docstart or sentences:
+                doc += 1
+            saw_docstart = True
+            continue
+        if columns is None:
+            columns = len(fields)
+            if tagged and columns < 2:
+                raise ConllFormatError(f"{name}:{lineno}: expected at least 2 columns "
+                                       f"(token ... NER-tag); got {line.rstrip()!r}")
+        elif len(fields) != columns:
+            raise ConllFormatError(f"{name}:{lineno}: expected {columns} columns like the "
+                                   f"lines before; got {len(fields)}: {line.rstrip()!r}")
+        tokens.append(fields[0])
+        if tagged:
+            if not is_valid_tag(fields[-1]):
+                raise ConllFormatError(f"{name}:{lineno}: {fields[-1]!r} is not an IOB tag "
+                                       f"(expected O, B-TYPE or I-TYPE)")
+            tags.append(fields[-1])
+            extra.append(fields[1:-1])
+        else:
+            extra.append(fields[1:])
+    flush()
+    return sentences
+
+
+def write_conll(f, sentences, predicted=None):
+    """Write sentences as CoNLL: token, middle columns, gold tag (if any), predicted tag (if given)."""
+    last_doc = None
+    for i, sent in enumerate(sentences):
+        if sent.doc != last_doc and last_doc is not None:
+            f.write("-DOCSTART- -X- -X- O\n\n")
+        last_doc = sent.doc
+        for j, token in enumerate(sent.tokens):
+            cols = [token]
+            if sent.extra and j < len(sent.extra):
+                cols += sent.extra[j]
+            if sent.tags is not None:
+                cols.append(sent.tags[j])
+            if predicted is not None:
+                cols.append(predicted[i][j])
+            f.write(" ".join(cols) + "\n")
+        f.write("\n")

@@ -1,0 +1,266 @@
+"""The window tagger: parameters, windows, forward/backward through the kernels,
+and decoding (MATH.md holds the math; fastner._kernels the fast code).
+
+Parameters live in one flat float buffer with named views, and the gradient
+buffer mirrors it, so the optimiser can treat the dense parameters as one
+slice and the embedding tables row by row.
+"""
+import json
+
+import numpy as np
+
+from fastner import _kernels, io
+from fastner.features import PAD, Vocab, build_feature
+from fastner.tags import TagSet
+
+DENSE = ("W", "b", "U", "c", "trans", "start", "end")
+LOSSES = ("softmax", "crf")
+
+
+class WindowTagger:
+    """Collobert & Weston's window network over K = 2·half_window + 1 positions.
+
+    features: WordFeature first, then small categorical features; each
+    position's input is the concatenation of the feature vectors (width E).
+    loss: "softmax" (per-token cross-entropy, IOB-constrained Viterbi at
+    decode time) or "crf" (sentence-level likelihood with learned transitions).
+    ``ops`` is fastner._kernels or fastner.reference (same signatures).
+    """
+
+    def __init__(self, features, tagset, half_window=2, hidden=300, activation="tanh",
+                 loss="softmax", dropout=0.0, ops=_kernels, dtype=np.float32):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}")
+        if activation not in _kernels.ACTIVATIONS or activation == "identity":
+            raise ValueError(f"activation must be tanh, hardtanh or relu; got {activation!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {dropout}")
+        self.features, self.tagset = list(features), tagset
+        self.half_window, self.hidden = int(half_window), int(hidden)
+        self.activation, self.loss, self.dropout = activation, loss, float(dropout)
+        self.ops, self.dtype = ops, np.dtype(dtype)
+        self.K = 2 * self.half_window + 1
+        self.offsets = np.cumsum([0] + [f.dim for f in self.features])[:-1].tolist()
+        self.E = sum(f.dim for f in self.features)
+        self.D = self.K * self.E
+        T = len(tagset)
+        self.layout = [("W", (self.hidden, self.D)), ("b", (self.hidden,)),
+                       ("U", (T, self.hidden)), ("c", (T,)),
+                       ("trans", (T, T)), ("start", (T,)), ("end", (T,))]
+        self.layout += [(f"table.{f.name}", (f.size, f.dim)) for f in self.features]
+        self.flat = np.zeros(sum(int(np.prod(s)) for _, s in self.layout), dtype=self.dtype)
+        self.params = self.views(self.flat)
+        self.dense_size = sum(int(np.prod(s)) for n, s in self.layout if n in DENSE)
+        self.mask_trans, self.mask_start = tagset.transition_mask()
+        self._inference_cache = None
+
+    # -- parameters -------------------------------------------------------
+
+    def views(self, flat):
+        """Named views into a flat buffer laid out like the parameters."""
+        out, at = {}, 0
+        for name, shape in self.layout:
+            size = int(np.prod(shape))
+            out[name] = flat[at:at + size].reshape(shape)
+            at += size
+        return out
+
+    def tables(self, views=None):
+        views = self.params if views is None else views
+        return [views[f"table.{f.name}"] for f in self.features]
+
+    def init_params(self, rng, word_init=None):
+        """Uniform ±sqrt(6/(fan_in+fan_out)) weights, zero biases, small random tables.
+
+        ``word_init``: optional (rows, vectors) to copy into the word table
+        (GloVe vectors for the words GloVe has; the rest stay random).
+        """
+        p = self.params
+        for name in ("W", "U"):
+            fan_out, fan_in = p[name].shape
+            bound = np.sqrt(6.0 / (fan_in + fan_out))
+            p[name][...] = rng.uniform(-bound, bound, size=p[name].shape)
+        for name in ("b", "c", "trans", "start", "end"):
+            p[name][...] = 0.0
+        for table in self.tables():
+            table[...] = rng.normal(0.0, 0.1, size=table.shape)
+        if word_init is not None:
+            rows, vectors = word_init
+            self.tables()[0][rows] = vectors
+        self._inference_cache = None
+
+    # -- windows ----------------------------------------------------------
+
+    def token_ids(self, tokens):
+        """Per feature, int32 (n,) ids of one sentence's tokens."""
+        return [f.ids(tokens) for f in self.features]
+
+    def windows(self, sentences_ids):
+        """Stack sentences into per-feature (B, K) window id matrices, PAD at edges.
+
+        sentences_ids: list over sentences of per-feature id arrays (from token_ids).
+        """
+        out = []
+        hw = self.half_window
+        for f in range(len(self.features)):
+            parts = []
+            for ids in sentences_ids:
+                padded = np.concatenate([np.full(hw, PAD, np.int32), ids[f],
+                                         np.full(hw, PAD, np.int32)])
+                parts.append(np.lib.stride_tricks.sliding_window_view(padded, self.K))
+            out.append(np.ascontiguousarray(np.concatenate(parts), dtype=np.int32)
+                       if parts else np.zeros((0, self.K), np.int32))
+        return out
+
+    # -- forward / backward -------------------------------------------------
+
+    def forward(self, ids, rng=None):
+        """Scores S (B, T) for per-feature window ids; returns (S, cache for backward).
+
+        With ``rng`` (training), inverted dropout is applied to the hidden layer.
+        """
+        ops, p = self.ops, self.params
+        B = ids[0].shape[0]
+        X = np.empty((B, self.D), dtype=self.dtype)
+        for f_ids, table, offset in zip(ids, self.tables(), self.offsets):
+            ops.lookup_forward(f_ids, table, X, offset)
+        Hd = ops.affine_act_forward(X, p["W"], p["b"], self.activation)
+        keep = None
+        Hin = Hd
+        if rng is not None and self.dropout > 0.0:
+            keep = (rng.random(Hd.shape) >= self.dropout).astype(self.dtype)
+            keep /= (1.0 - self.dropout)
+            Hin = Hd * keep
+        S = ops.affine_act_forward(Hin, p["U"], p["c"], "identity")
+        return S, (ids, X, Hd, Hin, keep, S)
+
+    def backward(self, cache, dS, grads):
+        """Add ∂J/∂θ into the named gradient views ``grads`` from δ_S (MATH.md backward 2–5)."""
+        ops, p = self.ops, self.params
+        ids, X, Hd, Hin, keep, S = cache
+        dHin = np.empty_like(Hin)
+        ops.affine_act_backward(dS, S, Hin, p["U"], "identity", grads["U"], grads["c"], dHin)
+        dHd = dHin if keep is None else dHin * keep
+        dX = np.empty_like(X)
+        ops.affine_act_backward(dHd, Hd, X, p["W"], self.activation, grads["W"], grads["b"], dX)
+        for f_ids, dtable, offset in zip(ids, self.tables(grads), self.offsets):
+            ops.lookup_backward(f_ids, dX, dtable, offset)
+
+    def loss_and_backward(self, ids, y, lengths, grads, rng=None):
+        """Mean loss of a batch and its gradient added into ``grads``.
+
+        y: int32 (B,) gold tags; lengths: int32 sentence lengths (CRF only).
+        """
+        S, cache = self.forward(ids, rng)
+        if self.loss == "softmax":
+            loss, dS = self.ops.softmax_xent_forward_backward(S, y)
+        else:
+            trans, start, end = self.transitions()
+            dS = np.empty_like(S)
+            loss = self.ops.crf_forward_backward(S, y, lengths, trans, start, end, dS,
+                                                 grads["trans"], grads["start"], grads["end"])
+        self.backward(cache, dS, grads)
+        return loss
+
+    def transitions(self):
+        """Transition, start and end scores with invalid IOB2 moves set to -inf."""
+        p = self.params
+        if self.loss == "crf":
+            return ((p["trans"] + self.mask_trans).astype(self.dtype),
+                    (p["start"] + self.mask_start).astype(self.dtype),
+                    np.ascontiguousarray(p["end"]))
+        return (self.mask_trans.astype(self.dtype), self.mask_start.astype(self.dtype),
+                np.zeros(len(self.tagset), self.dtype))
+
+    # -- decoding -----------------------------------------------------------
+
+    def decode(self, S, lengths):
+        """Best IOB2-valid tag ids and each token's confidence in its tag.
+
+        The confidence is the model's probability of that tag for that token:
+        the softmax output (loss "softmax") or the CRF marginal (loss "crf").
+        """
+        trans, start, end = self.transitions()
+        if self.loss == "softmax":
+            probs = self.ops.softmax_forward(S)
+            with np.errstate(divide="ignore"):
+                scores = np.log(probs)
+            tags = self.ops.viterbi_decode(scores, lengths, trans, start, end)
+        else:
+            tags = self.ops.viterbi_decode(S, lengths, trans, start, end)
+            probs = self.ops.crf_marginals(S, lengths, trans, start, end)
+        conf = probs[np.arange(len(tags)), tags] if len(tags) else np.zeros(0, self.dtype)
+        return tags, conf
+
+    def predict_ids(self, ids, lengths):
+        S, _ = self.forward(ids)
+        return self.decode(S, lengths)
+
+    def tag(self, sentences):
+        """Tag lists of tokens: list over sentences of (tag names, confidences)."""
+        sentences_ids = [self.token_ids(tokens) for tokens in sentences]
+        lengths = np.array([len(t) for t in sentences], dtype=np.int32)
+        if lengths.sum() == 0:
+            return [([], np.zeros(0, np.float32)) for _ in sentences]
+        tags, conf = self.predict_ids(self.windows(sentences_ids), lengths)
+        out, at = [], 0
+        for n in lengths:
+            out.append((self.tagset.decode(tags[at:at + n]), conf[at:at + n]))
+            at += n
+        return out
+
+    # -- files --------------------------------------------------------------
+
+    def config(self):
+        return {"half_window": self.half_window, "hidden": self.hidden,
+                "activation": self.activation, "loss": self.loss, "dropout": self.dropout,
+                "entity_types": list(self.tagset.entity_types),
+                "features": [f.config() for f in self.features]}
+
+    def arrays(self):
+        """Everything the model needs, as named arrays (no pickle)."""
+        arrays = {f"param.{name}": view for name, view in self.params.items()}
+        arrays["vocab"] = io.encode_strings(self.features[0].vocab.words)
+        return arrays
+
+    def save(self, path, metadata=None):
+        io.save_npz(path, io.MODEL_FORMAT, self.arrays(),
+                    {"config": self.config(), "metadata": metadata or {}})
+
+    @classmethod
+    def from_arrays(cls, arrays, meta, path="<model>"):
+        try:
+            config = meta["config"]
+            vocab = Vocab(io.decode_strings(arrays["vocab"])[2:])
+            features = [build_feature(c, vocab) for c in config["features"]]
+            model = cls(features, TagSet(config["entity_types"]),
+                        half_window=config["half_window"], hidden=config["hidden"],
+                        activation=config["activation"], loss=config["loss"],
+                        dropout=config.get("dropout", 0.0))
+        except (KeyError, TypeError, ValueError) as err:
+            raise io.ModelFileError(f"{path}: model configuration is incomplete or invalid "
+                                    f"({type(err).__name__}: {err})") from None
+        for name, view in model.params.items():
+            stored = arrays.get(f"param.{name}")
+            if stored is None:
+                raise io.ModelFileError(f"{path}: parameter {name!r} is missing")
+            if stored.shape != view.shape:
+                raise io.ModelFileError(f"{path}: parameter {name!r} has shape {stored.shape}; "
+                                        f"the configuration needs {view.shape}")
+            view[...] = stored
+        if not np.all(np.isfinite(model.flat)):
+            raise io.ModelFileError(f"{path}: parameters contain NaN or infinity")
+        return model
+
+    @classmethod
+    def load(cls, path):
+        arrays, meta = io.load_npz(path, io.MODEL_FORMAT)
+        model = cls.from_arrays(arrays, meta, path)
+        model.metadata = meta.get("metadata", {})
+        return model
+
+
+def describe(model):
+    """A one-line summary for logs."""
+    return json.dumps({"params": int(model.flat.size), "K": model.K, "E": model.E,
+                       "H": model.hidden, "T": len(model.tagset), "loss": model.loss})

@@ -1,0 +1,207 @@
+"""NumPy reference of every kernel in ``fastner._kernels``: same names, same
+signatures, same math (MATH.md), written for reading rather than speed.
+
+The reference works in whatever float dtype it is given, so the gradient
+checks can run it in float64 against central finite differences; the Cython
+kernels are then checked against it in float32. Like the kernels, backward
+functions add into parameter gradients and write activation gradients.
+"""
+import numpy as np
+
+ACTIVATIONS = {"identity": 0, "tanh": 1, "hardtanh": 2, "relu": 3}
+
+
+def _window_columns(K, E, offset, e):
+    """Column indices of one feature's slice in every window position, (K, e)."""
+    return (np.arange(K)[:, None] * E) + offset + np.arange(e)[None, :]
+
+
+def lookup_forward(ids_bk, table_ve, out_bd=None, offset=0):
+    # x = L·onehot(id) is "take row id of L"; a window concatenates K such rows.
+    B, K = ids_bk.shape
+    V, e = table_ve.shape
+    if out_bd is None:
+        out_bd = np.zeros((B, K * e), dtype=table_ve.dtype)
+    E = out_bd.shape[1] // K
+    if ids_bk.size and (ids_bk.min() < 0 or ids_bk.max() >= V):
+        raise IndexError("lookup_forward: ids out of range")
+    cols = _window_columns(K, E, offset, e)
+    out_bd[:, cols] = table_ve[ids_bk]
+    return out_bd
+
+
+def lookup_backward(ids_bk, dX_bd, dtable_ve, offset=0):
+    # ∂J/∂L[v] = Σ over the (b, k) with ids[b, k] = v of that slice of δ_X;
+    # np.add.at accumulates repeated ids (plain fancy-index += would keep one).
+    B, K = ids_bk.shape
+    V, e = dtable_ve.shape
+    E = dX_bd.shape[1] // K
+    cols = _window_columns(K, E, offset, e)
+    np.add.at(dtable_ve, ids_bk.reshape(-1), dX_bd[:, cols].reshape(B * K, e))
+    return dtable_ve
+
+
+def activate(Z, activation):
+    if activation == "identity":
+        return Z.copy()
+    if activation == "tanh":
+        return np.tanh(Z)
+    if activation == "hardtanh":
+        return np.clip(Z, -1.0, 1.0)
+    if activation == "relu":
+        return np.maximum(Z, 0.0)
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+def activation_derivative(H, activation):
+    """f′(Z) from the stored output H = f(Z) (the diagonal of the Jacobian)."""
+    if activation == "identity":
+        return np.ones_like(H)
+    if activation == "tanh":
+        return 1.0 - H * H
+    if activation == "hardtanh":
+        return ((H > -1.0) & (H < 1.0)).astype(H.dtype)
+    if activation == "relu":
+        return (H > 0.0).astype(H.dtype)
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+def affine_act_forward(X_bd, W_hd, b_h, activation="tanh", out_bh=None):
+    # Z = X Wᵀ + 1 bᵀ ; H = f(Z)
+    H = activate(X_bd @ W_hd.T + b_h, activation)
+    if out_bh is None:
+        return H
+    out_bh[...] = H
+    return out_bh
+
+
+def affine_act_backward(dH_bh, H_bh, X_bd, W_hd, activation, dW_hd, db_h, dX_bd=None):
+    # δ_Z = δ_H ⊙ f′(Z)          (diagonal Jacobian of an elementwise f)
+    # ∂J/∂W = δ_Zᵀ X  (H × D)    (outer products of error signal and input, summed over b)
+    # ∂J/∂b = Σ_b δ_Z[b] ;  δ_X = δ_Z W  (B × D)
+    dZ = dH_bh * activation_derivative(H_bh, activation)
+    dW_hd += dZ.T @ X_bd
+    db_h += dZ.sum(axis=0)
+    if dX_bd is not None:
+        dX_bd[...] = dZ @ W_hd
+    return dX_bd
+
+
+def softmax_forward(S_bt, out_bt=None):
+    shifted = S_bt - S_bt.max(axis=1, keepdims=True)
+    P = np.exp(shifted)
+    P /= P.sum(axis=1, keepdims=True)
+    if out_bt is None:
+        return P
+    out_bt[...] = P
+    return out_bt
+
+
+def softmax_xent_forward_backward(S_bt, y_b, dS_bt=None):
+    # J = −(1/B) Σ_b log softmax(S)[b, y_b] ;  δ_S = (P − Y)/B  ("predicted minus gold")
+    B, T = S_bt.shape
+    if B == 0:
+        return 0.0, (np.empty_like(S_bt) if dS_bt is None else dS_bt)
+    m = S_bt.max(axis=1, keepdims=True)
+    log_z = m[:, 0] + np.log(np.exp(S_bt - m).sum(axis=1))
+    loss = float(np.mean(log_z - S_bt[np.arange(B), y_b]))
+    grad = softmax_forward(S_bt)
+    grad[np.arange(B), y_b] -= 1.0
+    grad /= B
+    if dS_bt is None:
+        return loss, grad
+    dS_bt[...] = grad
+    return loss, dS_bt
+
+
+def _sentences(lengths_n):
+    start = 0
+    for n in lengths_n:
+        yield start, start + int(n)
+        start += int(n)
+
+
+def viterbi_decode(S_bt, lengths_n, trans_tt, start_t, end_t):
+    # score[t, j] = S[t, j] + max_i(score[t−1, i] + A[i, j]); follow the argmax back.
+    tags = np.zeros(S_bt.shape[0], dtype=np.int32)
+    A = trans_tt.astype(np.float64)
+    for lo, hi in _sentences(lengths_n):
+        if hi == lo:
+            continue
+        s = S_bt[lo:hi].astype(np.float64)
+        score = start_t.astype(np.float64) + s[0]
+        back = []
+        for t in range(1, hi - lo):
+            cand = score[:, None] + A
+            back.append(cand.argmax(axis=0))
+            score = cand.max(axis=0) + s[t]
+        best = int(np.argmax(score + end_t))
+        path = [best]
+        for pointers in reversed(back):
+            best = int(pointers[best])
+            path.append(best)
+        tags[lo:hi] = path[::-1]
+    return tags
+
+
+def _logsumexp(x, axis):
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isneginf(m), 0.0, m)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(x - m), axis=axis))
+
+
+def crf_alpha_beta(s, trans_tt, start_t, end_t):
+    """Log-space forward and backward tables of one sentence, and log Z."""
+    n, T = s.shape
+    alpha = np.empty((n, T), dtype=np.float64)
+    beta = np.empty((n, T), dtype=np.float64)
+    alpha[0] = start_t + s[0]
+    for t in range(1, n):
+        alpha[t] = s[t] + _logsumexp(alpha[t - 1][:, None] + trans_tt, axis=0)
+    beta[n - 1] = end_t
+    for t in range(n - 2, -1, -1):
+        beta[t] = _logsumexp(trans_tt + (s[t + 1] + beta[t + 1])[None, :], axis=1)
+    return alpha, beta, float(_logsumexp(alpha[n - 1] + end_t, axis=0))
+
+
+def crf_forward_backward(S_bt, y_b, lengths_n, trans_tt, start_t, end_t,
+                         dS_bt, dtrans_tt, dstart_t, dend_t):
+    # Per sentence: nll = log Σ_paths exp(score) − score(gold).
+    # ∂nll/∂S = marginals − onehot(gold); ∂nll/∂A = expected − gold transition counts.
+    B, T = S_bt.shape
+    if B == 0:
+        return 0.0
+    A = trans_tt.astype(np.float64)
+    total = 0.0
+    for lo, hi in _sentences(lengths_n):
+        if hi == lo:
+            continue
+        s = S_bt[lo:hi].astype(np.float64)
+        y = y_b[lo:hi]
+        alpha, beta, log_z = crf_alpha_beta(s, A, start_t, end_t)
+        gold = start_t[y[0]] + end_t[y[-1]] + s[np.arange(hi - lo), y].sum() + A[y[:-1], y[1:]].sum()
+        total += log_z - gold
+        marginals = np.exp(alpha + beta - log_z)
+        grad = marginals.copy()
+        grad[np.arange(hi - lo), y] -= 1.0
+        dS_bt[lo:hi] = grad / B
+        dstart_t += (marginals[0] - np.eye(T)[y[0]]) / B
+        dend_t += (marginals[-1] - np.eye(T)[y[-1]]) / B
+        for t in range(1, hi - lo):
+            pair = np.exp(alpha[t - 1][:, None] + A + (s[t] + beta[t])[None, :] - log_z)
+            pair[y[t - 1], y[t]] -= 1.0
+            dtrans_tt += pair / B
+    return total / B
+
+
+def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
+    if out_bt is None:
+        out_bt = np.empty_like(S_bt)
+    for lo, hi in _sentences(lengths_n):
+        if hi == lo:
+            continue
+        alpha, beta, log_z = crf_alpha_beta(S_bt[lo:hi].astype(np.float64),
+                                            trans_tt.astype(np.float64), start_t, end_t)
+        out_bt[lo:hi] = np.exp(alpha + beta - log_z)
+    return out_bt

@@ -1,0 +1,87 @@
+"""Raw text in, entities with character offsets out: the tokenizer, the model
+and span extraction put together. The CLI, the HTTP service and the Dask job
+all call this.
+
+An entity's ``score`` is the lowest, over its tokens, of the model's
+probability for the tag it gave that token (softmax output, or CRF marginal):
+a number in [0, 1] that is high only when every token of the span is sure.
+"""
+import os
+
+from fastner.model import WindowTagger
+from fastner.tags import spans
+from fastner.tokenize import split_sentences, tokenize
+
+_REPO_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "models", "fastner-conll03.npz")
+
+
+def default_model_path():
+    """$FASTNER_MODEL, else the model shipped in the repository's models/ folder."""
+    return os.environ.get("FASTNER_MODEL") or _REPO_MODEL
+
+
+class Tagger:
+    def __init__(self, model, name="model", metadata=None):
+        self.model, self.name = model, name
+        self.metadata = metadata if metadata is not None else getattr(model, "metadata", {})
+
+    @classmethod
+    def load(cls, path=None):
+        path = os.fspath(path or default_model_path())
+        name = os.path.basename(path)
+        return cls(WindowTagger.load(path), name[:-4] if name.endswith(".npz") else name)
+
+    def tag_tokens(self, sentences):
+        """Pre-tokenised sentences → per sentence {"entities": [...], "tags": [...]}.
+
+        Entities carry token offsets (token_start, token_end; end exclusive).
+        """
+        out = []
+        for tokens, (tags, conf) in zip(sentences, self.model.tag(sentences)):
+            entities = [{"text": " ".join(tokens[a:b]), "label": kind, "token_start": a,
+                         "token_end": b, "score": round(float(conf[a:b].min()), 4)}
+                        for kind, a, b in spans(tags)]
+            out.append({"entities": entities, "tags": tags})
+        return out
+
+    def tag_texts(self, texts, include_tokens=False):
+        """Raw texts → per text {"entities": [...]} with character offsets.
+
+        ``start``/``end`` index the text in Python code points (end exclusive)
+        and ``text == input[start:end]``; token_start/token_end count tokens
+        from the start of the text. With include_tokens, also the tokens with
+        their offsets and tags.
+        """
+        per_text = []           # (tokens with offsets, [(first token index, n tokens)])
+        sentences = []
+        for text in texts:
+            tokens = tokenize(text)
+            pieces, at = [], 0
+            for sent in split_sentences(tokens):
+                pieces.append((at, len(sent)))
+                sentences.append([t[0] for t in sent])
+                at += len(sent)
+            per_text.append((tokens, pieces))
+        tagged = iter(self.tag_tokens(sentences))
+        results = []
+        for text, (tokens, pieces) in zip(texts, per_text):
+            entities, tags = [], []
+            for first, _ in pieces:
+                sent = next(tagged)
+                tags += sent["tags"]
+                for ent in sent["entities"]:
+                    a, b = first + ent["token_start"], first + ent["token_end"]
+                    start, end = tokens[a][1], tokens[b - 1][2]
+                    entities.append({"text": text[start:end], "label": ent["label"],
+                                     "start": start, "end": end, "token_start": a,
+                                     "token_end": b, "score": ent["score"]})
+            result = {"entities": entities}
+            if include_tokens:
+                result["tokens"] = [{"text": tok, "start": s, "end": e, "tag": tag}
+                                    for (tok, s, e), tag in zip(tokens, tags)]
+            results.append(result)
+        return results
+
+    def tag_text(self, text, include_tokens=False):
+        return self.tag_texts([text], include_tokens)[0]

@@ -1,0 +1,65 @@
+"""A tokenizer for raw English text that yields CoNLL-2003-like tokens with
+character offsets (Python code-point indices, end exclusive).
+
+It follows the conventions the tagger was trained on: punctuation split off,
+clitics split PTB-style ("don't" → "do" "n't", "EU's" → "EU" "'s"), hyphenated
+words, numbers with separators ("1,000", "3.5", "1996-08-22"), abbreviations
+("U.S.", "Mr.") and URLs/e-mail addresses kept whole. Zero-width characters
+separate tokens and are never part of one; combining marks stay with their
+base letter, so offsets always index the original string.
+"""
+import re
+
+# Letters and digits plus combining marks (which belong to the preceding letter).
+_L = r"[^\W_]"
+_MARK = r"[\u0300-\u036f\u0483-\u0489\u0591-\u05bd\u0610-\u061a\u064b-\u065f\u0900-\u0903" \
+        r"\u093a-\u094f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
+_W = f"(?:{_L}{_MARK}*)"
+_ABBREVIATIONS = (
+    "Mr Mrs Ms Dr Prof Sr Jr St Mt Gen Col Lt Sgt Capt Gov Sen Rep Rev Inc Corp Ltd Co Bros "
+    "Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct Nov Dec vs etc No Nos Ave Blvd Dept Univ"
+).split()
+
+_TOKEN_RE = re.compile(
+    "|".join([
+        r"(?:https?://|www\.)[^\s<>\"]+[^\s<>\".,;:!?)\]'}]",          # URLs
+        r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",                                # e-mail addresses
+        r"(?:[A-Za-z]\.){2,}(?![A-Za-z])",                              # U.S. U.N. a.m.
+        r"(?:" + "|".join(_ABBREVIATIONS) + r")\.(?=\s|$)",             # Mr. Jan. Inc.
+        r"[+-]?\d+(?:[.,:/-]\d+)*(?:-" + _W + "+)*",                    # 1,000 3.5 1996-08-22 10-year
+        rf"{_W}+(?=n't\b)",                                             # do|n't
+        r"n't\b",
+        rf"['’](?:s|re|ve|ll|d|m|S|RE|VE|LL|D|M)\b(?!{_W})",                # 's 're 've ...
+        rf"{_W}+(?=['’](?:s|re|ve|ll|d|m|S|RE|VE|LL|D|M)\b(?!{_W}))",   # EU|'s
+        rf"{_W}+(?:[-'’&.]{_W}+)*",                                     # words, mid-word - ' & .
+        r"\.\.\.|--|``|''",                                             # multi-char punctuation
+        r"[^\s\u200b-\u200d\u2060\ufeff]" + f"{_MARK}*",               # any other single character
+    ])
+)
+
+
+def tokenize(text):
+    """List of (token, start, end) for ``text``; ``text[start:end] == token``."""
+    return [(m.group(), m.start(), m.end()) for m in _TOKEN_RE.finditer(text)]
+
+
+def split_sentences(tokens):
+    """Group tokens into sentences at ., ! or ? (and a closing quote or bracket right after).
+
+    A sentence also ends before a token that starts on a new line after a blank line.
+    """
+    sentences, current = [], []
+    for i, tok in enumerate(tokens):
+        current.append(tok)
+        text = tok[0]
+        nxt = tokens[i + 1][0] if i + 1 < len(tokens) else None
+        if text in (".", "!", "?", "...") and nxt not in ("'", '"', ")", "''", "]"):
+            sentences.append(current)
+            current = []
+        elif text in ("'", '"', ")", "''", "]") and len(current) > 1 and \
+                current[-2][0] in (".", "!", "?"):
+            sentences.append(current)
+            current = []
+    if current:
+        sentences.append(current)
+    return sentences

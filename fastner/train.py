@@ -1,0 +1,407 @@
+"""The trainer: vocabulary and features from the training data, GloVe
+initialisation, shuffled mini-batches, an optimiser with row-sparse embedding
+updates, learning-rate schedule, gradient clipping, early stopping on dev
+entity F1, per-epoch atomic checkpoints with resume, a JSON-lines log and a
+training-curve plot.
+"""
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+from tqdm import tqdm
+
+from fastner import __version__, io
+from fastner.evaluate import entity_scores
+from fastner.features import UNK, Vocab, make_features, normalize_word
+from fastner.model import DENSE, WindowTagger
+from fastner.tags import TagSet
+
+OPTIMIZERS = ("sgd", "adagrad", "adam")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32          # windows per batch (whole sentences up to this many for crf)
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    lr_decay: float = 1.0         # learning rate multiplied by this after every epoch
+    momentum: float = 0.9         # sgd only
+    emb_lr_scale: float = 1.0     # embedding tables learn at lr · this (0 freezes them)
+    clip: float = 5.0             # global gradient-norm clip (0 disables)
+    patience: int = 5             # epochs without a better dev F1 before stopping
+    seed: int = 0
+    hidden: int = 300
+    half_window: int = 2
+    activation: str = "tanh"
+    loss: str = "softmax"
+    dropout: float = 0.0
+    word_dropout: float = 0.0     # chance of replacing a training word by UNK
+    features: str = "caps:5"
+    glove_words: int = 100000     # most frequent GloVe words kept (0: random init, no GloVe)
+    word_dim: int = 50
+
+    def validate(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
+        for name in ("epochs", "batch_size", "hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+        if self.half_window < 0:
+            raise ValueError(f"half_window must be >= 0; got {self.half_window}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive; got {self.lr}")
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ValueError(f"word_dropout must be in [0, 1); got {self.word_dropout}")
+        if self.glove_words and self.word_dim != 50:
+            raise ValueError("GloVe 6B vectors are 50-d: use --word-dim 50 or --glove-words 0")
+
+
+def artifact_paths(out):
+    """Files written beside the model ``out`` (e.g. models/x.npz)."""
+    stem = out[:-4] if out.endswith(".npz") else out
+    return {"model": out, "card": stem + ".json", "checkpoint": stem + ".checkpoint.npz",
+            "log": stem + ".train.jsonl", "plot": stem + ".train.png"}
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- data ------------------------------------------------------------------
+
+class Corpus:
+    """A set of sentences turned into window ids, gold tag ids and lengths."""
+
+    def __init__(self, model, sentences):
+        self.sentences = sentences
+        self.lengths = np.array([len(s.tokens) for s in sentences], dtype=np.int32)
+        self.ids = model.windows([model.token_ids(s.tokens) for s in sentences])
+        self.y = (np.concatenate([model.tagset.encode(s.tags) for s in sentences])
+                  if sentences else np.zeros(0, np.int32))
+        self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+
+    @property
+    def tokens(self):
+        return int(self.lengths.sum())
+
+
+def build_model(cfg, train_sentences, log=print):
+    """A freshly initialised model whose vocabulary covers GloVe's top words and the training words."""
+    rng = np.random.default_rng(cfg.seed)
+    train_words = []
+    seen = set()
+    for sent in train_sentences:
+        for tok in sent.tokens:
+            key = normalize_word(tok)
+            if key not in seen:
+                seen.add(key)
+                train_words.append(key)
+    glove_words, glove_vectors = [], None
+    if cfg.glove_words:
+        from fastner.glove import load_glove
+        glove_words, glove_vectors = load_glove(cfg.glove_words)
+        log(f"GloVe: {len(glove_words)} words x {glove_vectors.shape[1]}")
+    glove_set = set(glove_words)
+    vocab = Vocab(glove_words + [w for w in train_words if w not in glove_set])
+    features = make_features(cfg.features, train_sentences, vocab, cfg.word_dim)
+    tagset = TagSet.from_sequences(s.tags for s in train_sentences)
+    model = WindowTagger(features, tagset, half_window=cfg.half_window, hidden=cfg.hidden,
+                         activation=cfg.activation, loss=cfg.loss, dropout=cfg.dropout)
+    word_init = None
+    if glove_vectors is not None:
+        rows = np.array([vocab.index[w] for w in glove_words], dtype=np.int64)
+        word_init = (rows, glove_vectors)
+    model.init_params(rng, word_init)
+    log(f"vocabulary: {len(vocab)} words ({len(glove_words)} from GloVe); features: "
+        + ", ".join(f"{f.name}:{f.dim}x{f.size}" for f in features)
+        + f"; tags: {len(tagset)}; parameters: {model.flat.size}")
+    return model
+
+
+def batches(corpus, cfg, rng):
+    """Rows (token indices) and sentence lengths of each batch of an epoch."""
+    if cfg.loss == "softmax":
+        order = rng.permutation(corpus.tokens)
+        for at in range(0, len(order), cfg.batch_size):
+            yield order[at:at + cfg.batch_size], None
+        return
+    # CRF: whole sentences, shuffled, grouped until a batch holds batch_size tokens.
+    rows, lengths, count = [], [], 0
+    for s in rng.permutation(len(corpus.lengths)):
+        n = int(corpus.lengths[s])
+        if n == 0:
+            continue
+        rows.append(np.arange(corpus.starts[s], corpus.starts[s] + n))
+        lengths.append(n)
+        count += n
+        if count >= cfg.batch_size:
+            yield np.concatenate(rows), np.array(lengths, dtype=np.int32)
+            rows, lengths, count = [], [], 0
+    if rows:
+        yield np.concatenate(rows), np.array(lengths, dtype=np.int32)
+
+
+# -- optimiser -------------------------------------------------------------
+
+class Optimizer:
+    """SGD with momentum, AdaGrad or Adam over the flat parameter buffer.
+
+    Dense parameters (W, b, U, c, transitions) are updated as one slice; the
+    embedding tables only at the rows the batch touched ("lazy" sparse
+    updates: untouched rows and their optimiser state do not move).
+    """
+
+    def __init__(self, model, cfg):
+        self.model, self.cfg = model, cfg
+        self.grad = np.zeros_like(model.flat)
+        self.grads = model.views(self.grad)
+        self.state = {}
+        if cfg.optimizer in ("sgd", "adagrad"):
+            self.state["m"] = np.zeros_like(model.flat)
+        if cfg.optimizer == "adam":
+            self.state["m"] = np.zeros_like(model.flat)
+            self.state["v"] = np.zeros_like(model.flat)
+        self.t = 0
+        n = model.dense_size
+        self.dense = slice(0, n)
+
+    def _update(self, param, grad, state, lr):
+        cfg = self.cfg
+        if cfg.optimizer == "sgd":
+            m = state["m"]
+            m *= cfg.momentum
+            m += grad
+            param -= lr * m
+        elif cfg.optimizer == "adagrad":
+            h = state["m"]
+            h += grad * grad
+            param -= lr * grad / (np.sqrt(h) + 1e-8)
+        else:
+            b1, b2 = 0.9, 0.999
+            m, v = state["m"], state["v"]
+            m *= b1
+            m += (1 - b1) * grad
+            v *= b2
+            v += (1 - b2) * grad * grad
+            step = lr * np.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
+            param -= step * m / (np.sqrt(v) + 1e-8)
+
+    def step(self, touched, lr):
+        """Apply the accumulated gradient, then zero it. touched: unique ids per table."""
+        self.t += 1
+        model, cfg = self.model, self.cfg
+        tables_g = model.tables(self.grads)
+        dense_g = self.grad[self.dense]
+        if cfg.clip > 0:
+            sq = float(np.dot(dense_g, dense_g))
+            for g, rows in zip(tables_g, touched):
+                sq += float(np.sum(g[rows] ** 2))
+            norm = np.sqrt(sq)
+            if norm > cfg.clip:
+                scale = cfg.clip / norm
+                dense_g *= scale
+                for g, rows in zip(tables_g, touched):
+                    g[rows] *= scale
+        dense_state = {k: v[self.dense] for k, v in self.state.items()}
+        self._update(model.flat[self.dense], dense_g, dense_state, lr)
+        dense_g[...] = 0.0
+        if cfg.emb_lr_scale > 0:
+            state_tables = {k: model.tables(model.views(v)) for k, v in self.state.items()}
+            for i, (p, g, rows) in enumerate(zip(model.tables(), tables_g, touched)):
+                rows_state = {k: t[i][rows] for k, t in state_tables.items()}
+                p_rows, g_rows = p[rows], g[rows]
+                self._update(p_rows, g_rows, rows_state, lr * cfg.emb_lr_scale)
+                p[rows] = p_rows
+                for k, t in state_tables.items():
+                    t[i][rows] = rows_state[k]
+        for g, rows in zip(tables_g, touched):
+            g[rows] = 0.0
+
+
+# -- training --------------------------------------------------------------
+
+def evaluate_corpus(model, corpus):
+    """Entity scores of the model on a Corpus (decoded with IOB-constrained Viterbi)."""
+    if corpus.tokens == 0:
+        return entity_scores([], [])
+    tags, _ = model.predict_ids(corpus.ids, corpus.lengths)
+    gold, pred = [], []
+    for sent, start, n in zip(corpus.sentences, corpus.starts, corpus.lengths):
+        gold.append(sent.tags)
+        pred.append(model.tagset.decode(tags[start:start + n]))
+    return entity_scores(gold, pred)
+
+
+def _write_json_line(path, record):
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def plot_history(history, path):
+    """Loss and dev F1 per epoch as a PNG (skipped with a note if matplotlib is missing)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    epochs = [h["epoch"] for h in history]
+    fig, ax1 = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", color="tab:blue", label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("train loss", color="tab:blue")
+    ax2 = ax1.twinx()
+    ax2.plot(epochs, [h["dev_f1"] for h in history], "s-", color="tab:red", label="dev F1")
+    ax2.set_ylabel("dev entity F1 (%)", color="tab:red")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+class Trainer:
+    def __init__(self, cfg, out, quiet=False, log=None):
+        cfg.validate()
+        self.cfg, self.paths, self.quiet = cfg, artifact_paths(out), quiet
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+
+    def _save_checkpoint(self, model, opt, state):
+        arrays = model.arrays()
+        arrays["best_flat"] = state["best_flat"]
+        for k, v in opt.state.items():
+            arrays[f"opt.{k}"] = v
+        meta = {"config": model.config(), "train": asdict(self.cfg),
+                "state": {k: v for k, v in state.items() if k != "best_flat"},
+                "opt_t": opt.t}
+        io.save_npz(self.paths["checkpoint"], io.CHECKPOINT_FORMAT, arrays, meta)
+
+    def _load_checkpoint(self):
+        arrays, meta = io.load_npz(self.paths["checkpoint"], io.CHECKPOINT_FORMAT)
+        saved = meta["train"]
+        changed = {k: (saved[k], v) for k, v in asdict(self.cfg).items()
+                   if k in saved and saved[k] != v and k != "epochs"}
+        if changed:
+            self.log("resume: keeping the checkpoint's settings; ignoring "
+                     + ", ".join(f"{k}={new!r} (checkpoint has {old!r})"
+                                 for k, (old, new) in changed.items()))
+        epochs = self.cfg.epochs
+        self.cfg = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig)
+                                  if f.name in saved})
+        self.cfg.epochs = epochs
+        model = WindowTagger.from_arrays(arrays, meta, self.paths["checkpoint"])
+        opt = Optimizer(model, self.cfg)
+        for k in opt.state:
+            opt.state[k][...] = arrays[f"opt.{k}"]
+        opt.t = meta["opt_t"]
+        state = dict(meta["state"])
+        state["best_flat"] = arrays["best_flat"]
+        return model, opt, state
+
+    def run(self, train_sentences, dev_sentences, resume=False, provenance=None):
+        """Train; returns (best model, history). Writes model, card, log, plot, checkpoint."""
+        cfg, paths = self.cfg, self.paths
+        if not train_sentences:
+            raise ValueError("the training data has no sentences")
+        if resume and os.path.exists(paths["checkpoint"]):
+            model, opt, state = self._load_checkpoint()
+            cfg = self.cfg
+            rng = np.random.default_rng()
+            rng.bit_generator.state = state.pop("rng")
+            self.log(f"resuming from {paths['checkpoint']} after epoch {state['epoch']}")
+        else:
+            if resume:
+                self.log(f"no checkpoint at {paths['checkpoint']}; starting afresh")
+            model = build_model(cfg, train_sentences, self.log)
+            opt = Optimizer(model, cfg)
+            rng = np.random.default_rng(cfg.seed + 1)
+            state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0,
+                     "history": [], "train_seconds": 0.0, "best_flat": model.flat.copy()}
+            if os.path.exists(paths["log"]):
+                os.unlink(paths["log"])
+        train = Corpus(model, train_sentences)
+        dev = Corpus(model, dev_sentences)
+        self.log(f"train: {len(train_sentences)} sentences, {train.tokens} tokens; "
+                 f"dev: {len(dev_sentences)} sentences, {dev.tokens} tokens")
+        word_rows = len(model.features[0].vocab)
+        for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+            if state["bad_epochs"] >= cfg.patience:
+                break
+            lr = cfg.lr * cfg.lr_decay ** (epoch - 1)
+            started = time.perf_counter()
+            total_loss, seen = 0.0, 0
+            bar = tqdm(total=train.tokens, unit="tok", unit_scale=True, disable=self.quiet,
+                       desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr)
+            for rows, lengths in batches(train, cfg, rng):
+                ids = [f[rows] for f in train.ids]
+                if cfg.word_dropout > 0:
+                    drop = rng.random(ids[0].shape) < cfg.word_dropout
+                    ids[0][drop & (ids[0] > UNK)] = UNK
+                loss = model.loss_and_backward(ids, train.y[rows], lengths, opt.grads, rng)
+                opt.step([np.unique(f) for f in ids], lr)
+                total_loss += loss * len(rows)
+                seen += len(rows)
+                bar.update(len(rows))
+                bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+            bar.close()
+            seconds = time.perf_counter() - started
+            if not np.all(np.isfinite(model.flat)):
+                raise FloatingPointError(f"epoch {epoch}: parameters became NaN/inf; "
+                                         f"lower --lr or enable --clip")
+            scores = evaluate_corpus(model, dev)
+            state["train_seconds"] += seconds
+            record = {"epoch": epoch, "train_loss": total_loss / max(seen, 1),
+                      "dev_precision": scores["precision"], "dev_recall": scores["recall"],
+                      "dev_f1": scores["f1"], "lr": lr, "seconds": seconds,
+                      "tokens_per_second": seen / seconds if seconds else 0.0}
+            state["history"].append(record)
+            _write_json_line(paths["log"], record)
+            improved = scores["f1"] > state["best_f1"]
+            if improved:
+                state.update(best_f1=scores["f1"], best_epoch=epoch, bad_epochs=0)
+                state["best_flat"] = model.flat.copy()
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch
+            self.log(f"epoch {epoch}: loss {record['train_loss']:.4f}  dev F1 {scores['f1']:.2f}"
+                     f"{' *' if improved else ''}  ({seen / seconds:,.0f} tok/s, {seconds:.1f}s)")
+            state["rng"] = rng.bit_generator.state
+            self._save_checkpoint(model, opt, state)
+            state.pop("rng")
+        model.flat[...] = state["best_flat"]
+        model._inference_cache = None
+        plot_history(state["history"], paths["plot"])
+        return model, state
+
+    def finish(self, model, state, dev_sentences, test_sentences=None, provenance=None):
+        """Score the best model, write it with its card; returns the card."""
+        card = {"name": os.path.basename(self.paths["model"])[:-4],
+                "fastner_version": __version__, "train_config": asdict(self.cfg),
+                "model_config": model.config(),
+                "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
+                "training_seconds": round(state["train_seconds"], 1),
+                "history": state["history"],
+                "dev": evaluate_corpus(model, Corpus(model, dev_sentences)),
+                "versions": {"python": platform.python_version(), "numpy": np.__version__},
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+        if test_sentences is not None:
+            card["test"] = evaluate_corpus(model, Corpus(model, test_sentences))
+        card.update(provenance or {})
+        model.save(self.paths["model"], card)
+        tmp = self.paths["card"] + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(card, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, self.paths["card"])
+        return card
