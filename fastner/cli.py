@@ -72,7 +72,7 @@ def cmd_train(args):
     train = read_conll(args.train)
     dev = read_conll(args.dev)
     test = read_conll(args.test) if args.test else None
-    provenance = {"command": "fastner " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    provenance = {"command": "fastner " + " ".join(shlex.quote(a) for a in args.argv),
                   "data": {os.path.basename(p): sha256(p)
                            for p in (args.train, args.dev, args.test) if p}}
     trainer = Trainer(cfg, args.out, quiet=args.quiet)
@@ -148,7 +148,9 @@ def cmd_serve(args):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "tag": cmd_tag, "serve": cmd_serve}
     try:
         return handlers[args.command](args)

@@ -61,7 +61,8 @@ def load_npz(path, fmt):
     if not os.path.isfile(path):
         raise ModelFileError(f"{path}: no such model file")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # Open the file ourselves: np.load leaks its handle when the zip is corrupt.
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
         raise ModelFileError(f"{path}: not a readable fastner file (truncated or corrupt?): "

@@ -105,6 +105,8 @@ class WindowTagger:
         for f in range(len(self.features)):
             parts = []
             for ids in sentences_ids:
+                if len(ids[f]) == 0:
+                    continue
                 padded = np.concatenate([np.full(hw, PAD, np.int32), ids[f],
                                          np.full(hw, PAD, np.int32)])
                 parts.append(np.lib.stride_tricks.sliding_window_view(padded, self.K))

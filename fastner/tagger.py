@@ -53,21 +53,24 @@ class Tagger:
         from the start of the text. With include_tokens, also the tokens with
         their offsets and tags.
         """
-        per_text = []           # (tokens with offsets, [(first token index, n tokens)])
+        return self.tag_tokenized(texts, [tokenize(t) for t in texts], include_tokens)
+
+    def tag_tokenized(self, texts, tokenized, include_tokens=False):
+        """tag_texts for texts already run through fastner.tokenize.tokenize."""
+        per_text = []           # [(first token index, n tokens)] per text
         sentences = []
-        for text in texts:
-            tokens = tokenize(text)
+        for tokens in tokenized:
             pieces, at = [], 0
             for sent in split_sentences(tokens):
-                pieces.append((at, len(sent)))
+                pieces.append(at)
                 sentences.append([t[0] for t in sent])
                 at += len(sent)
-            per_text.append((tokens, pieces))
+            per_text.append(pieces)
         tagged = iter(self.tag_tokens(sentences))
         results = []
-        for text, (tokens, pieces) in zip(texts, per_text):
+        for text, tokens, pieces in zip(texts, tokenized, per_text):
             entities, tags = [], []
-            for first, _ in pieces:
+            for first in pieces:
                 sent = next(tagged)
                 tags += sent["tags"]
                 for ent in sent["entities"]:
@@ -85,3 +88,22 @@ class Tagger:
 
     def tag_text(self, text, include_tokens=False):
         return self.tag_texts([text], include_tokens)[0]
+
+    def tag_token_lists(self, sentences, include_tokens=False):
+        """Pre-tokenised sentences → per sentence {"entities": [...]} with character
+        offsets into the sentence's tokens joined by single spaces."""
+        results = []
+        for tokens, tagged in zip(sentences, self.tag_tokens(sentences)):
+            starts, at = [], 0
+            for tok in tokens:
+                starts.append(at)
+                at += len(tok) + 1
+            entities = [dict(ent, start=starts[ent["token_start"]],
+                             end=starts[ent["token_end"] - 1] + len(tokens[ent["token_end"] - 1]))
+                        for ent in tagged["entities"]]
+            result = {"entities": entities}
+            if include_tokens:
+                result["tokens"] = [{"text": tok, "start": s, "end": s + len(tok), "tag": tag}
+                                    for tok, s, tag in zip(tokens, starts, tagged["tags"])]
+            results.append(result)
+        return results

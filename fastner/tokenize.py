@@ -25,7 +25,7 @@ _TOKEN_RE = re.compile(
         r"(?:https?://|www\.)[^\s<>\"]+[^\s<>\".,;:!?)\]'}]",          # URLs
         r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",                                # e-mail addresses
         r"(?:[A-Za-z]\.){2,}(?![A-Za-z])",                              # U.S. U.N. a.m.
-        r"(?:" + "|".join(_ABBREVIATIONS) + r")\.(?=\s|$)",             # Mr. Jan. Inc.
+        r"(?:" + "|".join(_ABBREVIATIONS) + r")\.(?!\w)",                 # Mr. Jan. Inc.
         r"[+-]?\d+(?:[.,:/-]\d+)*(?:-" + _W + "+)*",                    # 1,000 3.5 1996-08-22 10-year
         rf"{_W}+(?=n't\b)",                                             # do|n't
         r"n't\b",
@@ -43,21 +43,24 @@ def tokenize(text):
     return [(m.group(), m.start(), m.end()) for m in _TOKEN_RE.finditer(text)]
 
 
-def split_sentences(tokens):
-    """Group tokens into sentences at ., ! or ? (and a closing quote or bracket right after).
+_ENDERS = (".", "!", "?", "...")
+_CLOSERS = ("'", '"', ")", "''", "]", "’", "”")
 
-    A sentence also ends before a token that starts on a new line after a blank line.
+
+def split_sentences(tokens):
+    """Group (token, start, end) triples into sentences ending at . ! ? or ...
+
+    A quote or bracket that touches the end mark (no space between) closes
+    the same sentence ("Why?" stays whole); one after a space opens the next.
     """
     sentences, current = [], []
     for i, tok in enumerate(tokens):
         current.append(tok)
-        text = tok[0]
-        nxt = tokens[i + 1][0] if i + 1 < len(tokens) else None
-        if text in (".", "!", "?", "...") and nxt not in ("'", '"', ")", "''", "]"):
-            sentences.append(current)
-            current = []
-        elif text in ("'", '"', ")", "''", "]") and len(current) > 1 and \
-                current[-2][0] in (".", "!", "?"):
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        closes_here = nxt is not None and nxt[0] in _CLOSERS and nxt[1] == tok[2]
+        ends = tok[0] in _ENDERS or (tok[0] in _CLOSERS and len(current) > 1
+                                     and current[-2][0] in _ENDERS and current[-2][2] == tok[1])
+        if ends and not closes_here:
             sentences.append(current)
             current = []
     if current:

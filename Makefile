@@ -1,0 +1,43 @@
+# make serve — set up (venv, install, build) and start the service on the shipped model
+# make test  — same set-up, then the whole test suite (and the benchmarks once, quickly)
+# make bench — the benchmark suite, single-threaded, pinned to one core where taskset exists
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+EXT    := $(VENV)/.built-stamp
+
+.PHONY: serve test bench build install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Build requirements first, so the editable install can skip build isolation.
+$(STAMP): $(BIN)/python pyproject.toml setup.py
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q "Cython>=3.0" "numpy>=1.26" "scipy>=1.11"
+	$(BIN)/pip install -q --no-build-isolation -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Rebuild the extension whenever a kernel source changes.
+$(EXT): $(STAMP) fastner/_kernels.pyx fastner/_blas.pxd
+	$(BIN)/python setup.py -q build_ext --inplace
+	touch $(EXT)
+
+build: $(EXT)
+
+serve: build
+	FASTNER_WORKERS=$${FASTNER_WORKERS:-2} $(BIN)/gunicorn -c service/gunicorn.conf.py "service.app:create_app()"
+
+test: build
+	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q benchmarks --benchmark-disable -p no:cacheprovider
+
+bench: build
+	benchmarks/run.sh
+
+clean:
+	rm -rf build $(VENV) fastner/_kernels.c fastner/*.so *.egg-info

@@ -1,0 +1,1 @@
+"""fastner's HTTP tagging service (Flask, run by gunicorn)."""

@@ -1,0 +1,174 @@
+"""The versioned JSON API (/v1), health checks, docs and the demo page.
+
+Views only parse, call the tagger and shape JSON; the numeric work is in fastner.
+"""
+import json
+
+from flask import Blueprint, current_app, jsonify, render_template, request
+
+from fastner.tokenize import tokenize
+from service.errors import ApiError
+from service.metrics import count_tagged
+from service.openapi import spec
+
+api = Blueprint("api", __name__, url_prefix="/v1")
+site = Blueprint("site", __name__)
+
+TAG_FIELDS = {"text", "texts", "tokens", "include_tokens"}
+
+
+def _tagger():
+    return current_app.extensions["fastner_tagger"]
+
+
+def _limits():
+    cfg = current_app.config
+    return cfg["FASTNER_MAX_TEXTS"], cfg["FASTNER_MAX_TOKENS"]
+
+
+def _json_body():
+    """The request body as a JSON object, or the right 4xx."""
+    mimetype = request.mimetype
+    if mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type",
+                       f"send the body as JSON with 'Content-Type: application/json'; "
+                       f"got {mimetype or 'no content type'!r}")
+    raw = request.get_data(cache=False)   # 413 here when over MAX_CONTENT_LENGTH
+    if not raw:
+        raise ApiError(422, "invalid_request", "the request body is empty; send a JSON object "
+                                               "such as {\"text\": \"...\"}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ApiError(400, "invalid_utf8", f"the body is not valid UTF-8 (byte {err.start}: "
+                                            f"{err.reason})") from None
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {err}") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request",
+                       f"the body must be a JSON object; got {type(body).__name__}")
+    return body
+
+
+def _string_list(value, field):
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise ApiError(422, "invalid_request", f"'{field}' must be a list of strings")
+    return value
+
+
+def parse_tag_request(body):
+    """(kind, payload, include_tokens) from a /v1/tag body, or ApiError."""
+    unknown = sorted(set(body) - TAG_FIELDS)
+    if unknown:
+        raise ApiError(422, "invalid_request", f"unknown field(s) {', '.join(unknown)}; "
+                                               f"allowed: {', '.join(sorted(TAG_FIELDS))}")
+    given = [k for k in ("text", "texts", "tokens") if k in body]
+    if len(given) != 1:
+        raise ApiError(422, "invalid_request", "send exactly one of 'text' (a string), 'texts' "
+                                               "(a list of strings) or 'tokens' (a list of "
+                                               f"lists of strings); got {given or 'none'}")
+    include_tokens = body.get("include_tokens", False)
+    if not isinstance(include_tokens, bool):
+        raise ApiError(422, "invalid_request", "'include_tokens' must be true or false")
+    kind = given[0]
+    value = body[kind]
+    max_texts, _ = _limits()
+    if kind == "text":
+        if not isinstance(value, str):
+            raise ApiError(422, "invalid_request",
+                           f"'text' must be a string; got {type(value).__name__}")
+    elif kind == "texts":
+        _string_list(value, "texts")
+    else:
+        if not isinstance(value, list):
+            raise ApiError(422, "invalid_request", "'tokens' must be a list of sentences, each a "
+                                                   "list of token strings")
+        for i, sent in enumerate(value):
+            _string_list(sent, f"tokens[{i}]")
+            for j, tok in enumerate(sent):
+                if not tok or tok != tok.strip() or any(ch.isspace() for ch in tok):
+                    raise ApiError(422, "invalid_request", f"tokens[{i}][{j}] must be a "
+                                                           f"non-empty string without spaces")
+    if kind != "text" and len(value) > max_texts:
+        raise ApiError(413, "too_many_texts", f"'{kind}' holds {len(value)} items; the limit "
+                                              f"is {max_texts} per request")
+    return kind, value, include_tokens
+
+
+@api.post("/tag")
+def tag():
+    kind, value, include_tokens = parse_tag_request(_json_body())
+    tagger = _tagger()
+    _, max_tokens = _limits()
+    if kind == "tokens":
+        n_tokens = sum(len(s) for s in value)
+        _check_token_limit(n_tokens, max_tokens)
+        results = tagger.tag_token_lists(value, include_tokens)
+    else:
+        texts = [value] if kind == "text" else value
+        tokenized = [tokenize(t) for t in texts]
+        n_tokens = sum(len(t) for t in tokenized)
+        _check_token_limit(n_tokens, max_tokens)
+        results = tagger.tag_tokenized(texts, tokenized, include_tokens)
+    count_tagged(n_tokens, sum(len(r["entities"]) for r in results))
+    if kind == "text":
+        return jsonify(dict(results[0], model=tagger.name))
+    return jsonify({"results": results, "model": tagger.name})
+
+
+def _check_token_limit(n_tokens, max_tokens):
+    if n_tokens > max_tokens:
+        raise ApiError(413, "too_many_tokens", f"the request holds {n_tokens} tokens; the limit "
+                                               f"is {max_tokens}: split it into smaller requests")
+
+
+@api.get("/model")
+def model_info():
+    tagger = _tagger()
+    meta = tagger.metadata or {}
+    scores = {split: {k: meta[split][k] for k in ("precision", "recall", "f1", "per_type")}
+              for split in ("dev", "test") if isinstance(meta.get(split), dict)}
+    return jsonify({"name": tagger.name, "tags": tagger.model.tagset.names,
+                    "entity_types": list(tagger.model.tagset.entity_types),
+                    "config": _config_summary(tagger.model), "scores": scores,
+                    "training_command": meta.get("command")})
+
+
+def _config_summary(model):
+    """The model's configuration without the long feature value lists."""
+    config = model.config()
+    config["features"] = [{"kind": c["kind"], "dim": f.dim, "rows": f.size}
+                          for c, f in zip(config["features"], model.features)]
+    return config
+
+
+@site.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@site.get("/readyz")
+def readyz():
+    try:
+        result = _tagger().tag_text("Readiness check in Paris .")
+    except Exception as err:  # the model cannot answer: not ready
+        raise ApiError(503, "unavailable", f"the model cannot tag: {err}") from None
+    return jsonify({"status": "ready", "model": _tagger().name,
+                    "probe_entities": len(result["entities"])})
+
+
+@site.get("/openapi.json")
+def openapi():
+    return jsonify(spec(current_app.config))
+
+
+@site.get("/docs")
+def docs():
+    return render_template("docs.html", spec=spec(current_app.config))
+
+
+@site.get("/")
+def demo():
+    return render_template("index.html", model=_tagger().name)

@@ -1,0 +1,63 @@
+import io
+
+import pytest
+
+from fastner.conll import ConllFormatError, parse_conll, read_conll, write_conll
+from fastner.tags import TagSet, spans, to_iob2
+
+
+def test_reads_four_and_two_column_files(tiny_train_path, tiny_dev_path):
+    train = read_conll(tiny_train_path)
+    dev = read_conll(tiny_dev_path)
+    assert len(train) == 400 and len(dev) == 100
+    assert train[0].extra[0] == ["NN", "O"] and dev[0].extra[0] == []
+    assert train[-1].doc == 39 and train[0].doc == 0
+
+
+def test_docstart_blank_lines_and_iob1_normalised():
+    text = ("-DOCSTART- -X- -X- O\n\n"
+            "Peter NNP I-NP I-PER\nBlackburn NNP I-NP I-PER\n\n\n"
+            "EU NNP I-NP I-ORG\nand CC O O\nNATO NNP I-NP I-ORG\nUN NNP I-NP B-ORG\n\n"
+            "-DOCSTART- -X- -X- O\n\nhi UH O O\n")
+    sents = parse_conll(io.StringIO(text))
+    assert [s.tags for s in sents] == [["B-PER", "I-PER"], ["B-ORG", "O", "B-ORG", "B-ORG"], ["O"]]
+    assert [s.doc for s in sents] == [0, 0, 1]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("EU B-ORG\nrejects\n", "<input>:2: expected 2 columns"),
+    ("EU\n", "<input>:1: expected at least 2 columns"),
+    ("EU NNP B-ORG\nrejects VBZ X-FOO\n", "<input>:2: 'X-FOO' is not an IOB tag"),
+])
+def test_malformed_lines_name_the_line(text, message):
+    with pytest.raises(ConllFormatError) as info:
+        parse_conll(io.StringIO(text))
+    assert message in str(info.value)
+
+
+def test_write_then_read_round_trip(tiny_train_path):
+    sents = read_conll(tiny_train_path)
+    buf = io.StringIO()
+    write_conll(buf, sents)
+    again = parse_conll(io.StringIO(buf.getvalue()))
+    assert [(s.tokens, s.tags, s.extra, s.doc) for s in again] == \
+           [(s.tokens, s.tags, s.extra, s.doc) for s in sents]
+
+
+def test_untagged_input():
+    sents = parse_conll(io.StringIO("EU\nrejects\n\nHi\n"), tagged=False)
+    assert [s.tokens for s in sents] == [["EU", "rejects"], ["Hi"]] and sents[0].tags is None
+
+
+def test_spans_follow_conlleval():
+    assert spans(["B-PER", "I-PER", "O", "I-LOC", "I-LOC", "B-LOC", "I-ORG"]) == \
+        [("PER", 0, 2), ("LOC", 3, 5), ("LOC", 5, 6), ("ORG", 6, 7)]
+    assert to_iob2(["I-PER", "I-PER", "B-PER", "O", "I-ORG"]) == \
+        ["B-PER", "I-PER", "B-PER", "O", "B-ORG"]
+
+
+def test_tagset():
+    tags = TagSet.from_sequences([["B-ZOO", "O", "B-PER", "I-LOC"]])
+    assert tags.names == ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ZOO", "I-ZOO"]
+    with pytest.raises(ValueError, match="not in the tag set"):
+        tags.encode(["B-MISC"])

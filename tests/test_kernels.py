@@ -1,0 +1,425 @@
+"""Each Cython kernel against its NumPy reference; reference gradients against
+central finite differences (float64); the contract (signatures, errors,
+inputs left untouched)."""
+import inspect
+
+import numpy as np
+import pytest
+
+from fastner import _kernels as K
+from fastner import reference as R
+
+KERNELS = ["lookup_forward", "lookup_backward", "affine_act_forward", "affine_act_backward",
+           "softmax_forward", "softmax_xent_forward_backward", "viterbi_decode",
+           "crf_forward_backward", "crf_marginals"]
+ACTS = ["identity", "tanh", "hardtanh", "relu"]
+f32 = np.float32
+
+
+def rand(rng, *shape, dtype=f32):
+    return rng.normal(size=shape).astype(dtype)
+
+
+def assert_close(a, b, what, rtol=1e-5, atol=1e-6):
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=what)
+
+
+def central_difference(f, x, eps=1e-6, n_coords=40, rng=None):
+    """Numerical gradient of scalar f() w.r.t. x (modified in place), at sampled coords."""
+    flat = x.reshape(-1)
+    coords = np.arange(flat.size)
+    if rng is not None and flat.size > n_coords:
+        coords = rng.choice(flat.size, n_coords, replace=False)
+    grad = {}
+    for i in coords:
+        old = flat[i]
+        flat[i] = old + eps
+        up = f()
+        flat[i] = old - eps
+        down = f()
+        flat[i] = old
+        grad[i] = (up - down) / (2 * eps)
+    return grad
+
+
+def check_numeric(analytic, numeric, what, tol=1e-6):
+    flat = analytic.reshape(-1)
+    for i, g in numeric.items():
+        denom = max(abs(g), abs(flat[i]), 1e-3)
+        assert abs(flat[i] - g) / denom < tol, f"{what}[{i}]: analytic {flat[i]} vs numeric {g}"
+
+
+# --------------------------------------------------------------------------
+# contract
+
+def test_signatures_match_reference():
+    for name in KERNELS:
+        fast = inspect.signature(getattr(K, name))
+        slow = inspect.signature(getattr(R, name))
+        assert list(fast.parameters) == list(slow.parameters), name
+        assert [p.default for p in fast.parameters.values()] == \
+               [p.default for p in slow.parameters.values()], name
+    assert K.ACTIVATIONS == R.ACTIVATIONS
+
+
+# --------------------------------------------------------------------------
+# 1. lookup
+
+LOOKUP_CASES = [  # (B, K, V, e, E, offset)
+    (1, 1, 1, 1, 1, 0), (1, 5, 10, 4, 4, 0), (32, 5, 50, 8, 11, 3), (7, 3, 3, 2, 6, 4),
+    (64, 7, 1000, 16, 20, 0),
+]
+
+
+@pytest.mark.parametrize("B,Kw,V,e,E,offset", LOOKUP_CASES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lookup_forward_matches_reference(B, Kw, V, e, E, offset, seed):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, V, (B, Kw)).astype(np.int32)
+    ids[0, 0], ids[-1, -1] = 0, V - 1          # both edges of the table
+    table = rand(rng, V, e)
+    out_fast = np.full((B, Kw * E), 7.0, f32)
+    out_slow = out_fast.copy()
+    K.lookup_forward(ids, table, out_fast, offset)
+    R.lookup_forward(ids, table, out_slow, offset)
+    np.testing.assert_array_equal(out_fast, out_slow, err_msg=f"seed {seed} shape {ids.shape}")
+
+
+@pytest.mark.parametrize("B,Kw,V,e,E,offset", LOOKUP_CASES)
+def test_lookup_backward_matches_reference_with_repeats(B, Kw, V, e, E, offset):
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, min(V, 3), (B, Kw)).astype(np.int32)   # many repeated ids
+    dX = rand(rng, B, Kw * E)
+    fast = rand(rng, V, e)
+    slow = fast.copy()
+    K.lookup_backward(ids, dX, fast, offset)
+    R.lookup_backward(ids, dX, slow, offset)
+    assert_close(fast, slow, "dtable")
+
+
+def test_lookup_backward_sums_repeated_ids_and_touches_only_used_rows():
+    ids = np.array([[2, 2, 0]], np.int32)
+    dX = np.arange(6, dtype=f32).reshape(1, 6)         # e = 2, E = 2
+    dtable = np.zeros((4, 2), f32)
+    K.lookup_backward(ids, dX, dtable)
+    np.testing.assert_array_equal(dtable, [[4, 5], [0, 0], [0 + 2, 1 + 3], [0, 0]])
+
+
+def test_lookup_gradient_finite_difference():
+    rng = np.random.default_rng(5)
+    ids = np.array([[0, 1, 1], [2, 0, 1]], np.int32)
+    table = rng.normal(size=(3, 2))
+    probe = rng.normal(size=(2, 6))
+    dtable = np.zeros_like(table)
+    R.lookup_backward(ids, probe, dtable)
+    numeric = central_difference(lambda: float(np.sum(R.lookup_forward(ids, table) * probe)),
+                                 table)
+    check_numeric(dtable, numeric, "dtable")
+
+
+# --------------------------------------------------------------------------
+# 2. affine + activation
+
+AFFINE_CASES = [(1, 1, 1), (1, 275, 300), (32, 55, 17), (5, 3, 9), (257, 64, 33)]
+
+
+@pytest.mark.parametrize("B,D,H", AFFINE_CASES)
+@pytest.mark.parametrize("act", ACTS)
+def test_affine_act_matches_reference(B, D, H, act):
+    rng = np.random.default_rng(B * 1000 + D)
+    X, W, b = rand(rng, B, D), rand(rng, H, D) * 0.3, rand(rng, H)
+    H_fast = K.affine_act_forward(X, W, b, act)
+    H_slow = R.affine_act_forward(X, W, b, act)
+    assert_close(H_fast, H_slow, f"forward {act} B={B} D={D} H={H}", rtol=1e-4, atol=1e-5)
+    dH = rand(rng, B, H)
+    grads = []
+    for ops in (K, R):
+        dW, db, dX = np.ones((H, D), f32), np.ones(H, f32), np.empty((B, D), f32)
+        ops.affine_act_backward(dH, H_fast, X, W, act, dW, db, dX)
+        grads.append((dW, db, dX))
+    for name, fast, slow in zip(("dW", "db", "dX"), *grads):
+        assert_close(fast, slow, f"{name} {act} B={B} D={D} H={H}", rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_affine_act_gradient_finite_difference(act):
+    rng = np.random.default_rng(11)
+    B, D, H = 4, 6, 5
+    X, W, b = rng.normal(size=(B, D)), rng.normal(size=(H, D)) * 0.3, rng.normal(size=H) * 0.3
+    # keep every pre-activation away from the kinks of hardtanh/relu
+    Z = X @ W.T + b
+    b += np.where(np.abs(np.abs(Z) - 1) < 0.05, 0.1, 0.0).mean(axis=0)
+    probe = rng.normal(size=(B, H))
+    Hout = R.affine_act_forward(X, W, b, act)
+    dW, db, dX = np.zeros_like(W), np.zeros_like(b), np.empty_like(X)
+    R.affine_act_backward(probe, Hout, X, W, act, dW, db, dX)
+
+    def J():
+        return float(np.sum(R.affine_act_forward(X, W, b, act) * probe))
+
+    for name, param, grad in (("W", W, dW), ("b", b, db), ("X", X, dX)):
+        check_numeric(grad, central_difference(J, param), f"d{name} ({act})")
+
+
+def test_affine_backward_adds_into_gradients_and_skips_dX():
+    rng = np.random.default_rng(2)
+    X, W, b = rand(rng, 3, 4), rand(rng, 2, 4), rand(rng, 2)
+    Hout = K.affine_act_forward(X, W, b, "tanh")
+    dH = rand(rng, 3, 2)
+    once_W, once_b = np.zeros_like(W), np.zeros_like(b)
+    K.affine_act_backward(dH, Hout, X, W, "tanh", once_W, once_b)
+    twice_W, twice_b = once_W.copy(), once_b.copy()
+    assert K.affine_act_backward(dH, Hout, X, W, "tanh", twice_W, twice_b) is None
+    assert_close(twice_W, 2 * once_W, "dW accumulates")
+    assert_close(twice_b, 2 * once_b, "db accumulates")
+
+
+# --------------------------------------------------------------------------
+# 3. softmax cross-entropy
+
+@pytest.mark.parametrize("B,T", [(1, 1), (1, 9), (32, 9), (100, 3)])
+def test_softmax_xent_matches_reference(B, T):
+    rng = np.random.default_rng(B + T)
+    S = rand(rng, B, T) * 5
+    S[0, 0] = 80.0            # large scores must not overflow
+    y = rng.integers(0, T, B).astype(np.int32)
+    loss_fast, dS_fast = K.softmax_xent_forward_backward(S, y)
+    loss_slow, dS_slow = R.softmax_xent_forward_backward(S, y)
+    assert np.isfinite(loss_fast)
+    assert abs(loss_fast - loss_slow) < 1e-5 * max(1.0, abs(loss_slow))
+    assert_close(dS_fast, dS_slow, "dS")
+    assert_close(K.softmax_forward(S), R.softmax_forward(S), "softmax")
+
+
+def test_softmax_xent_gradient_finite_difference():
+    rng = np.random.default_rng(4)
+    S, y = rng.normal(size=(5, 4)), np.array([0, 3, 1, 1, 2], np.int32)
+    _, dS = R.softmax_xent_forward_backward(S, y)
+    numeric = central_difference(lambda: R.softmax_xent_forward_backward(S, y)[0], S)
+    check_numeric(dS, numeric, "dS")
+
+
+def test_softmax_xent_empty_batch():
+    loss, dS = K.softmax_xent_forward_backward(np.zeros((0, 9), f32), np.zeros(0, np.int32))
+    assert loss == 0.0 and dS.shape == (0, 9)
+
+
+# --------------------------------------------------------------------------
+# 4. Viterbi and CRF
+
+def sentences(rng, lengths, T):
+    lengths = np.array(lengths, np.int32)
+    S = rand(rng, int(lengths.sum()), T)
+    return S, lengths
+
+
+def brute_force_best(s, A, start, end):
+    import itertools
+    n, T = s.shape
+    best, best_path = -np.inf, None
+    for path in itertools.product(range(T), repeat=n):
+        score = start[path[0]] + end[path[-1]] + sum(s[t, p] for t, p in enumerate(path))
+        score += sum(A[path[t - 1], path[t]] for t in range(1, n))
+        if score > best:
+            best, best_path = score, path
+    return list(best_path)
+
+
+@pytest.mark.parametrize("lengths", [[1], [4], [3, 0, 5, 1], [40, 2]])
+def test_viterbi_matches_reference(lengths):
+    rng = np.random.default_rng(len(lengths))
+    T = 9
+    S, L = sentences(rng, lengths, T)
+    A, start, end = rand(rng, T, T), rand(rng, T), rand(rng, T)
+    A[2, 5] = -np.inf
+    np.testing.assert_array_equal(K.viterbi_decode(S, L, A, start, end),
+                                  R.viterbi_decode(S, L, A, start, end))
+
+
+def test_viterbi_is_exact_against_brute_force():
+    rng = np.random.default_rng(9)
+    T = 3
+    for n in (1, 2, 4):
+        S, L = sentences(rng, [n], T)
+        A, start, end = rand(rng, T, T), rand(rng, T), rand(rng, T)
+        assert K.viterbi_decode(S, L, A, start, end).tolist() == \
+            brute_force_best(S.astype(float), A, start, end)
+
+
+def test_viterbi_respects_forbidden_iob_moves():
+    from fastner.tags import TagSet
+    tags = TagSet()
+    trans, start = tags.transition_mask()
+    rng = np.random.default_rng(0)
+    S, L = sentences(rng, [30, 12], len(tags))
+    S[:, tags.index["I-PER"]] += 5.0            # tempt it with I- tags everywhere
+    path = tags.decode(K.viterbi_decode(S, L, trans, start, np.zeros(len(tags), f32)))
+    for sent in (path[:30], path[30:]):
+        assert not sent[0].startswith("I-")
+        for prev, cur in zip(sent, sent[1:]):
+            if cur.startswith("I-"):
+                assert prev[2:] == cur[2:], (prev, cur)
+
+
+@pytest.mark.parametrize("lengths", [[1], [5], [2, 0, 7, 1]])
+def test_crf_matches_reference(lengths):
+    rng = np.random.default_rng(sum(lengths))
+    T = 5
+    S, L = sentences(rng, lengths, T)
+    y = rng.integers(0, T, len(S)).astype(np.int32)
+    A, start, end = rand(rng, T, T), rand(rng, T), rand(rng, T)
+    results = []
+    for ops in (K, R):
+        dS = np.empty_like(S)
+        dA, dstart, dend = np.ones((T, T), f32), np.ones(T, f32), np.ones(T, f32)
+        loss = ops.crf_forward_backward(S, y, L, A, start, end, dS, dA, dstart, dend)
+        results.append((loss, dS, dA, dstart, dend))
+    assert abs(results[0][0] - results[1][0]) < 1e-5
+    for name, fast, slow in zip(("dS", "dA", "dstart", "dend"), results[0][1:], results[1][1:]):
+        assert_close(fast, slow, name)
+    assert_close(K.crf_marginals(S, L, A, start, end), R.crf_marginals(S, L, A, start, end),
+                 "marginals")
+
+
+def test_crf_gradient_finite_difference():
+    rng = np.random.default_rng(8)
+    T = 4
+    L = np.array([3, 1, 4], np.int32)
+    S = rng.normal(size=(8, T))
+    y = rng.integers(0, T, 8).astype(np.int32)
+    A, start, end = rng.normal(size=(T, T)), rng.normal(size=T), rng.normal(size=T)
+    grads = [np.empty_like(S), np.zeros_like(A), np.zeros_like(start), np.zeros_like(end)]
+    R.crf_forward_backward(S, y, L, A, start, end, *grads)
+
+    def J():
+        return R.crf_forward_backward(S, y, L, A, start, end, np.empty_like(S),
+                                      np.zeros_like(A), np.zeros_like(start), np.zeros_like(end))
+
+    for name, param, grad in zip(("S", "A", "start", "end"), (S, A, start, end), grads):
+        check_numeric(grad, central_difference(J, param), f"d{name}")
+
+
+def test_crf_marginals_sum_to_one_and_loss_is_positive():
+    rng = np.random.default_rng(1)
+    S, L = sentences(rng, [6, 3], 9)
+    A, start, end = rand(rng, 9, 9), rand(rng, 9), rand(rng, 9)
+    marg = K.crf_marginals(S, L, A, start, end)
+    assert_close(marg.sum(axis=1), np.ones(9), "marginal rows")
+    y = rng.integers(0, 9, 9).astype(np.int32)
+    loss = K.crf_forward_backward(S, y, L, A, start, end, np.empty_like(S),
+                                  np.zeros((9, 9), f32), np.zeros(9, f32), np.zeros(9, f32))
+    assert loss > 0
+
+
+# --------------------------------------------------------------------------
+# inputs are never modified
+
+def test_kernels_do_not_modify_inputs():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 10, (6, 3)).astype(np.int32)
+    table, X, W, b = rand(rng, 10, 4), rand(rng, 6, 12), rand(rng, 5, 12), rand(rng, 5)
+    S, y, L = rand(rng, 6, 9), rng.integers(0, 9, 6).astype(np.int32), np.array([2, 4], np.int32)
+    A, st, en = rand(rng, 9, 9), rand(rng, 9), rand(rng, 9)
+    inputs = [ids, table, X, W, b, S, y, L, A, st, en]
+    before = [a.copy() for a in inputs]
+    K.lookup_forward(ids, table)
+    K.lookup_backward(ids, X, np.zeros((10, 4), f32))
+    Hout = K.affine_act_forward(X, W, b, "tanh")
+    dH = rand(rng, 6, 5)
+    dH_copy, H_copy = dH.copy(), Hout.copy()
+    K.affine_act_backward(dH, Hout, X, W, "tanh", np.zeros_like(W), np.zeros_like(b),
+                          np.empty_like(X))
+    K.softmax_xent_forward_backward(S, y)
+    K.viterbi_decode(S, L, A, st, en)
+    K.crf_forward_backward(S, y, L, A, st, en, np.empty_like(S), np.zeros_like(A),
+                           np.zeros_like(st), np.zeros_like(en))
+    K.crf_marginals(S, L, A, st, en)
+    for a, b_ in zip(inputs + [dH, Hout], before + [dH_copy, H_copy]):
+        np.testing.assert_array_equal(a, b_)
+
+
+# --------------------------------------------------------------------------
+# bad arguments raise clear exceptions
+
+def _lookup_args():
+    return np.zeros((2, 3), np.int32), np.zeros((4, 2), f32)
+
+
+BAD_CALLS = [
+    ("int64 ids", lambda: K.lookup_forward(np.zeros((2, 3), np.int64), np.zeros((4, 2), f32)),
+     ValueError, "ids_bk must be a C-contiguous int32"),
+    ("float64 table", lambda: K.lookup_forward(np.zeros((2, 3), np.int32), np.zeros((4, 2))),
+     ValueError, "table_ve must be a C-contiguous float32"),
+    ("1-d ids", lambda: K.lookup_forward(np.zeros(3, np.int32), np.zeros((4, 2), f32)),
+     ValueError, "got int32 (3,)"),
+    ("list ids", lambda: K.lookup_forward([[0, 1]], np.zeros((4, 2), f32)),
+     ValueError, "got list"),
+    ("non-contiguous table", lambda: K.lookup_forward(np.zeros((2, 3), np.int32),
+                                                      np.zeros((4, 4), f32)[:, ::2]),
+     ValueError, "non-contiguous"),
+    ("id == V", lambda: K.lookup_forward(np.full((2, 3), 4, np.int32), np.zeros((4, 2), f32)),
+     IndexError, "ids_bk[0, 0] = 4 is out of range for a table of 4 rows"),
+    ("id < 0", lambda: K.lookup_forward(np.array([[0, 1, -1]], np.int32), np.zeros((4, 2), f32)),
+     IndexError, "ids_bk[0, 2] = -1"),
+    ("backward id == V", lambda: K.lookup_backward(np.full((1, 3), 4, np.int32),
+                                                   np.zeros((1, 6), f32), np.zeros((4, 2), f32)),
+     IndexError, "out of range"),
+    ("out of wrong batch", lambda: K.lookup_forward(np.zeros((2, 3), np.int32),
+                                                    np.zeros((4, 2), f32), np.zeros((3, 6), f32)),
+     ValueError, "out_bd must have shape (B, D) = (2, D)"),
+    ("slice past E", lambda: K.lookup_forward(np.zeros((2, 3), np.int32), np.zeros((4, 2), f32),
+                                              np.zeros((2, 9), f32), 2),
+     ValueError, "does not fit"),
+    ("read-only output", lambda: K.lookup_forward(
+        np.zeros((2, 3), np.int32), np.zeros((4, 2), f32),
+        np.lib.stride_tricks.as_strided(np.zeros((2, 6), f32), writeable=False)),
+     ValueError, "must be writable"),
+    ("W wrong D", lambda: K.affine_act_forward(np.zeros((2, 4), f32), np.zeros((3, 5), f32),
+                                               np.zeros(3, f32)),
+     ValueError, "W_hd must have shape (H, D) = (H, 4); got (3, 5)"),
+    ("b wrong H", lambda: K.affine_act_forward(np.zeros((2, 4), f32), np.zeros((3, 4), f32),
+                                               np.zeros(2, f32)),
+     ValueError, "b_h must have shape (H) = (3)"),
+    ("bad activation", lambda: K.affine_act_forward(np.zeros((2, 4), f32), np.zeros((3, 4), f32),
+                                                    np.zeros(3, f32), "sigmoid"),
+     ValueError, "activation must be one of"),
+    ("zero-width window", lambda: K.affine_act_forward(np.zeros((2, 0), f32),
+                                                       np.zeros((3, 0), f32), np.zeros(3, f32)),
+     ValueError, "D must be at least 1"),
+    ("backward dW shape", lambda: K.affine_act_backward(
+        np.zeros((2, 3), f32), np.zeros((2, 3), f32), np.zeros((2, 4), f32),
+        np.zeros((3, 4), f32), "tanh", np.zeros((4, 3), f32), np.zeros(3, f32)),
+     ValueError, "dW_hd must have shape"),
+    ("tag == T", lambda: K.softmax_xent_forward_backward(np.zeros((2, 3), f32),
+                                                         np.array([0, 3], np.int32)),
+     IndexError, "y_b[1] = 3 is out of range for 3 tags"),
+    ("negative tag", lambda: K.softmax_xent_forward_backward(np.zeros((2, 3), f32),
+                                                             np.array([-1, 0], np.int32)),
+     IndexError, "y_b[0] = -1"),
+    ("lengths do not sum", lambda: K.viterbi_decode(np.zeros((5, 3), f32),
+                                                    np.array([2, 2], np.int32),
+                                                    np.zeros((3, 3), f32), np.zeros(3, f32),
+                                                    np.zeros(3, f32)),
+     ValueError, "lengths_n must sum to the B = 5 rows"),
+    ("negative length", lambda: K.viterbi_decode(np.zeros((1, 3), f32),
+                                                 np.array([2, -1], np.int32),
+                                                 np.zeros((3, 3), f32), np.zeros(3, f32),
+                                                 np.zeros(3, f32)),
+     ValueError, "non-negative"),
+    ("trans wrong T", lambda: K.viterbi_decode(np.zeros((2, 3), f32), np.array([2], np.int32),
+                                               np.zeros((4, 4), f32), np.zeros(3, f32),
+                                               np.zeros(3, f32)),
+     ValueError, "trans_tt must have shape (T, T) = (3, 3)"),
+    ("crf gold tag == T", lambda: K.crf_forward_backward(
+        np.zeros((2, 3), f32), np.array([0, 3], np.int32), np.array([2], np.int32),
+        np.zeros((3, 3), f32), np.zeros(3, f32), np.zeros(3, f32), np.zeros((2, 3), f32),
+        np.zeros((3, 3), f32), np.zeros(3, f32), np.zeros(3, f32)),
+     IndexError, "y_b[1] = 3"),
+]
+
+
+@pytest.mark.parametrize("what,call,error,message", BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
+def test_bad_arguments_raise_clear_errors(what, call, error, message):
+    with pytest.raises(error) as info:
+        call()
+    assert message in str(info.value)

@@ -1,0 +1,179 @@
+"""The whole model: every parameter's gradient against finite differences,
+the Cython and NumPy paths training in step, and the model file."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from fastner import _kernels, io, reference
+from fastner.features import AffixFeature, CapsFeature, ShapeFeature, Vocab, WordFeature
+from fastner.model import WindowTagger
+from fastner.tags import TagSet
+
+SENTENCES = [["EU", "rejects", "German", "call", "."], ["Peter", "Blackburn"],
+             ["BRUSSELS", "1996-08-22"], ["the", "EU", "EU", "said"]]
+TAGS = [["B-ORG", "O", "B-MISC", "O", "O"], ["B-PER", "I-PER"], ["B-LOC", "O"],
+        ["O", "B-ORG", "I-ORG", "O"]]
+
+
+def tiny_model(loss="softmax", activation="tanh", ops=reference, dtype=np.float64, seed=0,
+               dropout=0.0):
+    vocab = Vocab(["eu", "rejects", "german", "call", ".", "the", "said"])
+    features = [WordFeature(vocab, 3), CapsFeature(2), AffixFeature("suffix", 2, 2, ["al", "ts"]),
+                ShapeFeature(2, ["Xx", "x"])]
+    model = WindowTagger(features, TagSet(), half_window=1, hidden=5, activation=activation,
+                         loss=loss, dropout=dropout, ops=ops, dtype=dtype)
+    model.init_params(np.random.default_rng(seed))
+    rng = np.random.default_rng(seed + 1)
+    # non-zero biases and transitions so their gradients are exercised
+    for name in ("b", "c", "trans", "start", "end"):
+        model.params[name][...] = rng.normal(0, 0.3, model.params[name].shape)
+    return model
+
+
+def batch(model):
+    ids = model.windows([model.token_ids(s) for s in SENTENCES])
+    y = np.concatenate([model.tagset.encode(t) for t in TAGS])
+    lengths = np.array([len(s) for s in SENTENCES], np.int32)
+    return ids, y, lengths
+
+
+@pytest.mark.parametrize("loss", ["softmax", "crf"])
+def test_every_parameter_gradient_matches_finite_differences(loss):
+    model = tiny_model(loss)
+    ids, y, lengths = batch(model)
+    grad = np.zeros_like(model.flat)
+    model.loss_and_backward(ids, y, lengths, model.views(grad))
+
+    def J():
+        return model.loss_and_backward(ids, y, lengths, model.views(np.zeros_like(model.flat)))
+
+    eps = 1e-6
+    checked = 0
+    for name, view in model.params.items():
+        if loss == "softmax" and name in ("trans", "start", "end"):
+            assert not np.any(model.views(grad)[name]), "softmax loss ignores transitions"
+            continue
+        flat = view.reshape(-1)
+        g = model.views(grad)[name].reshape(-1)
+        for i in range(flat.size):
+            old = flat[i]
+            flat[i] = old + eps
+            up = J()
+            flat[i] = old - eps
+            down = J()
+            flat[i] = old
+            numeric = (up - down) / (2 * eps)
+            denom = max(abs(numeric), abs(g[i]), 1e-4)
+            assert abs(numeric - g[i]) / denom < 1e-5, f"{name}[{i}]: {g[i]} vs {numeric}"
+            checked += 1
+    skipped = sum(model.params[n].size for n in ("trans", "start", "end")) if loss == "softmax" else 0
+    assert checked == model.flat.size - skipped
+
+
+@pytest.mark.parametrize("loss", ["softmax", "crf"])
+def test_training_steps_agree_between_cython_and_numpy_paths(loss):
+    from fastner.train import Optimizer, TrainConfig
+    fast = tiny_model(loss, ops=_kernels, dtype=np.float32)
+    slow = tiny_model(loss, ops=reference, dtype=np.float32)
+    np.testing.assert_array_equal(fast.flat, slow.flat)
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, clip=0, loss=loss)
+    opt_fast, opt_slow = Optimizer(fast, cfg), Optimizer(slow, cfg)
+    ids, y, lengths = batch(fast)
+    for step in range(5):
+        losses = []
+        for model, opt in ((fast, opt_fast), (slow, opt_slow)):
+            losses.append(model.loss_and_backward(ids, y, lengths, opt.grads))
+            opt.step([np.unique(f) for f in ids], cfg.lr)
+        assert abs(losses[0] - losses[1]) < 1e-5, f"step {step}"
+    np.testing.assert_allclose(fast.flat, slow.flat, rtol=1e-4, atol=1e-5)
+    assert losses[0] < model.loss_and_backward(ids, y, lengths,
+                                               fast.views(np.zeros_like(fast.flat))) + 1.0
+
+
+def test_dropout_only_in_training():
+    model = tiny_model(ops=_kernels, dtype=np.float32, dropout=0.5)
+    ids, _, _ = batch(model)
+    plain_a, _ = model.forward(ids)
+    plain_b, _ = model.forward(ids)
+    np.testing.assert_array_equal(plain_a, plain_b)
+    dropped, _ = model.forward(ids, rng=np.random.default_rng(0))
+    assert not np.allclose(dropped, plain_a)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "crf"])
+def test_decoding_gives_valid_iob2_and_probabilities(loss):
+    model = tiny_model(loss, ops=_kernels, dtype=np.float32)
+    for tags, conf in model.tag(SENTENCES + [[]]):
+        assert len(tags) == len(conf)
+        assert np.all((conf >= 0) & (conf <= 1.0 + 1e-6))
+        for prev, cur in zip(["O"] + tags, tags):
+            if cur.startswith("I-"):
+                assert prev[2:] == cur[2:]
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = tiny_model("crf", ops=_kernels, dtype=np.float32)
+    path = str(tmp_path / "m.npz")
+    model.save(path, {"note": "hello"})
+    loaded = WindowTagger.load(path)
+    np.testing.assert_array_equal(loaded.flat, model.flat)
+    assert loaded.config() == model.config()
+    assert loaded.metadata == {"note": "hello"}
+    assert [t for t, _ in loaded.tag(SENTENCES)] == [t for t, _ in model.tag(SENTENCES)]
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+
+
+def test_bad_model_files_give_clear_errors(tmp_path):
+    model = tiny_model(ops=_kernels, dtype=np.float32)
+    good = str(tmp_path / "good.npz")
+    model.save(good)
+    data = (tmp_path / "good.npz").read_bytes()
+
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip at all")
+    foreign = str(tmp_path / "foreign.npz")
+    np.savez(foreign, a=np.zeros(3))
+    checkpoint = str(tmp_path / "ckpt.npz")
+    io.save_npz(checkpoint, io.CHECKPOINT_FORMAT, model.arrays(), {"config": model.config()})
+    arrays, meta = io.load_npz(good, io.MODEL_FORMAT)
+    arrays.pop("param.W")
+    missing = str(tmp_path / "missing.npz")
+    io.save_npz(missing, io.MODEL_FORMAT, arrays, meta)
+    cases = [(str(tmp_path / "absent.npz"), "no such model file"),
+             (str(truncated), "truncated or corrupt"), (str(garbage), "truncated or corrupt"),
+             (foreign, "no __meta__"), (checkpoint, "expected a fastner-model file"),
+             (missing, "parameter 'W' is missing")]
+    for path, message in cases:
+        with pytest.raises(io.ModelFileError, match=message):
+            WindowTagger.load(path)
+
+
+def test_newer_format_version_is_refused(tmp_path):
+    model = tiny_model(ops=_kernels, dtype=np.float32)
+    path = str(tmp_path / "future.npz")
+    payload = dict(model.arrays())
+    payload["__meta__"] = np.array(json.dumps({"format": io.MODEL_FORMAT, "format_version": 99}))
+    np.savez(path, **payload)
+    with pytest.raises(io.ModelFileError, match="format version 99 is not supported"):
+        WindowTagger.load(path)
+
+
+def test_pickled_arrays_are_refused(tmp_path):
+    path = str(tmp_path / "pickled.npz")
+    np.savez(path, __meta__=np.array({"format": "fastner-model"}, dtype=object))
+    with pytest.raises(io.ModelFileError):
+        WindowTagger.load(path)
+
+
+def test_wrong_shapes_in_file_are_reported(tmp_path):
+    model = tiny_model(ops=_kernels, dtype=np.float32)
+    arrays = model.arrays()
+    arrays["param.U"] = np.zeros((3, 3), np.float32)
+    path = str(tmp_path / "shapes.npz")
+    io.save_npz(path, io.MODEL_FORMAT, arrays, {"config": model.config()})
+    with pytest.raises(io.ModelFileError, match="'U' has shape"):
+        WindowTagger.load(path)

