@@ -30,3 +30,69 @@ def tiny_model_path(tmp_path_factory):
     model, state = trainer.run(train, dev)
     trainer.finish(model, state, dev)
     return out
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gunicorn:
+    """gunicorn running the real service config on a free loopback port."""
+
+    def __init__(self, model_path, workers=2, tmp_dir=None):
+        import subprocess
+        import sys
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, FASTNER_MODEL=model_path, FASTNER_BIND=f"127.0.0.1:{self.port}",
+                   FASTNER_WORKERS=str(workers))
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.log_path = os.path.join(tmp_dir, "gunicorn.log")
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "service/gunicorn.conf.py",
+             "service.app:create_app()"], cwd=root, env=env, stdout=self.log,
+            stderr=subprocess.STDOUT)
+        self.wait_ready()
+
+    def wait_ready(self, timeout=30):
+        import time
+        import urllib.request
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {self.read_log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not become ready: {self.read_log()}")
+
+    def read_log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self):
+        import signal
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def gunicorn_server(tiny_model_path, tmp_path_factory):
+    server = Gunicorn(tiny_model_path, tmp_dir=str(tmp_path_factory.mktemp("gunicorn")))
+    yield server
+    server.stop()

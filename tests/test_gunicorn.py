@@ -1,0 +1,95 @@
+"""The real thing: gunicorn with the production config on a loopback port."""
+import json
+import os
+import shutil
+import signal
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import Gunicorn
+
+pytestmark = pytest.mark.slow
+
+
+def request(url, body=None, timeout=10):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def worker_pids(master_pid):
+    with open(f"/proc/{master_pid}/task/{master_pid}/children") as f:
+        return sorted(int(p) for p in f.read().split())
+
+
+def test_tag_metrics_ready_and_clean_shutdown(tiny_model_path, tmp_path):
+    server = Gunicorn(tiny_model_path, tmp_dir=str(tmp_path))
+    try:
+        for _ in range(20):
+            status, body = request(server.url + "/v1/tag", {"text": "Tom Baker visited Oslo ."})
+            assert status == 200 and json.loads(body)["entities"]
+        status, body = request(server.url + "/v1/tag", {"text": 1})
+        assert status == 422
+        assert request(server.url + "/readyz")[0] == 200
+        status, metrics = request(server.url + "/metrics")
+        assert status == 200
+        # counts from both workers, aggregated through the multiprocess directory
+        line = [x for x in metrics.splitlines()
+                if x.startswith('fastner_requests_total{endpoint="/v1/tag",method="POST",'
+                                'status="200"}')]
+        assert line and float(line[0].split()[-1]) == 20.0, metrics
+        assert len(worker_pids(server.proc.pid)) == 2
+    finally:
+        code = server.stop()
+    assert code == 0, server.read_log()
+
+
+def test_killed_worker_is_replaced_and_reload_swaps_the_model(tiny_model_path, tmp_path):
+    model = str(tmp_path / "served.npz")
+    shutil.copy(tiny_model_path, model)
+    server = Gunicorn(model, tmp_dir=str(tmp_path))
+    try:
+        before = worker_pids(server.proc.pid)
+        os.kill(before[0], signal.SIGKILL)
+        failures = 0
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            status, _ = request(server.url + "/v1/tag", {"text": "Tom Baker left ."})
+            failures += status != 200
+            pids = worker_pids(server.proc.pid)
+            if len(pids) == 2 and before[0] not in pids:
+                break
+            time.sleep(0.05)
+        assert before[0] not in worker_pids(server.proc.pid)
+        assert failures == 0
+
+        # replace the model file with one whose card differs, then SIGHUP
+        from fastner.model import WindowTagger
+        replacement = WindowTagger.load(tiny_model_path)
+        replacement.save(model + ".new", {"command": "reloaded-model"})
+        os.replace(model + ".new", model)
+        old_workers = worker_pids(server.proc.pid)
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 20
+        seen_new = False
+        while time.time() < deadline and not seen_new:
+            status, body = request(server.url + "/v1/model")
+            assert status == 200
+            seen_new = json.loads(body)["training_command"] == "reloaded-model"
+            time.sleep(0.05)
+        assert seen_new, server.read_log()
+        # the old workers finish their requests and leave
+        deadline = time.time() + 30
+        while time.time() < deadline and set(old_workers) & set(worker_pids(server.proc.pid)):
+            time.sleep(0.1)
+        assert not set(old_workers) & set(worker_pids(server.proc.pid))
+        assert len(worker_pids(server.proc.pid)) == 2
+    finally:
+        assert server.stop() == 0
