@@ -3,6 +3,8 @@
 # make bench — the benchmark suite, single-threaded, pinned to one core where taskset exists
 
 PYTHON ?= python3
+# make builds the kernels for the machine it runs on (see setup.py); FASTNER_MARCH= for portable code
+export FASTNER_MARCH ?= native
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
@@ -23,8 +25,8 @@ $(STAMP): $(BIN)/python pyproject.toml setup.py
 install: $(STAMP)
 
 # Rebuild the extension whenever a kernel source changes.
-$(EXT): $(STAMP) fastner/_kernels.pyx fastner/_blas.pxd
-	$(BIN)/python setup.py -q build_ext --inplace
+$(EXT): $(STAMP) fastner/_kernels.pyx fastner/_blas.pxd setup.py
+	$(BIN)/python setup.py -q build_ext --inplace --force
 	touch $(EXT)
 
 build: $(EXT)

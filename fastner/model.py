@@ -194,8 +194,53 @@ class WindowTagger:
         conf = probs[np.arange(len(tags)), tags] if len(tags) else np.zeros(0, self.dtype)
         return tags, conf
 
+    def build_inference_cache(self, budget_mb=64.0):
+        """Precompute W_k · table[v] for every position k and the most frequent rows v.
+
+        The first layer is linear in the window, so at inference a token costs K
+        cached vector additions instead of a (D × H) product (Chen & Manning 2014).
+        Small feature tables are cached whole first; the word table gets the rest
+        of the budget, from its first (most frequent, GloVe-ordered) rows. Rows
+        past the cache are multiplied on the fly. Call again after changing the
+        parameters. Returns the cache's size in bytes.
+        """
+        row_bytes = self.K * self.hidden * np.dtype(np.float32).itemsize
+        budget_rows = int(budget_mb * 2**20) // row_bytes
+        order = sorted(range(len(self.features)), key=lambda i: (i == 0, self.features[i].size))
+        rows = [0] * len(self.features)
+        for i in order:
+            rows[i] = min(self.features[i].size, budget_rows)
+            budget_rows -= rows[i]
+        W = self.params["W"]
+        caches = []
+        for n, table, offset in zip(rows, self.tables(), self.offsets):
+            e = table.shape[1]
+            cache = np.empty((n, self.K, self.hidden), dtype=np.float32)
+            for k in range(self.K):
+                W_k = W[:, k * self.E + offset:k * self.E + offset + e]
+                cache[:, k, :] = table[:n] @ W_k.T
+            caches.append(cache)
+        self._inference_cache = caches
+        self._WT = np.ascontiguousarray(W.T)
+        return sum(c.nbytes for c in caches) + self._WT.nbytes
+
+    def inference_scores(self, ids):
+        """Scores S (B, T) from the inference cache (build_inference_cache first)."""
+        ops, p = self.ops, self.params
+        B = ids[0].shape[0]
+        Z = np.empty((B, self.hidden), dtype=np.float32)
+        Z[...] = p["b"]
+        for f_ids, cache, table, offset in zip(ids, self._inference_cache, self.tables(),
+                                               self.offsets):
+            ops.cached_window_affine(f_ids, cache, table, self._WT, Z, offset)
+        ops.activate_inplace(Z, self.activation)
+        return ops.affine_act_forward(Z, p["U"], p["c"], "identity")
+
     def predict_ids(self, ids, lengths):
-        S, _ = self.forward(ids)
+        if self._inference_cache is not None:
+            S = self.inference_scores(ids)
+        else:
+            S, _ = self.forward(ids)
         return self.decode(S, lengths)
 
     def tag(self, sentences):

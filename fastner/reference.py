@@ -205,3 +205,19 @@ def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
                                             trans_tt.astype(np.float64), start_t, end_t)
         out_bt[lo:hi] = np.exp(alpha + beta - log_z)
     return out_bt
+
+
+def cached_window_affine(ids_bk, cache_nkh, table_ve, WT_dh, Z_bh, offset=0):
+    # Z += X Wᵀ restricted to this feature's columns: Σ_k W_k · table[ids[:, k]].
+    # (The cache only speeds this up; the math is the same with or without it.)
+    B, K = ids_bk.shape
+    e = table_ve.shape[1]
+    E = WT_dh.shape[0] // K
+    for k in range(K):
+        Z_bh += table_ve[ids_bk[:, k]] @ WT_dh[k * E + offset:k * E + offset + e]
+    return Z_bh
+
+
+def activate_inplace(Z_bh, activation):
+    Z_bh[...] = activate(Z_bh, activation)
+    return Z_bh

@@ -27,10 +27,17 @@ class Tagger:
         self.metadata = metadata if metadata is not None else getattr(model, "metadata", {})
 
     @classmethod
-    def load(cls, path=None):
+    def load(cls, path=None, cache_mb=None):
+        """Load a model file and build its inference cache (``cache_mb`` MB at most;
+        default $FASTNER_CACHE_MB or 64; 0 disables it)."""
         path = os.fspath(path or default_model_path())
         name = os.path.basename(path)
-        return cls(WindowTagger.load(path), name[:-4] if name.endswith(".npz") else name)
+        model = WindowTagger.load(path)
+        if cache_mb is None:
+            cache_mb = float(os.environ.get("FASTNER_CACHE_MB", "64"))
+        if cache_mb > 0:
+            model.build_inference_cache(cache_mb)
+        return cls(model, name[:-4] if name.endswith(".npz") else name)
 
     def tag_tokens(self, sentences):
         """Pre-tokenised sentences → per sentence {"entities": [...], "tags": [...]}.

@@ -10,6 +10,7 @@ from fastner import _kernels as K
 from fastner import reference as R
 
 KERNELS = ["lookup_forward", "lookup_backward", "affine_act_forward", "affine_act_backward",
+           "cached_window_affine", "activate_inplace",
            "softmax_forward", "softmax_xent_forward_backward", "viterbi_decode",
            "crf_forward_backward", "crf_marginals"]
 ACTS = ["identity", "tanh", "hardtanh", "relu"]
@@ -423,3 +424,47 @@ def test_bad_arguments_raise_clear_errors(what, call, error, message):
     with pytest.raises(error) as info:
         call()
     assert message in str(info.value)
+
+
+# --------------------------------------------------------------------------
+# 5. inference: cached first layer
+
+@pytest.mark.parametrize("N", [0, 3, 10])
+def test_cached_window_affine_matches_reference_and_full_product(N):
+    rng = np.random.default_rng(N)
+    B, Kw, V, e, E, offset, H = 9, 3, 10, 4, 6, 2, 7
+    ids = rng.integers(0, V, (B, Kw)).astype(np.int32)
+    table, W = rand(rng, V, e), rand(rng, H, Kw * E)
+    WT = np.ascontiguousarray(W.T)
+    cache = np.stack([table[:N] @ W[:, k * E + offset:k * E + offset + e].T
+                      for k in range(Kw)], axis=1).astype(f32).reshape(N, Kw, H)
+    Z0 = rand(rng, B, H)
+    fast, slow = Z0.copy(), Z0.copy()
+    K.cached_window_affine(ids, cache, table, WT, fast, offset)
+    R.cached_window_affine(ids, cache, table, WT, slow, offset)
+    assert_close(fast, slow, f"N={N}", rtol=1e-5, atol=1e-5)
+    X = np.zeros((B, Kw * E), f32)
+    R.lookup_forward(ids, table, X, offset)
+    assert_close(fast, Z0 + X @ W.T, "against X Wᵀ", rtol=1e-5, atol=1e-5)
+
+
+def test_cached_window_affine_rejects_bad_ids_and_caches():
+    table, WT = np.zeros((4, 2), f32), np.zeros((6, 5), f32)
+    Z = np.zeros((1, 5), f32)
+    with pytest.raises(IndexError, match="ids_bk\\[0, 2\\] = 4"):
+        K.cached_window_affine(np.array([[0, 1, 4]], np.int32), np.zeros((2, 3, 5), f32),
+                               table, WT, Z)
+    with pytest.raises(ValueError, match="more than the table's 4"):
+        K.cached_window_affine(np.zeros((1, 3), np.int32), np.zeros((5, 3, 5), f32), table, WT, Z)
+    with pytest.raises(ValueError, match="cache_nkh must have shape"):
+        K.cached_window_affine(np.zeros((1, 3), np.int32), np.zeros((2, 2, 5), f32), table, WT, Z)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_activate_inplace_and_tanh_accuracy(act):
+    rng = np.random.default_rng(0)
+    Z = rand(rng, 6, 40) * 4
+    fast = K.activate_inplace(Z.copy(), act)
+    assert_close(fast, R.activate(Z, act), act, rtol=1e-6, atol=4e-7)
+    x = np.linspace(-30, 30, 100001).astype(f32)
+    assert np.abs(K.tanh(x) - np.tanh(x.astype(np.float64))).max() < 4e-7

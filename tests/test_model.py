@@ -177,3 +177,17 @@ def test_wrong_shapes_in_file_are_reported(tmp_path):
     io.save_npz(path, io.MODEL_FORMAT, arrays, {"config": model.config()})
     with pytest.raises(io.ModelFileError, match="'U' has shape"):
         WindowTagger.load(path)
+
+
+@pytest.mark.parametrize("budget_mb", [0.0, 1e-4, 64.0])
+def test_inference_cache_gives_the_same_tags(budget_mb):
+    model = tiny_model("crf", ops=_kernels, dtype=np.float32)
+    ids, _, lengths = batch(model)
+    S_full, _ = model.forward(ids)
+    plain = model.predict_ids(ids, lengths)
+    size = model.build_inference_cache(budget_mb)
+    assert size > 0
+    np.testing.assert_allclose(model.inference_scores(ids), S_full, rtol=1e-5, atol=1e-5)
+    cached = model.predict_ids(ids, lengths)
+    np.testing.assert_array_equal(cached[0], plain[0])
+    np.testing.assert_allclose(cached[1], plain[1], rtol=1e-5, atol=1e-6)
