@@ -43,7 +43,7 @@ class TrainConfig:
     dropout: float = 0.0
     word_dropout: float = 0.0     # chance of replacing a training word by UNK
     features: str = "caps:5"
-    glove_words: int = 100000     # most frequent GloVe words kept (0: random init, no GloVe)
+    glove_words: int = 400000     # most frequent GloVe words kept (0: random init, no GloVe)
     word_dim: int = 50
 
     def validate(self):
@@ -278,7 +278,7 @@ class Trainer:
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
 
     def _save_checkpoint(self, model, opt, state):
-        arrays = model.arrays()
+        arrays = model.arrays(quantize=False)      # resume must continue exactly
         arrays["best_flat"] = state["best_flat"]
         for k, v in opt.state.items():
             arrays[f"opt.{k}"] = v

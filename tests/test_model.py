@@ -116,13 +116,28 @@ def test_decoding_gives_valid_iob2_and_probabilities(loss):
 def test_save_and_load_round_trip(tmp_path):
     model = tiny_model("crf", ops=_kernels, dtype=np.float32)
     path = str(tmp_path / "m.npz")
-    model.save(path, {"note": "hello"})
+    model.save(path, {"note": "hello"}, quantize=False)
     loaded = WindowTagger.load(path)
     np.testing.assert_array_equal(loaded.flat, model.flat)
     assert loaded.config() == model.config()
     assert loaded.metadata == {"note": "hello"}
     assert [t for t, _ in loaded.tag(SENTENCES)] == [t for t, _ in model.tag(SENTENCES)]
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+
+
+def test_quantized_tables_round_trip_within_half_a_step(tmp_path, monkeypatch):
+    import fastner.model
+    monkeypatch.setattr(fastner.model, "QUANTIZE_ROWS", 8)   # word: 9 rows, caps: 7
+    model = tiny_model("crf", ops=_kernels, dtype=np.float32)
+    path = str(tmp_path / "q.npz")
+    model.save(path)
+    arrays, _ = io.load_npz(path, io.MODEL_FORMAT)
+    assert arrays["param.table.word.q8"].dtype == np.int8 and "param.table.caps" in arrays
+    loaded = WindowTagger.load(path)
+    word = model.params["table.word"]
+    step = np.abs(word).max(axis=1, keepdims=True) / 127.0
+    assert np.all(np.abs(loaded.params["table.word"] - word) <= step / 2 + 1e-7)
+    np.testing.assert_array_equal(loaded.params["W"], model.params["W"])
 
 
 def test_bad_model_files_give_clear_errors(tmp_path):
