@@ -48,6 +48,7 @@ def save_npz(path, fmt, arrays, meta):
             np.savez_compressed(f, **payload)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)        # mkstemp makes it private; a model is for sharing
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -308,7 +308,11 @@ class WindowTagger:
                 if (q8.dtype != np.int8 or scale is None or q8.ndim != 2
                         or scale.shape != (q8.shape[0],)):
                     raise io.ModelFileError(f"{path}: quantized parameter {name!r} is malformed")
-                stored = q8.astype(np.float32) * scale[:, None]
+                if q8.shape != view.shape:
+                    raise io.ModelFileError(f"{path}: parameter {name!r} has shape {q8.shape}; "
+                                            f"the configuration needs {view.shape}")
+                np.multiply(q8, scale[:, None], out=view, casting="unsafe")  # no temporaries
+                continue
             if stored is None:
                 raise io.ModelFileError(f"{path}: parameter {name!r} is missing")
             if stored.shape != view.shape:
