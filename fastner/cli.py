@@ -52,6 +52,26 @@ def build_parser():
                         "conll: token-per-line in (first column), token and tag out")
     g.add_argument("--include-tokens", action="store_true", help="text format: add tokens")
 
+    c = sub.add_parser("tag-corpus", help="tag many documents on a Dask cluster (resumable)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_model_arg(c)
+    c.add_argument("--input", required=True, help="glob of input files (quote it)")
+    c.add_argument("--output", required=True, help="directory for part-NNNNN.jsonl files")
+    c.add_argument("--format", choices=("lines", "jsonl", "files"), default="lines",
+                   help="lines: one document per line; jsonl: one JSON object per line; "
+                        "files: one document per file")
+    c.add_argument("--text-field", default="text", help="jsonl: field holding the text")
+    c.add_argument("--id-field", default="id", help="jsonl: field holding the document id")
+    c.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. "
+                                       "tcp://host:8786 (default: a local cluster)")
+    c.add_argument("--workers", type=int, help="local cluster: worker processes (default: "
+                                               "one per core)")
+    c.add_argument("--partition-size", type=int, default=10_000,
+                   help="documents (lines, or files) per partition")
+    c.add_argument("--max-chars", type=int, default=100_000,
+                   help="longer documents are reported, not tagged")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+
     s = sub.add_parser("serve", help="run the HTTP service under gunicorn")
     _add_model_arg(s)
     s.add_argument("--bind", help="address to bind (default $FASTNER_BIND or 127.0.0.1:8000)")
@@ -132,6 +152,19 @@ def cmd_tag(args):
     return 0
 
 
+def cmd_tag_corpus(args):
+    from fastner.corpus import tag_corpus
+    from fastner.tagger import default_model_path
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    totals = tag_corpus(args.input, args.output, args.model or default_model_path(),
+                        fmt=args.format, scheduler=args.scheduler, workers=args.workers,
+                        partition_size=args.partition_size, text_field=args.text_field,
+                        id_field=args.id_field, max_chars=args.max_chars,
+                        progress=not args.quiet, log=log)
+    print(json.dumps(totals))
+    return 0
+
+
 def cmd_serve(args):
     env = dict(os.environ)
     if args.model:
@@ -151,7 +184,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "tag": cmd_tag, "serve": cmd_serve}
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "tag": cmd_tag,
+                "tag-corpus": cmd_tag_corpus, "serve": cmd_serve}
     try:
         return handlers[args.command](args)
     except (io.ModelFileError, ValueError, OSError, RuntimeError) as err:
