@@ -849,3 +849,221 @@ cdef inline void _activate_row(float* row, int H, int act) noexcept nogil:
         for j in range(H):
             z = row[j]
             row[j] = zero if z < zero else z
+
+
+# --------------------------------------------------------------------------
+# 6. a whole plain-SGD training step, fused (softmax loss)
+
+from libc.stdlib cimport malloc, free
+
+
+cdef class SGDStep:
+    """One plain-SGD step of the softmax window model in a single call.
+
+    Forward, loss, backward and update run in one nogil pass, updating the
+    parameters in place (MATH.md, forward 1–4 and backward 1–5): the per-call
+    overhead that dominates small batches (online SGD, as Collobert & Weston
+    trained) is paid once. Parameters are checked once, here; ``step`` checks only
+    its ids and tags. Gradients that flow down (δ_H = δ_S U, δ_X = δ_Z W) are taken
+    before U and W are updated, so the step equals the unfused computation.
+
+    tables: float32 (V_f, e_f) per feature; W (H, D), b (H,), U (T, H), c (T,);
+    offsets: each feature's column within a position's E = Σ e_f columns.
+    """
+    cdef object arrays                       # keeps the parameter arrays alive
+    cdef float[:, ::1] W, U
+    cdef float[::1] b, c
+    cdef float** table_ptr
+    cdef int* table_rows
+    cdef int* table_dim
+    cdef int* table_offset
+    cdef int F, K, E, D, H, T, act
+    cdef object work                         # workspace arrays, grown on demand
+    cdef int capacity
+
+    def __cinit__(self):
+        self.table_ptr = NULL
+        self.table_rows = NULL
+        self.table_dim = NULL
+        self.table_offset = NULL
+
+    def __init__(self, tables, W_hd, b_h, U_th, c_t, activation, offsets, K):
+        kernel = "SGDStep"
+        self.act = _activation_code(kernel, activation)
+        _check_array(kernel, "W_hd", W_hd, np.float32, (("H", None), ("D", None)), writable=True)
+        H, D = W_hd.shape
+        _check_array(kernel, "b_h", b_h, np.float32, (("H", H),), writable=True)
+        _check_array(kernel, "U_th", U_th, np.float32, (("T", None), ("H", H)), writable=True)
+        T = U_th.shape[0]
+        _check_array(kernel, "c_t", c_t, np.float32, (("T", T),), writable=True)
+        _check_positive(kernel, D=D, H=H, T=T, K=K)
+        if len(tables) != len(offsets) or not tables:
+            raise ValueError(f"{kernel}: need one offset per table and at least one table; "
+                             f"got {len(tables)} tables and {len(offsets)} offsets")
+        self.F, self.K, self.D, self.H, self.T = len(tables), K, D, H, T
+        self.E = _check_window_slice(kernel, D, K, 0, 0)
+        self.table_ptr = <float**>malloc(self.F * sizeof(float*))
+        self.table_rows = <int*>malloc(self.F * sizeof(int))
+        self.table_dim = <int*>malloc(self.F * sizeof(int))
+        self.table_offset = <int*>malloc(self.F * sizeof(int))
+        if not (self.table_ptr and self.table_rows and self.table_dim and self.table_offset):
+            raise MemoryError()
+        cdef float[:, ::1] view
+        for f, (table, offset) in enumerate(zip(tables, offsets)):
+            _check_array(kernel, f"tables[{f}]", table, np.float32, (("V", None), ("e", None)),
+                         writable=True)
+            _check_window_slice(kernel, D, K, table.shape[1], offset)
+            view = table
+            self.table_ptr[f] = &view[0, 0]
+            self.table_rows[f] = table.shape[0]
+            self.table_dim[f] = table.shape[1]
+            self.table_offset[f] = offset
+        self.arrays = (list(tables), W_hd, b_h, U_th, c_t)
+        self.W, self.b, self.U, self.c = W_hd, b_h, U_th, c_t
+        self.capacity = 0
+
+    def __dealloc__(self):
+        free(self.table_ptr)
+        free(self.table_rows)
+        free(self.table_dim)
+        free(self.table_offset)
+
+    def step(self, ids_bkf, y_b, float lr):
+        """Update the parameters with one SGD step on a batch; returns the mean loss.
+
+        ids_bkf: int32 (B, K, F), each window's ids for every feature; y_b: int32 (B,).
+        """
+        kernel = "SGDStep.step"
+        cdef const int[:, :, ::1] ids
+        cdef const int[::1] y
+        try:
+            ids = ids_bkf
+            y = y_b
+        except (ValueError, TypeError):
+            _check_array(kernel, "ids_bkf", ids_bkf, np.int32,
+                         (("B", None), ("K", self.K), ("F", self.F)))
+            _check_array(kernel, "y_b", y_b, np.int32, (("B", None),))
+            raise
+        cdef int B = ids.shape[0]
+        if ids.shape[1] != self.K or ids.shape[2] != self.F or y.shape[0] != B:
+            raise ValueError(f"{kernel}: ids_bkf must have shape (B, K, F) = (B, {self.K}, "
+                             f"{self.F}) and y_b (B,); got {tuple(ids_bkf.shape)} and "
+                             f"{tuple(y_b.shape)}")
+        if B == 0:
+            return 0.0
+        cdef Py_ssize_t bad = -1, i, f
+        cdef int v
+        with nogil:
+            for i in range(B * self.K):
+                for f in range(self.F):
+                    v = ids[i // self.K, i % self.K, f]
+                    if v < 0 or v >= self.table_rows[f]:
+                        bad = i * self.F + f
+                        break
+                if bad >= 0:
+                    break
+            for i in range(B):
+                if y[i] < 0 or y[i] >= self.T:
+                    bad = -2 - i
+                    break
+        if bad >= 0:
+            b_, rest = divmod(bad, self.K * self.F)
+            k_, f_ = divmod(rest, self.F)
+            raise IndexError(f"{kernel}: ids_bkf[{b_}, {k_}, {f_}] = {ids_bkf[b_, k_, f_]} is "
+                             f"out of range for table {f_} of {self.table_rows[f_]} rows")
+        if bad <= -2:
+            i_ = -2 - bad
+            raise IndexError(f"{kernel}: y_b[{i_}] = {y_b[i_]} is out of range for {self.T} tags")
+        if B > self.capacity:
+            self.capacity = max(B, 2 * self.capacity)
+            self.work = np.empty(self.capacity * (2 * self.D + 3 * self.H + self.T),
+                                 dtype=np.float32)
+        cdef float[::1] work = self.work
+        cdef double loss
+        with nogil:
+            loss = self._step(ids, y, B, lr, &work[0])
+        return loss
+
+    cdef double _step(self, const int[:, :, ::1] ids, const int[::1] y, int B, float lr,
+                      float* work) noexcept nogil:
+        cdef int K = self.K, E = self.E, D = self.D, H = self.H, T = self.T, F = self.F
+        cdef float* X = work                       # (B, D)
+        cdef float* dX = X + B * D                 # (B, D)
+        cdef float* Hd = dX + B * D                # (B, H)
+        cdef float* dH = Hd + B * H                # (B, H)
+        cdef float* dZ = dH + B * H                # (B, H)
+        cdef float* S = dZ + B * H                 # (B, T), then δ_S in place
+        cdef Py_ssize_t i, j, k, f
+        cdef int e, v
+        cdef float h, inv_b = 1.0 / B
+        cdef double loss = 0.0, log_z
+        cdef float* row
+        cdef const float* src
+        # forward 1: windows of feature vectors
+        for i in range(B):
+            for k in range(K):
+                for f in range(F):
+                    e = self.table_dim[f]
+                    memcpy(&X[i * D + k * E + self.table_offset[f]],
+                           &self.table_ptr[f][ids[i, k, f] * e], e * sizeof(float))
+        # forward 2–3: Hd = f(X Wᵀ + b), S = Hd Uᵀ + c
+        gemm_rm(False, True, B, H, D, 1.0, X, D, &self.W[0, 0], D, 0.0, Hd, H)
+        for i in range(B):
+            row = &Hd[i * H]
+            for j in range(H):
+                row[j] = row[j] + self.b[j]
+            _activate_row(row, H, self.act)
+        gemm_rm(False, True, B, T, H, 1.0, Hd, H, &self.U[0, 0], H, 0.0, S, T)
+        # forward 4 and backward 1: loss, δ_S = (P − Y)/B (in place of S)
+        for i in range(B):
+            row = &S[i * T]
+            for j in range(T):
+                row[j] = row[j] + self.c[j]
+            log_z = _logsumexp_row(row, T)
+            loss += log_z - row[y[i]]
+            for j in range(T):
+                row[j] = <float>(exp(row[j] - log_z) * inv_b)
+            row[y[i]] -= inv_b
+        # backward 2: δ_H = δ_S U (before U moves), then U -= lr δ_Sᵀ Hd, c -= lr Σ δ_S
+        gemm_rm(False, False, B, H, T, 1.0, S, T, &self.U[0, 0], H, 0.0, dH, H)
+        gemm_rm(True, False, T, H, B, -lr, S, T, Hd, H, 1.0, &self.U[0, 0], H)
+        for i in range(B):
+            for j in range(T):
+                self.c[j] -= lr * S[i * T + j]
+        # backward 3: δ_Z = δ_H ⊙ f′ (from the stored output)
+        for i in range(B):
+            for j in range(H):
+                h = Hd[i * H + j]
+                if self.act == 1:
+                    dZ[i * H + j] = dH[i * H + j] * (1.0 - h * h)
+                elif self.act == 2:
+                    dZ[i * H + j] = dH[i * H + j] if (h > -1.0 and h < 1.0) else 0.0
+                else:
+                    dZ[i * H + j] = dH[i * H + j] if h > 0.0 else 0.0
+        # backward 4: δ_X = δ_Z W (before W moves), W -= lr δ_Zᵀ X, b -= lr Σ δ_Z
+        gemm_rm(False, False, B, D, H, 1.0, dZ, H, &self.W[0, 0], D, 0.0, dX, D)
+        gemm_rm(True, False, H, D, B, -lr, dZ, H, X, D, 1.0, &self.W[0, 0], D)
+        for i in range(B):
+            for j in range(H):
+                self.b[j] -= lr * dZ[i * H + j]
+        # backward 5: sparse update of the touched rows (repeats accumulate)
+        for i in range(B):
+            for k in range(K):
+                for f in range(F):
+                    e = self.table_dim[f]
+                    row = &self.table_ptr[f][ids[i, k, f] * e]
+                    src = &dX[i * D + k * E + self.table_offset[f]]
+                    for j in range(e):
+                        row[j] -= lr * src[j]
+        return loss / B
+
+
+cdef inline double _logsumexp_row(const float* s, int T) noexcept nogil:
+    cdef int j
+    cdef double m = s[0], total = 0.0
+    for j in range(1, T):
+        if s[j] > m:
+            m = s[j]
+    for j in range(T):
+        total += exp(s[j] - m)
+    return m + log(total)

@@ -221,3 +221,37 @@ def cached_window_affine(ids_bk, cache_nkh, table_ve, WT_dh, Z_bh, offset=0):
 def activate_inplace(Z_bh, activation):
     Z_bh[...] = activate(Z_bh, activation)
     return Z_bh
+
+
+class SGDStep:
+    """NumPy twin of fastner._kernels.SGDStep: one plain-SGD step of the softmax
+    window model, written as a competent NumPy program (BLAS matmuls, no loop over
+    examples, row-sparse embedding updates)."""
+
+    def __init__(self, tables, W_hd, b_h, U_th, c_t, activation, offsets, K):
+        self.tables, self.W, self.b, self.U, self.c = list(tables), W_hd, b_h, U_th, c_t
+        self.activation, self.offsets, self.K = activation, list(offsets), K
+        self.E = W_hd.shape[1] // K
+
+    def step(self, ids_bkf, y_b, lr):
+        B = ids_bkf.shape[0]
+        if B == 0:
+            return 0.0
+        X = np.empty((B, self.K * self.E), dtype=self.W.dtype)
+        for f, (table, offset) in enumerate(zip(self.tables, self.offsets)):
+            lookup_forward(np.ascontiguousarray(ids_bkf[:, :, f]), table, X, offset)
+        Hd = activate(X @ self.W.T + self.b, self.activation)
+        S = Hd @ self.U.T + self.c
+        loss, dS = softmax_xent_forward_backward(S, y_b)
+        dH = dS @ self.U                        # δ_H before U moves
+        self.U -= lr * (dS.T @ Hd)
+        self.c -= lr * dS.sum(axis=0)
+        dZ = dH * activation_derivative(Hd, self.activation)
+        dX = dZ @ self.W                        # δ_X before W moves
+        self.W -= lr * (dZ.T @ X)
+        self.b -= lr * dZ.sum(axis=0)
+        for f, (table, offset) in enumerate(zip(self.tables, self.offsets)):
+            e = table.shape[1]
+            cols = _window_columns(self.K, self.E, offset, e)
+            np.subtract.at(table, ids_bkf[:, :, f].reshape(-1), lr * dX[:, cols].reshape(-1, e))
+        return loss

@@ -1,0 +1,60 @@
+"""A whole training step (forward, backward, update) of the same model in
+Cython (fused), NumPy (competent: BLAS, no Python loop over examples,
+row-sparse updates) and PyTorch (one thread, sparse embedding gradients), at
+batch 1 (online SGD), 32 and 256; and a single-core sgemm as the practical peak.
+Group names are "train_step B=<batch>" so the table lines the three up."""
+import numpy as np
+import pytest
+
+import twins
+
+BATCHES = [1, 32, 256]
+
+
+def make(impl):
+    if impl == "pytorch":
+        pytest.importorskip("torch", reason="PyTorch is not installed (pip install '.[compare]')")
+        return twins.torch_step()
+    return {"cython": twins.cython_step, "numpy": twins.numpy_step}[impl]()
+
+
+@pytest.mark.parametrize("impl", ["cython", "numpy", "pytorch"])
+@pytest.mark.parametrize("B", BATCHES, ids=lambda b: f"B={b}")
+def test_train_step(benchmark, impl, B):
+    benchmark.group = f"train_step B={B}"
+    benchmark.extra_info.update(tokens=B, flop=twins.FLOP_PER_TOKEN_STEP * B)
+    stepper = make(impl)
+    ids, y = twins.batch(B)
+    loss = benchmark(stepper.step, ids, y, 0.01)
+    assert np.isfinite(loss)
+
+
+def test_train_step_implementations_agree():
+    """Not a timing: the three twins take the same step from the same start."""
+    ids, y = twins.batch(16)
+    impls = ["cython", "numpy"]
+    try:
+        import torch  # noqa: F401
+        impls.append("pytorch")
+    except ImportError:
+        pass
+    losses = {}
+    for impl in impls:
+        stepper = make(impl)
+        losses[impl] = [stepper.step(ids, y, 0.1) for _ in range(3)]
+    for impl in impls[1:]:
+        np.testing.assert_allclose(losses[impl], losses["cython"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("n", [1024])
+def test_sgemm_peak(benchmark, n):
+    """The practical single-core peak: a large float32 matrix product through the same BLAS."""
+    from fastner import _kernels
+    benchmark.group = "sgemm peak"
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(n, n)).astype(np.float32)
+    W = rng.normal(size=(n, n)).astype(np.float32)
+    b = np.zeros(n, np.float32)
+    out = np.empty((n, n), np.float32)
+    benchmark.extra_info.update(flop=2 * n ** 3)
+    benchmark(_kernels.affine_act_forward, A, W, b, "identity", out)
