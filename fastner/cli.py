@@ -44,6 +44,8 @@ def build_parser():
     e.add_argument("--data", required=True, help="CoNLL file with gold tags")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--output", help="also write token gold predicted lines (CoNLL) here")
+    e.add_argument("--case", choices=("as-is", "lower", "upper"), default="as-is",
+                   help="rewrite every token in this case first (a robustness check)")
 
     g = sub.add_parser("tag", help="tag text from stdin")
     _add_model_arg(g)
@@ -112,7 +114,11 @@ def cmd_evaluate(args):
     from fastner.tagger import Tagger
     tagger = Tagger.load(args.model)
     sentences = read_conll(args.data)
-    predicted = [r["tags"] for r in tagger.tag_tokens([s.tokens for s in sentences])]
+    if args.case != "as-is":
+        for sent in sentences:
+            sent.tokens = [getattr(t, args.case)() for t in sent.tokens]
+    predicted = [r["tags"] for r in tagger.tag_tokens([s.tokens for s in sentences],
+                                                      [s.doc for s in sentences])]
     scores = entity_scores([s.tags for s in sentences], predicted)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
@@ -131,7 +137,7 @@ def cmd_tag(args):
     out = sys.stdout
     if args.format == "conll":
         sentences = parse_conll(sys.stdin, name="<stdin>", tagged=False)
-        results = tagger.tag_tokens([s.tokens for s in sentences])
+        results = tagger.tag_tokens([s.tokens for s in sentences], [s.doc for s in sentences])
         for sent, result in zip(sentences, results):
             for token, tag in zip(sent.tokens, result["tags"]):
                 out.write(f"{token} {tag}\n")

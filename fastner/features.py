@@ -54,7 +54,7 @@ class WordFeature:
     def size(self):
         return len(self.vocab)
 
-    def ids(self, tokens):
+    def ids(self, tokens, context=None):
         return self.vocab.ids(tokens)
 
     def config(self):
@@ -85,7 +85,7 @@ class CapsFeature:
         self.name = "caps"
         self.size = len(CAPS_CLASSES)
 
-    def ids(self, tokens):
+    def ids(self, tokens, context=None):
         return np.fromiter((caps_class(t) for t in tokens), dtype=np.int32, count=len(tokens))
 
     def config(self):
@@ -112,7 +112,7 @@ class AffixFeature:
         low = token.lower()
         return low[-self.n:] if self.kind == "suffix" else low[:self.n]
 
-    def ids(self, tokens):
+    def ids(self, tokens, context=None):
         index, key = self.index, self.key
         return np.fromiter((index.get(key(t), UNK) for t in tokens), dtype=np.int32,
                            count=len(tokens))
@@ -144,13 +144,83 @@ class ShapeFeature:
     def size(self):
         return len(self.values) + 2
 
-    def ids(self, tokens):
+    def ids(self, tokens, context=None):
         index = self.index
         return np.fromiter((index.get(_shape_key(t), UNK) for t in tokens), dtype=np.int32,
                            count=len(tokens))
 
     def config(self):
         return {"kind": self.kind, "dim": self.dim, "values": self.values}
+
+
+class DocumentContext:
+    """How each word is cased elsewhere in its document.
+
+    Counts, per lower-cased word, its capitalised occurrences inside sentences
+    (not sentence-initial, not in an all-caps line) and its lower-case ones.
+    A capitalised mid-sentence occurrence is good evidence of a name; a
+    lower-case one of a common word — the cue a headline or a sentence-initial
+    word lacks on its own.
+    """
+
+    def __init__(self, sentences):
+        self.counts = {}
+        for tokens in sentences:
+            shouting = _all_caps(tokens)
+            for i, tok in enumerate(tokens):
+                c = self.counts.setdefault(tok.lower(), [0, 0])
+                flags = self.flags(tok, i, shouting)
+                c[0] += flags[0]
+                c[1] += flags[1]
+
+    @staticmethod
+    def flags(token, position, shouting):
+        titled = position > 0 and not shouting and token[:1].isupper()
+        return int(titled), int(token.islower())
+
+    def others(self, tokens):
+        """(titled, lower) counts of each token's word elsewhere in the document."""
+        shouting = _all_caps(tokens)
+        out = []
+        for i, tok in enumerate(tokens):
+            titled, lower = self.counts.get(tok.lower(), (0, 0))
+            own = self.flags(tok, i, shouting)
+            out.append((titled - own[0], lower - own[1]))
+        return out
+
+
+def _all_caps(tokens):
+    letters = [t for t in tokens if any(ch.isalpha() for ch in t)]
+    return bool(letters) and all(t.isupper() for t in letters if len(t) > 1)
+
+
+class DocCaseFeature:
+    """Class of a word's casing elsewhere in the document (see DocumentContext):
+    no letters, only capitalised, both, only lower-case, or not seen again."""
+    kind = "doccase"
+    CLASSES = ("<pad>", "<unk>", "noletter", "titled", "mixed", "lower", "unseen")
+
+    def __init__(self, dim=5):
+        self.dim, self.name, self.size = dim, "doccase", len(self.CLASSES)
+
+    def ids(self, tokens, context=None):
+        others = context.others(tokens) if context is not None else [(0, 0)] * len(tokens)
+        out = np.empty(len(tokens), dtype=np.int32)
+        for i, (tok, (titled, lower)) in enumerate(zip(tokens, others)):
+            if not any(ch.isalpha() for ch in tok):
+                out[i] = 2
+            elif titled and not lower:
+                out[i] = 3
+            elif titled:
+                out[i] = 4
+            elif lower:
+                out[i] = 5
+            else:
+                out[i] = 6
+        return out
+
+    def config(self):
+        return {"kind": self.kind, "dim": self.dim}
 
 
 def build_feature(config, vocab):
@@ -163,6 +233,8 @@ def build_feature(config, vocab):
         return AffixFeature(kind, config["n"], config["dim"], config["values"])
     if kind == "shape":
         return ShapeFeature(config["dim"], config["values"])
+    if kind == "doccase":
+        return DocCaseFeature(config["dim"])
     raise ValueError(f"unknown feature kind {kind!r}")
 
 
@@ -191,7 +263,9 @@ def make_features(spec, sentences, vocab, word_dim):
             features.append(AffixFeature(kind, n, dim, collect_values(sentences, probe.key, 2)))
         elif name == "shape":
             features.append(ShapeFeature(dim, collect_values(sentences, _shape_key, 2)))
+        elif name == "doccase":
+            features.append(DocCaseFeature(dim))
         else:
             raise ValueError(f"unknown feature {name!r} in {spec!r}; known: caps, suffixN, "
-                             f"prefixN, shape (N = 1..9), each as name:dim")
+                             f"prefixN, shape (N = 1..9), doccase, each as name:dim")
     return features

@@ -10,7 +10,7 @@ import json
 import numpy as np
 
 from fastner import _kernels, io
-from fastner.features import PAD, Vocab, build_feature
+from fastner.features import PAD, DocumentContext, Vocab, build_feature
 from fastner.tags import TagSet
 
 DENSE = ("W", "b", "U", "c", "trans", "start", "end")
@@ -92,9 +92,20 @@ class WindowTagger:
 
     # -- windows ----------------------------------------------------------
 
-    def token_ids(self, tokens):
-        """Per feature, int32 (n,) ids of one sentence's tokens."""
-        return [f.ids(tokens) for f in self.features]
+    def token_ids(self, tokens, context=None):
+        """Per feature, int32 (n,) ids of one sentence's tokens (``context``: the
+        sentence's DocumentContext, for document-level features)."""
+        return [f.ids(tokens, context) for f in self.features]
+
+    def sentences_ids(self, sentences, docs=None):
+        """token_ids of each sentence; ``docs`` gives each sentence's document number
+        (default: all sentences form one document)."""
+        docs = [0] * len(sentences) if docs is None else list(docs)
+        contexts = {}
+        for tokens, doc in zip(sentences, docs):
+            contexts.setdefault(doc, []).append(tokens)
+        contexts = {doc: DocumentContext(sents) for doc, sents in contexts.items()}
+        return [self.token_ids(tokens, contexts[doc]) for tokens, doc in zip(sentences, docs)]
 
     def windows(self, sentences_ids):
         """Stack sentences into per-feature (B, K) window id matrices, PAD at edges.
@@ -244,9 +255,11 @@ class WindowTagger:
             S, _ = self.forward(ids)
         return self.decode(S, lengths)
 
-    def tag(self, sentences):
-        """Tag lists of tokens: list over sentences of (tag names, confidences)."""
-        sentences_ids = [self.token_ids(tokens) for tokens in sentences]
+    def tag(self, sentences, docs=None):
+        """Tag lists of tokens: list over sentences of (tag names, confidences).
+
+        ``docs``: each sentence's document number (default: one document)."""
+        sentences_ids = self.sentences_ids(sentences, docs)
         lengths = np.array([len(t) for t in sentences], dtype=np.int32)
         if lengths.sum() == 0:
             return [([], np.zeros(0, np.float32)) for _ in sentences]

@@ -39,13 +39,15 @@ class Tagger:
             model.build_inference_cache(cache_mb)
         return cls(model, name[:-4] if name.endswith(".npz") else name)
 
-    def tag_tokens(self, sentences):
+    def tag_tokens(self, sentences, docs=None):
         """Pre-tokenised sentences → per sentence {"entities": [...], "tags": [...]}.
 
         Entities carry token offsets (token_start, token_end; end exclusive).
+        ``docs`` numbers each sentence's document (default: all one document);
+        document-level features look across a document's sentences.
         """
         out = []
-        for tokens, (tags, conf) in zip(sentences, self.model.tag(sentences)):
+        for tokens, (tags, conf) in zip(sentences, self.model.tag(sentences, docs)):
             entities = [{"text": " ".join(tokens[a:b]), "label": kind, "token_start": a,
                          "token_end": b, "score": round(float(conf[a:b].min()), 4)}
                         for kind, a, b in spans(tags)]
@@ -64,16 +66,17 @@ class Tagger:
 
     def tag_tokenized(self, texts, tokenized, include_tokens=False):
         """tag_texts for texts already run through fastner.tokenize.tokenize."""
-        per_text = []           # [(first token index, n tokens)] per text
-        sentences = []
-        for tokens in tokenized:
+        per_text = []           # [first token index of each sentence] per text
+        sentences, docs = [], []
+        for doc, tokens in enumerate(tokenized):     # each text is one document
             pieces, at = [], 0
             for sent in split_sentences(tokens):
                 pieces.append(at)
                 sentences.append([t[0] for t in sent])
+                docs.append(doc)
                 at += len(sent)
             per_text.append(pieces)
-        tagged = iter(self.tag_tokens(sentences))
+        tagged = iter(self.tag_tokens(sentences, docs))
         results = []
         for text, tokens, pieces in zip(texts, tokenized, per_text):
             entities, tags = [], []

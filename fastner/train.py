@@ -85,7 +85,8 @@ class Corpus:
     def __init__(self, model, sentences):
         self.sentences = sentences
         self.lengths = np.array([len(s.tokens) for s in sentences], dtype=np.int32)
-        self.ids = model.windows([model.token_ids(s.tokens) for s in sentences])
+        self.ids = model.windows(model.sentences_ids([s.tokens for s in sentences],
+                                                     [s.doc for s in sentences]))
         self.y = (np.concatenate([model.tagset.encode(s.tags) for s in sentences])
                   if sentences else np.zeros(0, np.int32))
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)

@@ -35,6 +35,10 @@ def test_train_evaluate_tag(tmp_path, capsys, monkeypatch, tiny_train_path, tiny
     code, table, _ = run(["evaluate", "--model", out, "--data", tiny_dev_path], capsys, monkeypatch)
     assert "overall" in table and "PER" in table
 
+    code, text, _ = run(["evaluate", "--model", out, "--data", tiny_dev_path, "--json",
+                         "--case", "lower"], capsys, monkeypatch)
+    assert code == 0 and json.loads(text)["f1"] < scores["f1"]     # capitals carry signal
+
 
 def test_tag_text_lines(tiny_model_path, capsys, monkeypatch):
     lines = "Maria Lopez visited Lisbon on Monday .\n\nShares of Vertex Media fell .\r\n"
