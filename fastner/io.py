@@ -35,8 +35,10 @@ def decode_strings(array):
     return text.split("\n") if text else []
 
 
-def save_npz(path, fmt, arrays, meta):
-    """Atomically write ``arrays`` and ``meta`` (JSON-able) to ``path``."""
+def save_npz(path, fmt, arrays, meta, compress=True):
+    """Atomically write ``arrays`` and ``meta`` (JSON-able) to ``path``.
+
+    ``compress=False`` trades disk for speed (checkpoints, written every epoch)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -45,7 +47,7 @@ def save_npz(path, fmt, arrays, meta):
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **payload)
+            (np.savez_compressed if compress else np.savez)(f, **payload)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)        # mkstemp makes it private; a model is for sharing

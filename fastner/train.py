@@ -173,8 +173,10 @@ class Optimizer:
             self.state["m"] = np.zeros_like(model.flat)
             self.state["v"] = np.zeros_like(model.flat)
         self.t = 0
-        n = model.dense_size
-        self.dense = slice(0, n)
+        self.dense = slice(0, model.dense_size)
+        # per table: the parameter, its gradient and its optimiser state, as views
+        self.table_views = list(zip(model.tables(), model.tables(self.grads),
+                                    *[model.tables(model.views(v)) for v in self.state.values()]))
 
     def _update(self, param, grad, state, lr):
         cfg = self.cfg
@@ -200,32 +202,30 @@ class Optimizer:
     def step(self, touched, lr):
         """Apply the accumulated gradient, then zero it. touched: unique ids per table."""
         self.t += 1
-        model, cfg = self.model, self.cfg
-        tables_g = model.tables(self.grads)
+        cfg = self.cfg
         dense_g = self.grad[self.dense]
         if cfg.clip > 0:
             sq = float(np.dot(dense_g, dense_g))
-            for g, rows in zip(tables_g, touched):
+            for (_, g, *_), rows in zip(self.table_views, touched):
                 sq += float(np.sum(g[rows] ** 2))
             norm = np.sqrt(sq)
             if norm > cfg.clip:
                 scale = cfg.clip / norm
                 dense_g *= scale
-                for g, rows in zip(tables_g, touched):
+                for (_, g, *_), rows in zip(self.table_views, touched):
                     g[rows] *= scale
         dense_state = {k: v[self.dense] for k, v in self.state.items()}
-        self._update(model.flat[self.dense], dense_g, dense_state, lr)
+        self._update(self.model.flat[self.dense], dense_g, dense_state, lr)
         dense_g[...] = 0.0
-        if cfg.emb_lr_scale > 0:
-            state_tables = {k: model.tables(model.views(v)) for k, v in self.state.items()}
-            for i, (p, g, rows) in enumerate(zip(model.tables(), tables_g, touched)):
-                rows_state = {k: t[i][rows] for k, t in state_tables.items()}
-                p_rows, g_rows = p[rows], g[rows]
-                self._update(p_rows, g_rows, rows_state, lr * cfg.emb_lr_scale)
+        names = list(self.state)
+        for (p, g, *states), rows in zip(self.table_views, touched):
+            if cfg.emb_lr_scale > 0:
+                rows_state = {k: st[rows] for k, st in zip(names, states)}
+                p_rows = p[rows]
+                self._update(p_rows, g[rows], rows_state, lr * cfg.emb_lr_scale)
                 p[rows] = p_rows
-                for k, t in state_tables.items():
-                    t[i][rows] = rows_state[k]
-        for g, rows in zip(tables_g, touched):
+                for k, st in zip(names, states):
+                    st[rows] = rows_state[k]
             g[rows] = 0.0
 
 
@@ -286,7 +286,7 @@ class Trainer:
         meta = {"config": model.config(), "train": asdict(self.cfg),
                 "state": {k: v for k, v in state.items() if k != "best_flat"},
                 "opt_t": opt.t}
-        io.save_npz(self.paths["checkpoint"], io.CHECKPOINT_FORMAT, arrays, meta)
+        io.save_npz(self.paths["checkpoint"], io.CHECKPOINT_FORMAT, arrays, meta, compress=False)
 
     def _load_checkpoint(self):
         arrays, meta = io.load_npz(self.paths["checkpoint"], io.CHECKPOINT_FORMAT)
