@@ -5,6 +5,7 @@ table; id 0 is the sentence-edge padding and id 1 "unknown" in every table.
 A feature is described by a JSON-able config, saved in the model file, so a
 loaded model extracts exactly the ids it was trained with.
 """
+import functools
 import re
 
 import numpy as np
@@ -24,6 +25,7 @@ class Vocab:
     def __init__(self, words):
         self.words = ["<pad>", "<unk>"] + [w for w in words if w not in ("<pad>", "<unk>")]
         self.index = {w: i for i, w in enumerate(self.words)}
+        self._memo = {}                  # token → id, for repeated tokens
         if len(self.index) != len(self.words):
             raise ValueError("vocabulary words must be unique")
 
@@ -39,8 +41,16 @@ class Vocab:
         return found
 
     def ids(self, tokens):
-        get = self.id
-        return np.fromiter((get(t) for t in tokens), dtype=np.int32, count=len(tokens))
+        memo, get = self._memo, self.id
+        if len(memo) > 1_000_000:       # bounded: a stream of novel tokens cannot grow it forever
+            memo.clear()
+        out = np.empty(len(tokens), dtype=np.int32)
+        for i, t in enumerate(tokens):
+            v = memo.get(t)
+            if v is None:
+                v = memo[t] = get(t)
+            out[i] = v
+        return out
 
 
 class WordFeature:
@@ -65,6 +75,11 @@ class WordFeature:
 CAPS_CLASSES = ("<pad>", "<unk>", "lower", "upper", "title", "mixed", "noletter")
 
 
+@functools.lru_cache(maxsize=200_000)
+def _caps_memo(token):
+    return caps_class(token)
+
+
 def caps_class(token):
     if not any(ch.isalpha() for ch in token):
         return 6
@@ -86,7 +101,7 @@ class CapsFeature:
         self.size = len(CAPS_CLASSES)
 
     def ids(self, tokens, context=None):
-        return np.fromiter((caps_class(t) for t in tokens), dtype=np.int32, count=len(tokens))
+        return np.fromiter((_caps_memo(t) for t in tokens), dtype=np.int32, count=len(tokens))
 
     def config(self):
         return {"kind": self.kind, "dim": self.dim}
@@ -198,6 +213,7 @@ class DocCaseFeature:
     """Class of a word's casing elsewhere in the document (see DocumentContext):
     no letters, only capitalised, both, only lower-case, or not seen again."""
     kind = "doccase"
+    needs_context = True
     CLASSES = ("<pad>", "<unk>", "noletter", "titled", "mixed", "lower", "unseen")
 
     def __init__(self, dim=5):

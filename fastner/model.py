@@ -100,6 +100,8 @@ class WindowTagger:
     def sentences_ids(self, sentences, docs=None):
         """token_ids of each sentence; ``docs`` gives each sentence's document number
         (default: all sentences form one document)."""
+        if not any(getattr(f, "needs_context", False) for f in self.features):
+            return [self.token_ids(tokens) for tokens in sentences]
         docs = [0] * len(sentences) if docs is None else list(docs)
         contexts = {}
         for tokens, doc in zip(sentences, docs):
@@ -111,19 +113,22 @@ class WindowTagger:
         """Stack sentences into per-feature (B, K) window id matrices, PAD at edges.
 
         sentences_ids: list over sentences of per-feature id arrays (from token_ids).
+        All sentences are laid end to end with half_window PADs around each, and
+        every token's window is gathered at once.
         """
+        hw, K = self.half_window, self.K
+        lengths = np.array([len(ids[0]) for ids in sentences_ids], dtype=np.int64)
+        if lengths.sum() == 0:
+            return [np.zeros((0, K), np.int32) for _ in self.features]
+        # position of each token in the padded stream: its sentence's start + 2·hw·(sentence index) + hw
+        sentence_of = np.repeat(np.arange(len(lengths)), lengths)
+        centre = np.arange(lengths.sum()) + 2 * hw * sentence_of + hw
+        gather = centre[:, None] + np.arange(-hw, hw + 1)[None, :]
         out = []
-        hw = self.half_window
         for f in range(len(self.features)):
-            parts = []
-            for ids in sentences_ids:
-                if len(ids[f]) == 0:
-                    continue
-                padded = np.concatenate([np.full(hw, PAD, np.int32), ids[f],
-                                         np.full(hw, PAD, np.int32)])
-                parts.append(np.lib.stride_tricks.sliding_window_view(padded, self.K))
-            out.append(np.ascontiguousarray(np.concatenate(parts), dtype=np.int32)
-                       if parts else np.zeros((0, self.K), np.int32))
+            stream = np.full(int(lengths.sum()) + 2 * hw * len(lengths), PAD, dtype=np.int32)
+            stream[centre] = np.concatenate([ids[f] for ids in sentences_ids])
+            out.append(np.ascontiguousarray(stream[gather]))
         return out
 
     # -- forward / backward -------------------------------------------------

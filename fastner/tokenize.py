@@ -22,7 +22,8 @@ _ABBREVIATIONS = (
 
 _TOKEN_RE = re.compile(
     "|".join([
-        r"(?:https?://|www\.)[^\s<>\"]+[^\s<>\".,;:!?)\]'}]",          # URLs
+        r"(?:https?://|www\.)[^\s<>\"\u200b-\u200d\u2060\ufeff]+"
+        r"[^\s<>\".,;:!?)\]'}\u200b-\u200d\u2060\ufeff]",                 # URLs
         r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",                                # e-mail addresses
         r"(?:[A-Za-z]\.){2,}(?![A-Za-z])",                              # U.S. U.N. a.m.
         r"(?:" + "|".join(_ABBREVIATIONS) + r")\.(?!\w)",                 # Mr. Jan. Inc.
@@ -38,9 +39,27 @@ _TOKEN_RE = re.compile(
 )
 
 
+# Runs of characters between separators (white space and zero-width characters).
+_CHUNK_RE = re.compile(r"[^\s\u200b-\u200d\u2060\ufeff]+")
+
+
 def tokenize(text):
-    """List of (token, start, end) for ``text``; ``text[start:end] == token``."""
-    return [(m.group(), m.start(), m.end()) for m in _TOKEN_RE.finditer(text)]
+    """List of (token, start, end) for ``text``; ``text[start:end] == token``.
+
+    No rule matches across a separator, so each white-space-delimited chunk is
+    tokenized on its own; the common chunk of only letters or only digits is a
+    token as it stands, and only the rest goes through the full pattern.
+    """
+    out = []
+    for chunk in _CHUNK_RE.finditer(text):
+        word = chunk.group()
+        if word.isalpha() or word.isdecimal():
+            out.append((word, chunk.start(), chunk.end()))
+        else:
+            base = chunk.start()
+            out.extend((m.group(), base + m.start(), base + m.end())
+                       for m in _TOKEN_RE.finditer(word))
+    return out
 
 
 _ENDERS = (".", "!", "?", "...")

@@ -32,6 +32,14 @@ def test_offsets_always_index_the_text(text):
         previous_end = end
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(list("aZé1.,'-$%:/ \n\u200b\u0301😀東") +
+                                ["n't", "'s", "U.S.", "Mr.", "http://x.y/z", "don"])).map("".join))
+def test_chunked_tokenizer_equals_the_pattern_on_the_whole_text(text):
+    from fastner.tokenize import _TOKEN_RE
+    assert tokenize(text) == [(m.group(), m.start(), m.end()) for m in _TOKEN_RE.finditer(text)]
+
+
 def test_sentence_split():
     toks = tokenize('He left. "Why?" she asked. Fine')
     assert [[t[0] for t in s] for s in split_sentences(toks)] == \
