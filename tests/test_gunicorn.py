@@ -93,3 +93,25 @@ def test_killed_worker_is_replaced_and_reload_swaps_the_model(tiny_model_path, t
         assert len(worker_pids(server.proc.pid)) == 2
     finally:
         assert server.stop() == 0
+
+
+def test_fastner_serve_starts_gunicorn(tiny_model_path, tmp_path):
+    import subprocess
+    import sys
+    from conftest import free_port
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fastner.cli", "serve", "--model", tiny_model_path,
+                             "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        status = None
+        while time.time() < deadline and status != 200:
+            try:
+                status, body = request(f"http://127.0.0.1:{port}/v1/model")
+            except OSError:
+                time.sleep(0.2)
+        assert status == 200 and json.loads(body)["name"] == "tiny"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
