@@ -748,91 +748,6 @@ def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
     return out_bt
 
 
-# --------------------------------------------------------------------------
-# 5. inference: the first layer from precomputed per-position products
-
-cdef void _cached_window_affine(const int[:, ::1] ids_bk, const float[:, :, ::1] cache_nkh,
-                                const float[:, ::1] table_ve, const float[:, ::1] WT_dh,
-                                int E, int offset, float[:, ::1] Z_bh) noexcept nogil:
-    # W·x is linear in the window: Z[b] += Σ_k W_k · table[ids[b, k]], where W_k is the
-    # block of W's columns for position k and this feature. Rows id < N have W_k·table[id]
-    # precomputed in cache[id, k]; for other rows, e axpys over rows of Wᵀ (contiguous in H).
-    cdef Py_ssize_t b, k, h, j
-    cdef int N = cache_nkh.shape[0], H = Z_bh.shape[1], e = table_ve.shape[1]
-    cdef int v
-    cdef float x
-    cdef float* z
-    cdef const float* c
-    cdef const float* w
-    for b in range(ids_bk.shape[0]):
-        z = &Z_bh[b, 0]
-        for k in range(ids_bk.shape[1]):
-            v = ids_bk[b, k]
-            if v < N:
-                c = &cache_nkh[v, k, 0]
-                for h in range(H):
-                    z[h] += c[h]
-            else:
-                for j in range(e):
-                    x = table_ve[v, j]
-                    w = &WT_dh[k * E + offset + j, 0]
-                    for h in range(H):
-                        z[h] += x * w[h]
-
-
-def cached_window_affine(ids_bk, cache_nkh, table_ve, WT_dh, Z_bh, offset=0):
-    """Add one feature's share of X Wᵀ into Z without building X.
-
-    ids_bk: int32 (B, K); cache_nkh: float32 (N, K, H) with cache[v, k] = W_k · table[v]
-    for the first N rows (N may be 0); table_ve: float32 (V, e); WT_dh: float32 (D, H),
-    W transposed (rows past the cache are multiplied through it); Z_bh: float32 (B, H),
-    added into. ``offset`` is the feature's column within each position's E = D / K
-    columns, as in lookup_forward. Returns Z_bh.
-    """
-    kernel = "cached_window_affine"
-    _check_array(kernel, "ids_bk", ids_bk, np.int32, (("B", None), ("K", None)))
-    B, K = ids_bk.shape
-    _check_array(kernel, "table_ve", table_ve, np.float32, (("V", None), ("e", None)))
-    V, e = table_ve.shape
-    _check_array(kernel, "WT_dh", WT_dh, np.float32, (("D", None), ("H", None)))
-    D, H = WT_dh.shape
-    _check_array(kernel, "cache_nkh", cache_nkh, np.float32, (("N", None), ("K", K), ("H", H)))
-    if cache_nkh.shape[0] > V:
-        raise ValueError(f"{kernel}: cache_nkh has {cache_nkh.shape[0]} rows, more than the "
-                         f"table's {V}")
-    _check_array(kernel, "Z_bh", Z_bh, np.float32, (("B", B), ("H", H)), writable=True)
-    E = _check_window_slice(kernel, D, K, e, offset)
-    _check_ids(kernel, ids_bk, V)
-    cdef const int[:, ::1] ids = ids_bk
-    cdef const float[:, :, ::1] cache = cache_nkh
-    cdef const float[:, ::1] table = table_ve
-    cdef const float[:, ::1] WT = WT_dh
-    cdef float[:, ::1] Z = Z_bh
-    cdef int E_ = E, offset_ = offset
-    if B > 0 and H > 0:
-        with nogil:
-            _cached_window_affine(ids, cache, table, WT, E_, offset_, Z)
-    return Z_bh
-
-
-def activate_inplace(Z_bh, activation):
-    """Z = f(Z) elementwise, in place. Z_bh: float32 (B, H). Returns Z_bh."""
-    kernel = "activate_inplace"
-    act = _activation_code(kernel, activation)
-    _check_array(kernel, "Z_bh", Z_bh, np.float32, (("B", None), ("H", None)), writable=True)
-    cdef float[:, ::1] Z = Z_bh
-    cdef Py_ssize_t i, j
-    cdef float z
-    cdef int act_ = act
-    cdef float* row
-    cdef int H = Z_bh.shape[1]
-    with nogil:
-        for i in range(Z.shape[0]):
-            row = &Z[i, 0]
-            _activate_row(row, H, act_)
-    return Z_bh
-
-
 cdef inline void _activate_row(float* row, int H, int act) noexcept nogil:
     # one branch per row, so each loop is a plain vectorizable loop
     cdef Py_ssize_t j
@@ -852,7 +767,7 @@ cdef inline void _activate_row(float* row, int H, int act) noexcept nogil:
 
 
 # --------------------------------------------------------------------------
-# 6. a whole plain-SGD training step, fused (softmax loss)
+# 5. a whole plain-SGD training step, fused (softmax loss)
 
 from libc.stdlib cimport malloc, free
 
@@ -1067,3 +982,178 @@ cdef inline double _logsumexp_row(const float* s, int T) noexcept nogil:
     for j in range(T):
         total += exp(s[j] - m)
     return m + log(total)
+
+
+# --------------------------------------------------------------------------
+# 6. fused inference: ids → scores in one pass, block by block
+
+cdef enum:
+    SCORER_BLOCK = 256      # windows per block: the block's hidden layer stays in L2
+
+cdef inline void _add_row_times_block(float* z, const float* row, const float* WT, int e,
+                                      int H) noexcept nogil:
+    # z += row · WT[0:e]  (NumPy: z += row @ WT_block): e axpys along contiguous rows of Wᵀ
+    cdef int h, j
+    cdef float x
+    cdef const float* w
+    for j in range(e):
+        x = row[j]
+        w = &WT[j * H]
+        for h in range(H):
+            z[h] += x * w[h]
+
+
+cdef class CachedScorer:
+    """S = (f(Σ_f Σ_k cache_f[ids[b, k, f], k] + b)) Uᵀ + c for a whole batch in one call.
+
+    The inference twin of cached_window_affine + activate_inplace +
+    affine_act_forward: every feature's cached products, the activation and the
+    output layer run over blocks of BLOCK windows, so each block's hidden layer
+    stays in cache between the steps. Rows of a table past its cache are
+    multiplied through Wᵀ. Arrays are checked once, here; ``scores`` checks its ids.
+
+    caches: float32 (N_f, K, H) per feature; tables: float32 (V_f, e_f); WT_dh: W
+    transposed (D, H); b_h (H,); U_th (T, H); c_t (T,); offsets as in lookup_forward.
+    """
+    cdef object arrays
+    cdef float** cache_ptr
+    cdef float** table_ptr
+    cdef int* cache_rows
+    cdef int* table_rows
+    cdef int* table_dim
+    cdef int* table_offset
+    cdef const float* WT
+    cdef const float* b
+    cdef const float* U
+    cdef const float* c
+    cdef int F, K, E, H, T, act
+
+    def __cinit__(self):
+        self.cache_ptr = self.table_ptr = NULL
+        self.cache_rows = self.table_rows = self.table_dim = self.table_offset = NULL
+
+    def __init__(self, caches, tables, WT_dh, b_h, U_th, c_t, activation, offsets, K):
+        kernel = "CachedScorer"
+        self.act = _activation_code(kernel, activation)
+        _check_array(kernel, "WT_dh", WT_dh, np.float32, (("D", None), ("H", None)))
+        D, H = WT_dh.shape
+        _check_array(kernel, "b_h", b_h, np.float32, (("H", H),))
+        _check_array(kernel, "U_th", U_th, np.float32, (("T", None), ("H", H)))
+        T = U_th.shape[0]
+        _check_array(kernel, "c_t", c_t, np.float32, (("T", T),))
+        _check_positive(kernel, D=D, H=H, T=T, K=K)
+        if not (len(caches) == len(tables) == len(offsets) >= 1):
+            raise ValueError(f"{kernel}: need one cache, table and offset per feature; got "
+                             f"{len(caches)}, {len(tables)} and {len(offsets)}")
+        self.F, self.K, self.H, self.T = len(tables), K, H, T
+        self.E = _check_window_slice(kernel, D, K, 0, 0)
+        n = self.F
+        self.cache_ptr = <float**>malloc(n * sizeof(float*))
+        self.table_ptr = <float**>malloc(n * sizeof(float*))
+        self.cache_rows = <int*>malloc(n * sizeof(int))
+        self.table_rows = <int*>malloc(n * sizeof(int))
+        self.table_dim = <int*>malloc(n * sizeof(int))
+        self.table_offset = <int*>malloc(n * sizeof(int))
+        if not (self.cache_ptr and self.table_ptr and self.cache_rows and self.table_rows
+                and self.table_dim and self.table_offset):
+            raise MemoryError()
+        cdef const float[:, ::1] tview
+        cdef const float[:, :, ::1] cview
+        cdef float dummy = 0.0
+        for f, (cache, table, offset) in enumerate(zip(caches, tables, offsets)):
+            _check_array(kernel, f"tables[{f}]", table, np.float32, (("V", None), ("e", None)))
+            _check_array(kernel, f"caches[{f}]", cache, np.float32,
+                         (("N", None), ("K", K), ("H", H)))
+            if cache.shape[0] > table.shape[0]:
+                raise ValueError(f"{kernel}: caches[{f}] has more rows than tables[{f}]")
+            _check_window_slice(kernel, D, K, table.shape[1], offset)
+            tview = table
+            self.table_ptr[f] = <float*>&tview[0, 0]
+            self.cache_ptr[f] = NULL
+            if cache.shape[0] > 0:
+                cview = cache
+                self.cache_ptr[f] = <float*>&cview[0, 0, 0]
+            self.cache_rows[f] = cache.shape[0]
+            self.table_rows[f] = table.shape[0]
+            self.table_dim[f] = table.shape[1]
+            self.table_offset[f] = offset
+        cdef const float[:, ::1] WTv = WT_dh
+        cdef const float[::1] bv = b_h
+        cdef const float[:, ::1] Uv = U_th
+        cdef const float[::1] cv = c_t
+        self.WT, self.b, self.U, self.c = &WTv[0, 0], &bv[0], &Uv[0, 0], &cv[0]
+        self.arrays = (list(caches), list(tables), WT_dh, b_h, U_th, c_t)
+
+    def __dealloc__(self):
+        free(self.cache_ptr)
+        free(self.table_ptr)
+        free(self.cache_rows)
+        free(self.table_rows)
+        free(self.table_dim)
+        free(self.table_offset)
+
+    def scores(self, ids_bkf):
+        """float32 (B, T) scores for int32 (B, K, F) window ids."""
+        kernel = "CachedScorer.scores"
+        _check_array(kernel, "ids_bkf", ids_bkf, np.int32, (("B", None), ("K", self.K),
+                                                           ("F", self.F)))
+        cdef const int[:, :, ::1] ids = ids_bkf
+        cdef int B = ids.shape[0]
+        cdef Py_ssize_t bad = -1, i, f
+        cdef int v
+        with nogil:
+            for i in range(B * self.K):
+                for f in range(self.F):
+                    v = ids[i // self.K, i % self.K, f]
+                    if v < 0 or v >= self.table_rows[f]:
+                        bad = i * self.F + f
+                        break
+                if bad >= 0:
+                    break
+        if bad >= 0:
+            b_, rest = divmod(bad, self.K * self.F)
+            k_, f_ = divmod(rest, self.F)
+            raise IndexError(f"{kernel}: ids_bkf[{b_}, {k_}, {f_}] = {ids_bkf[b_, k_, f_]} is "
+                             f"out of range for table {f_} of {self.table_rows[f_]} rows")
+        out = np.empty((B, self.T), dtype=np.float32)
+        work = np.empty(SCORER_BLOCK * self.H, dtype=np.float32)
+        cdef float[:, ::1] S = out
+        cdef float[::1] Z = work
+        cdef int start = 0, n
+        with nogil:
+            while start < B:
+                n = B - start if B - start < SCORER_BLOCK else SCORER_BLOCK
+                self._block(ids, start, n, &Z[0], &S[start, 0])
+                start += n
+        return out
+
+    cdef void _block(self, const int[:, :, ::1] ids, int start, int n, float* Z,
+                     float* S) noexcept nogil:
+        cdef int H = self.H, T = self.T, E = self.E
+        cdef Py_ssize_t i, k, f, h, j, t
+        cdef int v, e
+        cdef float x
+        cdef float* z
+        cdef const float* src
+        cdef const float* w
+        for i in range(n):
+            z = &Z[i * H]
+            memcpy(z, self.b, H * sizeof(float))
+            for k in range(self.K):
+                for f in range(self.F):
+                    v = ids[start + i, k, f]
+                    if v < self.cache_rows[f]:
+                        src = &self.cache_ptr[f][(v * self.K + k) * H]
+                        for h in range(H):
+                            z[h] += src[h]
+                    else:
+                        e = self.table_dim[f]
+                        _add_row_times_block(z, &self.table_ptr[f][v * e],
+                                             &self.WT[(k * E + self.table_offset[f]) * H], e, H)
+            _activate_row(z, H, self.act)
+        # S = Z Uᵀ + c for the block (NumPy: S = Z @ U.T + c)
+        for i in range(n):
+            for t in range(T):
+                S[i * T + t] = self.c[t]
+        gemm_rm(False, True, n, T, H, 1.0, Z, H, self.U, H, 1.0, S, T)
+

@@ -238,20 +238,15 @@ class WindowTagger:
                 cache[:, k, :] = table[:n] @ W_k.T
             caches.append(cache)
         self._inference_cache = caches
-        self._WT = np.ascontiguousarray(W.T)
-        return sum(c.nbytes for c in caches) + self._WT.nbytes
+        WT = np.ascontiguousarray(W.T)
+        p = self.params
+        self._scorer = _kernels.CachedScorer(caches, self.tables(), WT, p["b"], p["U"], p["c"],
+                                             self.activation, self.offsets, self.K)
+        return sum(c.nbytes for c in caches) + WT.nbytes
 
     def inference_scores(self, ids):
-        """Scores S (B, T) from the inference cache (build_inference_cache first)."""
-        ops, p = self.ops, self.params
-        B = ids[0].shape[0]
-        Z = np.empty((B, self.hidden), dtype=np.float32)
-        Z[...] = p["b"]
-        for f_ids, cache, table, offset in zip(ids, self._inference_cache, self.tables(),
-                                               self.offsets):
-            ops.cached_window_affine(f_ids, cache, table, self._WT, Z, offset)
-        ops.activate_inplace(Z, self.activation)
-        return ops.affine_act_forward(Z, p["U"], p["c"], "identity")
+        """Scores S (B, T) through the inference cache (build_inference_cache first)."""
+        return self._scorer.scores(np.ascontiguousarray(np.stack(ids, axis=2)))
 
     def predict_ids(self, ids, lengths):
         if self._inference_cache is not None:

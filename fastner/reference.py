@@ -207,20 +207,21 @@ def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
     return out_bt
 
 
-def cached_window_affine(ids_bk, cache_nkh, table_ve, WT_dh, Z_bh, offset=0):
-    # Z += X Wᵀ restricted to this feature's columns: Σ_k W_k · table[ids[:, k]].
-    # (The cache only speeds this up; the math is the same with or without it.)
-    B, K = ids_bk.shape
-    e = table_ve.shape[1]
-    E = WT_dh.shape[0] // K
-    for k in range(K):
-        Z_bh += table_ve[ids_bk[:, k]] @ WT_dh[k * E + offset:k * E + offset + e]
-    return Z_bh
+class CachedScorer:
+    """NumPy twin of fastner._kernels.CachedScorer. The caches hold W_k · table[v];
+    the math is the first layer's X Wᵀ, so the reference rebuilds X and multiplies."""
 
+    def __init__(self, caches, tables, WT_dh, b_h, U_th, c_t, activation, offsets, K):
+        self.tables, self.WT, self.b, self.U, self.c = list(tables), WT_dh, b_h, U_th, c_t
+        self.activation, self.offsets, self.K = activation, list(offsets), K
 
-def activate_inplace(Z_bh, activation):
-    Z_bh[...] = activate(Z_bh, activation)
-    return Z_bh
+    def scores(self, ids_bkf):
+        B = ids_bkf.shape[0]
+        X = np.zeros((B, self.WT.shape[0]), dtype=self.WT.dtype)
+        for f, (table, offset) in enumerate(zip(self.tables, self.offsets)):
+            lookup_forward(np.ascontiguousarray(ids_bkf[:, :, f]), table, X, offset)
+        Hd = activate(X @ self.WT + self.b, self.activation)
+        return (Hd @ self.U.T + self.c).astype(self.WT.dtype)
 
 
 class SGDStep:

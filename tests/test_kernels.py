@@ -10,7 +10,6 @@ from fastner import _kernels as K
 from fastner import reference as R
 
 KERNELS = ["lookup_forward", "lookup_backward", "affine_act_forward", "affine_act_backward",
-           "cached_window_affine", "activate_inplace",
            "softmax_forward", "softmax_xent_forward_backward", "viterbi_decode",
            "crf_forward_backward", "crf_marginals"]
 ACTS = ["identity", "tanh", "hardtanh", "relu"]
@@ -54,6 +53,10 @@ def check_numeric(analytic, numeric, what, tol=1e-6):
 # contract
 
 def test_signatures_match_reference():
+    for name, method in (("SGDStep", "step"), ("CachedScorer", "scores")):
+        fast = inspect.signature(getattr(getattr(K, name), method))
+        slow = inspect.signature(getattr(getattr(R, name), method))
+        assert list(fast.parameters) == list(slow.parameters), name
     for name in KERNELS:
         fast = inspect.signature(getattr(K, name))
         slow = inspect.signature(getattr(R, name))
@@ -427,44 +430,55 @@ def test_bad_arguments_raise_clear_errors(what, call, error, message):
 
 
 # --------------------------------------------------------------------------
-# 5. inference: cached first layer
+# 5. inference: cached first layer, fused
+
+def _scorer_inputs(rng, N, Kw=3, H=7, T=4):
+    tables = [rand(rng, 10, 4), rand(rng, 6, 2)]
+    offsets, E = [0, 4], 6
+    W, b, U, c = rand(rng, H, Kw * E), rand(rng, H), rand(rng, T, H), rand(rng, T)
+    caches = []
+    for table, offset, n in zip(tables, offsets, (N, 6)):
+        e = table.shape[1]
+        caches.append(np.ascontiguousarray(np.stack(
+            [table[:n] @ W[:, k * E + offset:k * E + offset + e].T for k in range(Kw)],
+            axis=1).astype(f32).reshape(n, Kw, H)))
+    return caches, tables, np.ascontiguousarray(W.T), b, U, c, offsets, Kw, W
+
 
 @pytest.mark.parametrize("N", [0, 3, 10])
-def test_cached_window_affine_matches_reference_and_full_product(N):
-    rng = np.random.default_rng(N)
-    B, Kw, V, e, E, offset, H = 9, 3, 10, 4, 6, 2, 7
-    ids = rng.integers(0, V, (B, Kw)).astype(np.int32)
-    table, W = rand(rng, V, e), rand(rng, H, Kw * E)
-    WT = np.ascontiguousarray(W.T)
-    cache = np.stack([table[:N] @ W[:, k * E + offset:k * E + offset + e].T
-                      for k in range(Kw)], axis=1).astype(f32).reshape(N, Kw, H)
-    Z0 = rand(rng, B, H)
-    fast, slow = Z0.copy(), Z0.copy()
-    K.cached_window_affine(ids, cache, table, WT, fast, offset)
-    R.cached_window_affine(ids, cache, table, WT, slow, offset)
-    assert_close(fast, slow, f"N={N}", rtol=1e-5, atol=1e-5)
-    X = np.zeros((B, Kw * E), f32)
-    R.lookup_forward(ids, table, X, offset)
-    assert_close(fast, Z0 + X @ W.T, "against X Wᵀ", rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("B", [1, 9, 600])          # 600 spans several blocks
+def test_cached_scorer_matches_reference_and_full_forward(N, B):
+    rng = np.random.default_rng(N + B)
+    caches, tables, WT, b, U, c, offsets, Kw, W = _scorer_inputs(rng, N)
+    ids = np.stack([rng.integers(0, 10, (B, Kw)), rng.integers(0, 6, (B, Kw))],
+                   axis=2).astype(np.int32)
+    fast = K.CachedScorer(caches, tables, WT, b, U, c, "tanh", offsets, Kw).scores(ids)
+    slow = R.CachedScorer(caches, tables, WT, b, U, c, "tanh", offsets, Kw).scores(ids)
+    assert_close(fast, slow, f"N={N} B={B}", rtol=1e-4, atol=1e-5)
+    X = np.zeros((B, WT.shape[0]), f32)
+    for f, (table, offset) in enumerate(zip(tables, offsets)):
+        K.lookup_forward(np.ascontiguousarray(ids[:, :, f]), table, X, offset)
+    full = K.affine_act_forward(K.affine_act_forward(X, W, b, "tanh"), U, c, "identity")
+    assert_close(fast, full, "against the training forward", rtol=1e-4, atol=1e-5)
 
 
-def test_cached_window_affine_rejects_bad_ids_and_caches():
-    table, WT = np.zeros((4, 2), f32), np.zeros((6, 5), f32)
-    Z = np.zeros((1, 5), f32)
-    with pytest.raises(IndexError, match="ids_bk\\[0, 2\\] = 4"):
-        K.cached_window_affine(np.array([[0, 1, 4]], np.int32), np.zeros((2, 3, 5), f32),
-                               table, WT, Z)
-    with pytest.raises(ValueError, match="more than the table's 4"):
-        K.cached_window_affine(np.zeros((1, 3), np.int32), np.zeros((5, 3, 5), f32), table, WT, Z)
-    with pytest.raises(ValueError, match="cache_nkh must have shape"):
-        K.cached_window_affine(np.zeros((1, 3), np.int32), np.zeros((2, 2, 5), f32), table, WT, Z)
-
-
-@pytest.mark.parametrize("act", ACTS)
-def test_activate_inplace_and_tanh_accuracy(act):
+def test_cached_scorer_rejects_bad_arguments():
     rng = np.random.default_rng(0)
-    Z = rand(rng, 6, 40) * 4
-    fast = K.activate_inplace(Z.copy(), act)
-    assert_close(fast, R.activate(Z, act), act, rtol=1e-6, atol=4e-7)
+    caches, tables, WT, b, U, c, offsets, Kw, _ = _scorer_inputs(rng, 3)
+    scorer = K.CachedScorer(caches, tables, WT, b, U, c, "tanh", offsets, Kw)
+    ids = np.zeros((2, Kw, 2), np.int32)
+    ids[1, 2, 1] = 6
+    with pytest.raises(IndexError, match=r"ids_bkf\[1, 2, 1\] = 6 is out of range for table 1"):
+        scorer.scores(ids)
+    with pytest.raises(ValueError, match="ids_bkf must have shape"):
+        scorer.scores(np.zeros((2, Kw, 3), np.int32))
+    with pytest.raises(ValueError, match="more rows than"):
+        K.CachedScorer([np.zeros((11, Kw, 7), f32), caches[1]], tables, WT, b, U, c, "tanh",
+                       offsets, Kw)
+    with pytest.raises(ValueError, match="one cache, table and offset per feature"):
+        K.CachedScorer(caches[:1], tables, WT, b, U, c, "tanh", offsets, Kw)
+
+
+def test_tanh_accuracy():
     x = np.linspace(-30, 30, 100001).astype(f32)
     assert np.abs(K.tanh(x) - np.tanh(x.astype(np.float64))).max() < 4e-7
