@@ -42,7 +42,17 @@ def free_port():
 class Gunicorn:
     """gunicorn running the real service config on a free loopback port."""
 
-    def __init__(self, model_path, workers=2, tmp_dir=None):
+    def __init__(self, model_path, workers=2, tmp_dir=None, attempts=3):
+        # free_port() can race with another process taking the port: try a few
+        for attempt in range(attempts):
+            try:
+                self._start(model_path, workers, tmp_dir)
+                return
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+
+    def _start(self, model_path, workers, tmp_dir):
         import subprocess
         import sys
         self.port = free_port()
@@ -65,6 +75,7 @@ class Gunicorn:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
+                self.log.close()
                 raise RuntimeError(f"gunicorn exited: {self.read_log()}")
             try:
                 with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
