@@ -26,11 +26,11 @@ OPTIMIZERS = ("sgd", "adagrad", "adam")
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
+    epochs: int = 25
     batch_size: int = 32          # windows per batch (whole sentences up to this many for crf)
     optimizer: str = "adam"
     lr: float = 1e-3
-    lr_decay: float = 1.0         # learning rate multiplied by this after every epoch
+    lr_decay: float = 0.8         # learning rate multiplied by this after every epoch
     momentum: float = 0.9         # sgd only
     emb_lr_scale: float = 1.0     # embedding tables learn at lr · this (0 freezes them)
     clip: float = 5.0             # global gradient-norm clip (0 disables)
@@ -39,7 +39,7 @@ class TrainConfig:
     hidden: int = 300
     half_window: int = 2
     activation: str = "tanh"
-    loss: str = "softmax"
+    loss: str = "crf"
     dropout: float = 0.0
     word_dropout: float = 0.0     # chance of replacing a training word by UNK
     features: str = "caps:5"
