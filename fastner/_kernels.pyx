@@ -772,6 +772,30 @@ cdef inline void _activate_row(float* row, int H, int act) noexcept nogil:
 from libc.stdlib cimport malloc, free
 
 
+cdef Py_ssize_t _first_bad_bkf(const int[:, :, ::1] ids, const int* rows) noexcept nogil:
+    """Flat index of the first ids[b, k, f] outside [0, rows[f]), or -1."""
+    cdef Py_ssize_t i, n = ids.shape[0] * ids.shape[1], f, F = ids.shape[2]
+    cdef int v
+    for i in range(n):
+        for f in range(F):
+            v = ids[i // ids.shape[1], i % ids.shape[1], f]
+            if v < 0 or v >= rows[f]:
+                return i * F + f
+    return -1
+
+
+cdef _check_ids_bkf(kernel, ids_bkf, const int[:, :, ::1] ids, const int* rows):
+    cdef Py_ssize_t bad
+    with nogil:
+        bad = _first_bad_bkf(ids, rows)
+    if bad >= 0:
+        K, F = ids.shape[1], ids.shape[2]
+        b, rest = divmod(bad, K * F)
+        k, f = divmod(rest, F)
+        raise IndexError(f"{kernel}: ids_bkf[{b}, {k}, {f}] = {ids_bkf[b, k, f]} is out of "
+                         f"range for table {f} of {rows[f]} rows")
+
+
 cdef class SGDStep:
     """One plain-SGD step of the softmax window model in a single call.
 
@@ -866,29 +890,15 @@ cdef class SGDStep:
                              f"{tuple(y_b.shape)}")
         if B == 0:
             return 0.0
-        cdef Py_ssize_t bad = -1, i, f
-        cdef int v
+        _check_ids_bkf(kernel, ids_bkf, ids, self.table_rows)
+        cdef Py_ssize_t bad = -1, i
         with nogil:
-            for i in range(B * self.K):
-                for f in range(self.F):
-                    v = ids[i // self.K, i % self.K, f]
-                    if v < 0 or v >= self.table_rows[f]:
-                        bad = i * self.F + f
-                        break
-                if bad >= 0:
-                    break
             for i in range(B):
                 if y[i] < 0 or y[i] >= self.T:
-                    bad = -2 - i
+                    bad = i
                     break
         if bad >= 0:
-            b_, rest = divmod(bad, self.K * self.F)
-            k_, f_ = divmod(rest, self.F)
-            raise IndexError(f"{kernel}: ids_bkf[{b_}, {k_}, {f_}] = {ids_bkf[b_, k_, f_]} is "
-                             f"out of range for table {f_} of {self.table_rows[f_]} rows")
-        if bad <= -2:
-            i_ = -2 - bad
-            raise IndexError(f"{kernel}: y_b[{i_}] = {y_b[i_]} is out of range for {self.T} tags")
+            raise IndexError(f"{kernel}: y_b[{bad}] = {y_b[bad]} is out of range for {self.T} tags")
         if B > self.capacity:
             self.capacity = max(B, 2 * self.capacity)
             self.work = np.empty(self.capacity * (2 * self.D + 3 * self.H + self.T),
@@ -1099,22 +1109,7 @@ cdef class CachedScorer:
                                                            ("F", self.F)))
         cdef const int[:, :, ::1] ids = ids_bkf
         cdef int B = ids.shape[0]
-        cdef Py_ssize_t bad = -1, i, f
-        cdef int v
-        with nogil:
-            for i in range(B * self.K):
-                for f in range(self.F):
-                    v = ids[i // self.K, i % self.K, f]
-                    if v < 0 or v >= self.table_rows[f]:
-                        bad = i * self.F + f
-                        break
-                if bad >= 0:
-                    break
-        if bad >= 0:
-            b_, rest = divmod(bad, self.K * self.F)
-            k_, f_ = divmod(rest, self.F)
-            raise IndexError(f"{kernel}: ids_bkf[{b_}, {k_}, {f_}] = {ids_bkf[b_, k_, f_]} is "
-                             f"out of range for table {f_} of {self.table_rows[f_]} rows")
+        _check_ids_bkf(kernel, ids_bkf, ids, self.table_rows)
         out = np.empty((B, self.T), dtype=np.float32)
         work = np.empty(SCORER_BLOCK * self.H, dtype=np.float32)
         cdef float[:, ::1] S = out

@@ -83,7 +83,8 @@ def build_parser():
 
 def cmd_train(args):
     from fastner.conll import read_conll
-    from fastner.train import Trainer, TrainConfig, sha256
+    from fastner.io import file_sha256
+    from fastner.train import Trainer, TrainConfig
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     try:
         cfg.validate()
@@ -95,7 +96,7 @@ def cmd_train(args):
     dev = read_conll(args.dev)
     test = read_conll(args.test) if args.test else None
     provenance = {"command": "fastner " + " ".join(shlex.quote(a) for a in args.argv),
-                  "data": {os.path.basename(p): sha256(p)
+                  "data": {os.path.basename(p): file_sha256(p)
                            for p in (args.train, args.dev, args.test) if p}}
     trainer = Trainer(cfg, args.out, quiet=args.quiet)
     model, state = trainer.run(train, dev, resume=args.resume)

@@ -13,11 +13,12 @@ JSON object per line, the text under ``--text-field``, an optional id under
 ``--id-field``) and ``files`` (each file is one document).
 """
 import glob
-import hashlib
 import json
 import os
 import time
 import uuid
+
+from fastner.io import file_sha256
 
 FORMATS = ("lines", "jsonl", "files")
 _TAGGERS = {}
@@ -195,16 +196,8 @@ def _write_json_atomically(path, obj):
 # -- the job -----------------------------------------------------------------
 
 def _manifest(parts, fmt, model_path, text_field, id_field, max_chars):
-    return {"format": fmt, "model_sha256": _sha256(model_path), "text_field": text_field,
+    return {"format": fmt, "model_sha256": file_sha256(model_path), "text_field": text_field,
             "id_field": id_field, "max_chars": max_chars, "partitions": parts}
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def tag_corpus(input_glob, output_dir, model_path, fmt="lines", scheduler=None, workers=None,

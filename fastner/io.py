@@ -6,6 +6,7 @@ Every file holds named arrays plus one ``__meta__`` entry, a JSON document
 goes to a temporary file in the target directory, is flushed to disk, and is
 renamed over the target, so a reader never sees a half-written file.
 """
+import hashlib
 import json
 import os
 import tempfile
@@ -20,6 +21,15 @@ FORMAT_VERSION = 1
 
 class ModelFileError(ValueError):
     """A model or checkpoint file that is missing, truncated, corrupt or incompatible."""
+
+
+def file_sha256(path):
+    """Hex SHA-256 of a file's bytes (data provenance in model cards, job manifests)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def encode_strings(strings):

@@ -4,7 +4,6 @@ updates, learning-rate schedule, gradient clipping, early stopping on dev
 entity F1, per-epoch atomic checkpoints with resume, a JSON-lines log and a
 training-curve plot.
 """
-import hashlib
 import json
 import os
 import platform
@@ -67,14 +66,6 @@ def artifact_paths(out):
     stem = out[:-4] if out.endswith(".npz") else out
     return {"model": out, "card": stem + ".json", "checkpoint": stem + ".checkpoint.npz",
             "log": stem + ".train.jsonl", "plot": stem + ".train.png"}
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -- data ------------------------------------------------------------------
