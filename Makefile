@@ -38,7 +38,10 @@ test: build
 	$(BIN)/python -m pytest -q tests
 	$(BIN)/python -m pytest -q benchmarks --benchmark-disable -p no:cacheprovider
 
+# PyTorch is optional: its benchmarks are skipped, with the reason shown, when it is absent.
 bench: build
+	$(BIN)/pip install -q "torch==2.13.0" || \
+	    echo "PyTorch not installed: its comparison rows will be skipped"
 	benchmarks/run.sh
 
 clean:
