@@ -13,18 +13,20 @@ OUT=runs/ablation
 mkdir -p "$OUT"
 AFFIX=caps:5,suffix3:10,prefix3:10,shape:5
 declare -A ARGS=(
-  [shipped]="--features $AFFIX"
-  [no_crf]="--features $AFFIX --loss softmax"
-  [no_affix_shape]="--features caps:5"
-  [no_caps]="--features suffix3:10,prefix3:10,shape:5"
-  [no_lr_decay]="--features $AFFIX --lr-decay 1.0"
-  [no_glove]="--features $AFFIX --glove-words 0"
-  [glove_100k]="--features $AFFIX --glove-words 100000"
-  [plus_doccase]="--features $AFFIX,doccase:5"
-  [plus_dropout]="--features $AFFIX --dropout 0.2"
-  [hardtanh]="--features $AFFIX --activation hardtanh"
+  [shipped]="--features $AFFIX --word-dropout 0.1"
+  [no_crf]="--features $AFFIX --word-dropout 0.1 --loss softmax"
+  [no_affix_shape]="--features caps:5 --word-dropout 0.1"
+  [no_caps]="--features suffix3:10,prefix3:10,shape:5 --word-dropout 0.1"
+  [no_word_dropout]="--features $AFFIX"
+  [no_lr_decay]="--features $AFFIX --word-dropout 0.1 --lr-decay 1.0"
+  [no_glove]="--features $AFFIX --word-dropout 0.1 --glove-words 0"
+  [glove_100k]="--features $AFFIX --word-dropout 0.1 --glove-words 100000"
+  [plus_doccase]="--features $AFFIX,doccase:5 --word-dropout 0.1"
+  [plus_dropout]="--features $AFFIX --word-dropout 0.1 --dropout 0.2"
+  [hardtanh]="--features $AFFIX --word-dropout 0.1 --activation hardtanh"
 )
-ORDER=(shipped no_crf no_affix_shape no_caps no_lr_decay no_glove glove_100k plus_doccase plus_dropout hardtanh)
+ORDER=(shipped no_crf no_affix_shape no_caps no_word_dropout no_lr_decay no_glove glove_100k
+       plus_doccase plus_dropout hardtanh)
 NAMES=("$@")
 [ ${#NAMES[@]} -eq 0 ] && NAMES=("${ORDER[@]}")
 for name in "${NAMES[@]}"; do
