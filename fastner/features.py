@@ -19,6 +19,24 @@ def normalize_word(token):
     return token.lower()
 
 
+MEMO_LIMIT = 1_000_000
+
+
+def _memo_ids(memo, tokens, compute):
+    """int32 ids of tokens through a token → id memo (texts repeat their tokens).
+
+    Bounded: a stream of novel tokens empties it rather than growing it forever."""
+    if len(memo) > MEMO_LIMIT:
+        memo.clear()
+    out = np.empty(len(tokens), dtype=np.int32)
+    for i, t in enumerate(tokens):
+        v = memo.get(t)
+        if v is None:
+            v = memo[t] = compute(t)
+        out[i] = v
+    return out
+
+
 class Vocab:
     """Words ↔ rows of the word table. Rows 0 and 1 are padding and unknown."""
 
@@ -41,16 +59,7 @@ class Vocab:
         return found
 
     def ids(self, tokens):
-        memo, get = self._memo, self.id
-        if len(memo) > 1_000_000:       # bounded: a stream of novel tokens cannot grow it forever
-            memo.clear()
-        out = np.empty(len(tokens), dtype=np.int32)
-        for i, t in enumerate(tokens):
-            v = memo.get(t)
-            if v is None:
-                v = memo[t] = get(t)
-            out[i] = v
-        return out
+        return _memo_ids(self._memo, tokens, self.id)
 
 
 class WordFeature:
@@ -118,6 +127,7 @@ class AffixFeature:
         self.name = f"{kind}{n}"
         self.values = list(values)
         self.index = {v: i + 2 for i, v in enumerate(self.values)}
+        self._memo = {}
 
     @property
     def size(self):
@@ -128,9 +138,7 @@ class AffixFeature:
         return low[-self.n:] if self.kind == "suffix" else low[:self.n]
 
     def ids(self, tokens, context=None):
-        index, key = self.index, self.key
-        return np.fromiter((index.get(key(t), UNK) for t in tokens), dtype=np.int32,
-                           count=len(tokens))
+        return _memo_ids(self._memo, tokens, lambda t: self.index.get(self.key(t), UNK))
 
     def config(self):
         return {"kind": self.kind, "n": self.n, "dim": self.dim, "values": self.values}
@@ -154,15 +162,14 @@ class ShapeFeature:
         self.name = "shape"
         self.values = list(values)
         self.index = {v: i + 2 for i, v in enumerate(self.values)}
+        self._memo = {}
 
     @property
     def size(self):
         return len(self.values) + 2
 
     def ids(self, tokens, context=None):
-        index = self.index
-        return np.fromiter((index.get(_shape_key(t), UNK) for t in tokens), dtype=np.int32,
-                           count=len(tokens))
+        return _memo_ids(self._memo, tokens, lambda t: self.index.get(_shape_key(t), UNK))
 
     def config(self):
         return {"kind": self.kind, "dim": self.dim, "values": self.values}
