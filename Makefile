@@ -24,9 +24,14 @@ $(STAMP): $(BIN)/python pyproject.toml setup.py
 
 install: $(STAMP)
 
-# Rebuild the extension whenever a kernel source changes.
+# Rebuild the extension whenever a kernel source changes. Built aside and renamed into
+# place: overwriting the .so in place would corrupt it under a running server or trainer.
 $(EXT): $(STAMP) fastner/_kernels.pyx fastner/_blas.pxd setup.py
-	$(BIN)/python setup.py -q build_ext --inplace --force
+	$(BIN)/python setup.py -q build_ext --force --build-lib build/ext
+	$(BIN)/python -c "import glob, os, shutil; \
+	    src = glob.glob('build/ext/fastner/_kernels*.so')[0]; \
+	    dst = os.path.join('fastner', os.path.basename(src)); \
+	    shutil.copy2(src, dst + '.tmp'); os.replace(dst + '.tmp', dst)"
 	touch $(EXT)
 
 build: $(EXT)
