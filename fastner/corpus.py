@@ -246,7 +246,8 @@ def tag_corpus(input_glob, output_dir, model_path, fmt="lines", scheduler=None, 
                                  id_field, max_chars, key=f"fastner-part-{p['index']}-"
                                  f"{manifest['model_sha256'][:8]}", pure=False) for p in todo]
         started = time.perf_counter()
-        bar = tqdm(total=len(todo), unit="part", disable=not progress, desc="tagging")
+        bar = tqdm(total=len(todo), unit="part", disable=None if progress else True,
+                   desc="tagging")
         for future in as_completed(futures):
             stats = future.result()
             _add(totals, stats)

@@ -333,7 +333,8 @@ class Trainer:
             lr = cfg.lr * cfg.lr_decay ** (epoch - 1)
             started = time.perf_counter()
             total_loss, seen = 0.0, 0
-            bar = tqdm(total=train.tokens, unit="tok", unit_scale=True, disable=self.quiet,
+            bar = tqdm(total=train.tokens, unit="tok", unit_scale=True,
+                       disable=True if self.quiet else None,   # None: only on a terminal
                        desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr)
             for rows, lengths in batches(train, cfg, rng):
                 ids = [f[rows] for f in train.ids]
