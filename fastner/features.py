@@ -273,8 +273,11 @@ def collect_values(sentences, key, min_count):
 
 
 def make_features(spec, sentences, vocab, word_dim):
-    """Feature objects from a spec like "caps:5,suffix3:10,shape:5", fitted on ``sentences``."""
+    """Feature objects from a spec like "caps:5,suffix3:10,shape:5" ("none": the word
+    alone), fitted on ``sentences``."""
     features = [WordFeature(vocab, word_dim)]
+    if spec.strip() == "none":                   # the word alone
+        return features
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, _, dim = item.partition(":")
         dim = int(dim) if dim else 5

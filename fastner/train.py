@@ -41,7 +41,7 @@ class TrainConfig:
     loss: str = "crf"
     dropout: float = 0.0
     word_dropout: float = 0.1     # chance of replacing a training word by UNK
-    features: str = "caps:5,suffix3:10,prefix3:10,shape:5"
+    features: str = "caps:5"
     glove_words: int = 400000     # most frequent GloVe words kept (0: random init, no GloVe)
     word_dim: int = 50
 

@@ -46,5 +46,6 @@ def test_make_features_spec():
     features = make_features("caps:3,suffix2:4,shape:2,doccase:3", [], Vocab([]), 50)
     assert [f.name for f in features] == ["word", "caps", "suffix2", "shape", "doccase"]
     assert [f.dim for f in features] == [50, 3, 4, 2, 3]
+    assert [f.name for f in make_features("none", [], Vocab([]), 50)] == ["word"]
     with pytest.raises(ValueError, match="unknown feature 'colour'"):
         make_features("colour:3", [], Vocab([]), 50)
