@@ -279,17 +279,28 @@ cdef void _act_backward(const float[:, ::1] dH_bh, const float[:, ::1] H_bh, int
     # δ_Z = δ_H ⊙ f′(Z): the Jacobian of an elementwise f is diagonal, and f′ is
     # read from the stored output: tanh′ = 1 − H², hardtanh′ = [−1 < H < 1],
     # relu′ = [H > 0]   (MATH.md backward 3)
-    cdef Py_ssize_t i, j
-    cdef float h
+    cdef Py_ssize_t i
+    cdef int H = dH_bh.shape[1]
     for i in range(dH_bh.shape[0]):
-        for j in range(dH_bh.shape[1]):
-            h = H_bh[i, j]
-            if act == 1:
-                dZ_bh[i, j] = dH_bh[i, j] * (1.0 - h * h)
-            elif act == 2:
-                dZ_bh[i, j] = dH_bh[i, j] if (h > -1.0 and h < 1.0) else 0.0
-            else:
-                dZ_bh[i, j] = dH_bh[i, j] if h > 0.0 else 0.0
+        _act_backward_row(&dH_bh[i, 0], &H_bh[i, 0], &dZ_bh[i, 0], H, act)
+
+
+cdef inline void _act_backward_row(const float* dH, const float* Hs, float* dZ, int H,
+                                   int act) noexcept nogil:
+    # one branch per row, so each loop vectorizes
+    cdef Py_ssize_t j
+    cdef float h, one = 1.0, minus_one = -1.0, zero = 0.0
+    if act == 1:
+        for j in range(H):
+            h = Hs[j]
+            dZ[j] = dH[j] * (one - h * h)
+    elif act == 2:
+        for j in range(H):
+            h = Hs[j]
+            dZ[j] = dH[j] if (h > minus_one and h < one) else zero
+    else:
+        for j in range(H):
+            dZ[j] = dH[j] if Hs[j] > zero else zero
 
 
 cdef void _affine_backward(const float[:, ::1] dZ_bh, const float[:, ::1] X_bd,
@@ -303,9 +314,12 @@ cdef void _affine_backward(const float[:, ::1] dZ_bh, const float[:, ::1] X_bd,
         # δ_X = δ_Z W       (NumPy: dX = dZ @ W)
         gemm_rm(False, False, B, D, H, 1.0, &dZ_bh[0, 0], H, &W_hd[0, 0], D, 0.0, dX, D)
     # ∂J/∂b += Σ_b δ_Z[b]
+    cdef float* db = &db_h[0]
+    cdef const float* dz
     for i in range(B):
+        dz = &dZ_bh[i, 0]
         for j in range(H):
-            db_h[j] += dZ_bh[i, j]
+            db[j] += dz[j]
 
 
 def affine_act_backward(dH_bh, H_bh, X_bd, W_hd, activation, dW_hd, db_h, dX_bd=None):
@@ -920,7 +934,7 @@ cdef class SGDStep:
         cdef float* S = dZ + B * H                 # (B, T), then δ_S in place
         cdef Py_ssize_t i, j, k, f
         cdef int e, v
-        cdef float h, inv_b = 1.0 / B
+        cdef float inv_b = 1.0 / B
         cdef double loss = 0.0, log_z
         cdef float* row
         cdef const float* src
@@ -957,14 +971,7 @@ cdef class SGDStep:
                 self.c[j] -= lr * S[i * T + j]
         # backward 3: δ_Z = δ_H ⊙ f′ (from the stored output)
         for i in range(B):
-            for j in range(H):
-                h = Hd[i * H + j]
-                if self.act == 1:
-                    dZ[i * H + j] = dH[i * H + j] * (1.0 - h * h)
-                elif self.act == 2:
-                    dZ[i * H + j] = dH[i * H + j] if (h > -1.0 and h < 1.0) else 0.0
-                else:
-                    dZ[i * H + j] = dH[i * H + j] if h > 0.0 else 0.0
+            _act_backward_row(&dH[i * H], &Hd[i * H], &dZ[i * H], H, self.act)
         # backward 4: δ_X = δ_Z W (before W moves), W -= lr δ_Zᵀ X, b -= lr Σ δ_Z
         gemm_rm(False, False, B, D, H, 1.0, dZ, H, &self.W[0, 0], D, 0.0, dX, D)
         gemm_rm(True, False, H, D, B, -lr, dZ, H, X, D, 1.0, &self.W[0, 0], D)
