@@ -255,15 +255,21 @@ class WindowTagger:
             S, _ = self.forward(ids)
         return self.decode(S, lengths)
 
-    def tag(self, sentences, docs=None):
-        """Tag lists of tokens: list over sentences of (tag names, confidences).
+    def tag_ids(self, sentences, docs=None):
+        """Tag ids and confidences of every token of every sentence, laid end to end.
 
-        ``docs``: each sentence's document number (default: one document)."""
-        sentences_ids = self.sentences_ids(sentences, docs)
+        Returns (tags int32 (N,), confidences float32 (N,), lengths int32 (sentences,)).
+        ``docs``: each sentence's document number (default: one document).
+        """
         lengths = np.array([len(t) for t in sentences], dtype=np.int32)
         if lengths.sum() == 0:
-            return [([], np.zeros(0, np.float32)) for _ in sentences]
-        tags, conf = self.predict_ids(self.windows(sentences_ids), lengths)
+            return np.zeros(0, np.int32), np.zeros(0, np.float32), lengths
+        tags, conf = self.predict_ids(self.windows(self.sentences_ids(sentences, docs)), lengths)
+        return tags, conf, lengths
+
+    def tag(self, sentences, docs=None):
+        """Tag lists of tokens: list over sentences of (tag names, confidences)."""
+        tags, conf, lengths = self.tag_ids(sentences, docs)
         out, at = [], 0
         for n in lengths:
             out.append((self.tagset.decode(tags[at:at + n]), conf[at:at + n]))

@@ -8,8 +8,9 @@ a number in [0, 1] that is high only when every token of the span is sure.
 """
 import os
 
+import numpy as np
+
 from fastner.model import WindowTagger
-from fastner.tags import spans
 from fastner.tokenize import split_sentences, tokenize
 
 _REPO_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -46,12 +47,19 @@ class Tagger:
         ``docs`` numbers each sentence's document (default: all one document);
         document-level features look across a document's sentences.
         """
-        out = []
-        for tokens, (tags, conf) in zip(sentences, self.model.tag(sentences, docs)):
-            entities = [{"text": " ".join(tokens[a:b]), "label": kind, "token_start": a,
-                         "token_end": b, "score": round(float(conf[a:b].min()), 4)}
-                        for kind, a, b in spans(tags)]
-            out.append({"entities": entities, "tags": tags})
+        tags, conf, lengths = self.model.tag_ids(sentences, docs)
+        starts, ends, kinds, scores = self.model.tagset.entity_runs(tags, conf)
+        first = np.concatenate([[0], np.cumsum(lengths)])
+        sentence_of = np.searchsorted(first, starts, side="right") - 1
+        types, names = self.model.tagset.entity_types, self.model.tagset.names
+        out = [{"entities": [], "tags": [names[t] for t in tags[a:b]]}
+               for a, b in zip(first[:-1], first[1:])]
+        for s, a, b, k, score in zip(sentence_of.tolist(), starts.tolist(), ends.tolist(),
+                                     kinds.tolist(), scores.tolist()):
+            a, b = a - first[s], b - first[s]
+            out[s]["entities"].append({"text": " ".join(sentences[s][a:b]), "label": types[k],
+                                       "token_start": int(a), "token_end": int(b),
+                                       "score": round(score, 4)})
         return out
 
     def tag_texts(self, texts, include_tokens=False):
@@ -65,35 +73,37 @@ class Tagger:
         return self.tag_tokenized(texts, [tokenize(t) for t in texts], include_tokens)
 
     def tag_tokenized(self, texts, tokenized, include_tokens=False):
-        """tag_texts for texts already run through fastner.tokenize.tokenize."""
-        per_text = []           # [first token index of each sentence] per text
+        """tag_texts for texts already run through fastner.tokenize.tokenize.
+
+        Each text is one document; its sentences are tagged together with every
+        other text's, in one batch, and entities found on the flat tag array.
+        """
         sentences, docs = [], []
-        for doc, tokens in enumerate(tokenized):     # each text is one document
-            pieces, at = [], 0
+        for doc, tokens in enumerate(tokenized):
             for sent in split_sentences(tokens):
-                pieces.append(at)
                 sentences.append([t[0] for t in sent])
                 docs.append(doc)
-                at += len(sent)
-            per_text.append(pieces)
-        tagged = iter(self.tag_tokens(sentences, docs))
-        results = []
-        for text, tokens, pieces in zip(texts, tokenized, per_text):
-            entities, tags = [], []
-            for first in pieces:
-                sent = next(tagged)
-                tags += sent["tags"]
-                for ent in sent["entities"]:
-                    a, b = first + ent["token_start"], first + ent["token_end"]
-                    start, end = tokens[a][1], tokens[b - 1][2]
-                    entities.append({"text": text[start:end], "label": ent["label"],
-                                     "start": start, "end": end, "token_start": a,
-                                     "token_end": b, "score": ent["score"]})
-            result = {"entities": entities}
-            if include_tokens:
-                result["tokens"] = [{"text": tok, "start": s, "end": e, "tag": tag}
-                                    for (tok, s, e), tag in zip(tokens, tags)]
-            results.append(result)
+        tags, conf, _ = self.model.tag_ids(sentences, docs)
+        starts, ends, kinds, scores = self.model.tagset.entity_runs(tags, conf)
+        counts = np.array([len(t) for t in tokenized], dtype=np.int64)
+        first = np.concatenate([[0], np.cumsum(counts)])       # each text's first flat token
+        text_of = np.searchsorted(first, starts, side="right") - 1
+        types = self.model.tagset.entity_types
+        results = [{"entities": []} for _ in texts]
+        for d, a, b, k, score in zip(text_of.tolist(), starts.tolist(), ends.tolist(),
+                                     kinds.tolist(), scores.tolist()):
+            tokens = tokenized[d]
+            a, b = a - int(first[d]), b - int(first[d])
+            start, end = tokens[a][1], tokens[b - 1][2]
+            results[d]["entities"].append({"text": texts[d][start:end], "label": types[k],
+                                           "start": start, "end": end, "token_start": a,
+                                           "token_end": b, "score": round(score, 4)})
+        if include_tokens:
+            names = self.model.tagset.names
+            for d, tokens in enumerate(tokenized):
+                results[d]["tokens"] = [{"text": tok, "start": s, "end": e, "tag": names[t]}
+                                        for (tok, s, e), t in
+                                        zip(tokens, tags[first[d]:first[d + 1]].tolist())]
         return results
 
     def tag_text(self, text, include_tokens=False):

@@ -72,6 +72,25 @@ class TagSet:
     def decode(self, ids):
         return [self.names[i] for i in ids]
 
+    def entity_runs(self, tags, confidence):
+        """Entities of a valid IOB2 tag-id sequence, vectorized: (start, end, type
+        index into entity_types, lowest confidence over the span), each an array.
+
+        Valid IOB2 (as Viterbi under transition_mask produces) means an entity is a
+        B-X followed by its run of I-X, and no run crosses a sentence boundary.
+        """
+        kind_of = np.array([-1] + [i // 2 for i in range(2 * len(self.entity_types))])
+        is_begin = np.array([n.startswith("B-") for n in self.names])[tags]
+        is_inside = np.array([n.startswith("I-") for n in self.names])[tags]
+        starts = np.flatnonzero(is_begin)
+        stops = np.append(np.flatnonzero(~is_inside), len(tags))     # where a run ends
+        ends = stops[np.searchsorted(stops, starts, side="right")]
+        bounds = np.empty(2 * len(starts), dtype=np.int64)
+        bounds[0::2], bounds[1::2] = starts, ends
+        padded = np.append(confidence, np.inf)                         # reduceat may index N
+        lowest = np.minimum.reduceat(padded, bounds)[0::2] if len(starts) else padded[:0]
+        return starts, ends, kind_of[tags[starts]], lowest
+
     def transition_mask(self):
         """Additive masks forbidding invalid IOB2 moves: (trans (T, T), start (T,)).
 

@@ -61,3 +61,24 @@ def test_tagset():
     assert tags.names == ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ZOO", "I-ZOO"]
     with pytest.raises(ValueError, match="not in the tag set"):
         tags.encode(["B-MISC"])
+
+
+def test_entity_runs_agree_with_spans_on_valid_iob2():
+    import numpy as np
+    tags = TagSet()
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        seq = []                         # a random valid IOB2 sequence
+        for _ in range(rng.integers(0, 30)):
+            prev = seq[-1] if seq else "O"
+            options = ["O"] + [f"B-{t}" for t in tags.entity_types]
+            if prev != "O":
+                options.append("I-" + prev[2:])
+            seq.append(options[rng.integers(len(options))])
+        ids = tags.encode(seq)
+        conf = rng.random(len(seq)).astype(np.float32)
+        starts, ends, kinds, lowest = tags.entity_runs(ids, conf)
+        got = [(tags.entity_types[k], a, b) for a, b, k in zip(starts, ends, kinds)]
+        assert got == spans(seq)
+        for a, b, low in zip(starts, ends, lowest):
+            assert low == conf[a:b].min()
