@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from fastner import __version__, io
 from fastner.evaluate import entity_scores
-from fastner.features import UNK, Vocab, make_features, normalize_word
+from fastner.features import PAD, UNK, Vocab, make_features, normalize_word
 from fastner.model import DENSE, WindowTagger
 from fastner.tags import TagSet
 
@@ -322,6 +322,7 @@ class Trainer:
                      "history": [], "train_seconds": 0.0, "best_flat": model.flat.copy()}
             if os.path.exists(paths["log"]):
                 os.unlink(paths["log"])
+        self.train_sentences = train_sentences
         train = Corpus(model, train_sentences)
         dev = Corpus(model, dev_sentences)
         self.log(f"train: {len(train_sentences)} sentences, {train.tokens} tokens; "
@@ -391,7 +392,9 @@ class Trainer:
         if test_sentences is not None:
             card["test"] = evaluate_corpus(model, Corpus(model, test_sentences))
         card.update(provenance or {})
-        model.save(self.paths["model"], card)
+        # the word rows training touched keep float16 precision in the int8 file
+        trained_rows = np.union1d(Corpus(model, self.train_sentences).ids[0], [PAD, UNK])
+        model.save(self.paths["model"], card, precise_rows=trained_rows)
         tmp = self.paths["card"] + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(card, f, indent=2)
