@@ -19,7 +19,7 @@ def normalize_word(token):
     return token.lower()
 
 
-MEMO_LIMIT = 1_000_000
+MEMO_LIMIT = 100_000       # entries per feature: ~10 MB at most
 
 
 def _memo_ids(memo, tokens, compute):
