@@ -255,6 +255,9 @@ def tag_corpus(input_glob, output_dir, model_path, fmt="lines", scheduler=None, 
             bar.set_postfix(docs=totals["documents"], refresh=False)
         bar.close()
         totals["seconds"] = round(time.perf_counter() - started, 2)
+        # every partition is committed: what a killed task left half-written is rubbish
+        for leftover in glob.glob(os.path.join(glob.escape(output_dir), "*.tmp-*")):
+            os.unlink(leftover)
     finally:
         client.close()
         if cluster is not None:

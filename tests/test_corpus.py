@@ -106,6 +106,7 @@ def test_killed_worker_changes_nothing(cluster, tiny_model_path, tmp_path):
     rows = read_output(out)
     assert rows == read_output(clean)
     assert len({r["id"] for r in rows}) == len(rows) == 2000 == totals["documents"]
+    assert not glob.glob(os.path.join(out, "*.tmp-*"))
 
 
 def test_bad_input_is_counted_not_dropped(tiny_model_path, tmp_path, cluster):
