@@ -40,7 +40,7 @@ def test_ids_to_tags(benchmark, tagger, data, path):
     model = tagger.model
     benchmark.group = "ids->tags"
     benchmark.extra_info["tokens"] = int(lengths.sum())
-    cache = model._inference_cache
+    cache = model.inference_cache
 
     def run():
         if path == "cached":

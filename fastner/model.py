@@ -53,7 +53,8 @@ class WindowTagger:
         self.params = self.views(self.flat)
         self.dense_size = sum(int(np.prod(s)) for n, s in self.layout if n in DENSE)
         self.mask_trans, self.mask_start = tagset.transition_mask()
-        self._inference_cache = None
+        self.inference_cache = None      # per-feature cached products (build_inference_cache)
+        self._scorer = None
 
     # -- parameters -------------------------------------------------------
 
@@ -88,7 +89,7 @@ class WindowTagger:
         if word_init is not None:
             rows, vectors = word_init
             self.tables()[0][rows] = vectors
-        self._inference_cache = None
+        self.inference_cache = self._scorer = None
 
     # -- windows ----------------------------------------------------------
 
@@ -237,7 +238,7 @@ class WindowTagger:
                 W_k = W[:, k * self.E + offset:k * self.E + offset + e]
                 cache[:, k, :] = table[:n] @ W_k.T
             caches.append(cache)
-        self._inference_cache = caches
+        self.inference_cache = caches
         WT = np.ascontiguousarray(W.T)
         p = self.params
         self._scorer = _kernels.CachedScorer(caches, self.tables(), WT, p["b"], p["U"], p["c"],
@@ -249,7 +250,7 @@ class WindowTagger:
         return self._scorer.scores(np.ascontiguousarray(np.stack(ids, axis=2)))
 
     def predict_ids(self, ids, lengths):
-        if self._inference_cache is not None:
+        if self._scorer is not None:
             S = self.inference_scores(ids)
         else:
             S, _ = self.forward(ids)

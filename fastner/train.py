@@ -374,7 +374,6 @@ class Trainer:
             self._save_checkpoint(model, opt, state)
             state.pop("rng")
         model.flat[...] = state["best_flat"]
-        model._inference_cache = None
         plot_history(state["history"], paths["plot"])
         return model, state
 
