@@ -1,7 +1,8 @@
 """fastner: a Cython-accelerated window-classifier named-entity tagger.
 
 Public API: ``Tagger`` (load a model, tag text), ``WindowTagger`` (the model),
-``TrainConfig``/``Trainer`` (training), ``read_conll``, ``entity_scores``.
+``read_conll``, ``entity_scores``; training is ``fastner.train.Trainer`` with a
+``TrainConfig``, corpus tagging on Dask ``fastner.corpus.tag_corpus``.
 """
 __version__ = "0.1.0"
 
