@@ -18,7 +18,7 @@ import os
 import time
 import uuid
 
-from fastner.io import file_sha256
+from fastner.io import file_sha256, write_json_atomically
 
 FORMATS = ("lines", "jsonl", "files")
 _TAGGERS = {}
@@ -178,19 +178,12 @@ def run_partition(part, output_dir, model_path, fmt, text_field="text", id_field
             out.flush()
             os.fsync(out.fileno())
         stats["seconds"] = round(time.perf_counter() - started, 3)
-        _write_json_atomically(stats_path, stats)
+        write_json_atomically(stats_path, stats)
         os.replace(tmp, final)           # the commit point of this partition
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return dict(stats, skipped=False)
-
-
-def _write_json_atomically(path, obj):
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
 
 
 # -- the job -----------------------------------------------------------------
@@ -219,7 +212,7 @@ def tag_corpus(input_glob, output_dir, model_path, fmt="lines", scheduler=None, 
                 raise ValueError(f"{output_dir} holds the output of a different job (other "
                                  f"inputs, model or settings); use a new --output directory")
     else:
-        _write_json_atomically(manifest_path, manifest)
+        write_json_atomically(manifest_path, manifest)
     todo = [p for p in parts
             if not os.path.exists(os.path.join(output_dir, f"part-{p['index']:05d}.jsonl"))]
     done_before = len(parts) - len(todo)

@@ -5,7 +5,6 @@ table; id 0 is the sentence-edge padding and id 1 "unknown" in every table.
 A feature is described by a JSON-able config, saved in the model file, so a
 loaded model extracts exactly the ids it was trained with.
 """
-import functools
 import re
 
 import numpy as np
@@ -84,11 +83,6 @@ class WordFeature:
 CAPS_CLASSES = ("<pad>", "<unk>", "lower", "upper", "title", "mixed", "noletter")
 
 
-@functools.lru_cache(maxsize=200_000)
-def _caps_memo(token):
-    return caps_class(token)
-
-
 def caps_class(token):
     if not any(ch.isalpha() for ch in token):
         return 6
@@ -108,9 +102,10 @@ class CapsFeature:
         self.dim = dim
         self.name = "caps"
         self.size = len(CAPS_CLASSES)
+        self._memo = {}
 
     def ids(self, tokens, context=None):
-        return np.fromiter((_caps_memo(t) for t in tokens), dtype=np.int32, count=len(tokens))
+        return _memo_ids(self._memo, tokens, caps_class)
 
     def config(self):
         return {"kind": self.kind, "dim": self.dim}

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
+import uuid
 import zipfile
 
 import numpy as np
@@ -66,6 +67,15 @@ def save_npz(path, fmt, arrays, meta, compress=True):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomically(path, obj):
+    """Write ``obj`` as indented JSON to a temporary file beside ``path``, then rename."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"     # unique even for concurrent writers
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
 
 
 def load_npz(path, fmt):

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from fastner import __version__, io
 from fastner.evaluate import entity_scores
 from fastner.features import PAD, UNK, Vocab, make_features, normalize_word
-from fastner.model import DENSE, WindowTagger
+from fastner.model import WindowTagger
 from fastner.tags import TagSet
 
 OPTIMIZERS = ("sgd", "adagrad", "adam")
@@ -301,8 +301,9 @@ class Trainer:
         state["best_flat"] = arrays["best_flat"]
         return model, opt, state
 
-    def run(self, train_sentences, dev_sentences, resume=False, provenance=None):
-        """Train; returns (best model, history). Writes model, card, log, plot, checkpoint."""
+    def run(self, train_sentences, dev_sentences, resume=False):
+        """Train; returns (best model, state). Writes the log, plot and checkpoints;
+        ``finish`` then writes the model and its card."""
         cfg, paths = self.cfg, self.paths
         if not train_sentences:
             raise ValueError("the training data has no sentences")
@@ -322,12 +323,12 @@ class Trainer:
                      "history": [], "train_seconds": 0.0, "best_flat": model.flat.copy()}
             if os.path.exists(paths["log"]):
                 os.unlink(paths["log"])
-        self.train_sentences = train_sentences
         train = Corpus(model, train_sentences)
         dev = Corpus(model, dev_sentences)
+        # the word rows training updates; finish() keeps them precise in the int8 file
+        self.trained_rows = np.union1d(train.ids[0], [PAD, UNK])
         self.log(f"train: {len(train_sentences)} sentences, {train.tokens} tokens; "
                  f"dev: {len(dev_sentences)} sentences, {dev.tokens} tokens")
-        word_rows = len(model.features[0].vocab)
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
             if state["bad_epochs"] >= cfg.patience:
                 break
@@ -378,7 +379,7 @@ class Trainer:
         return model, state
 
     def finish(self, model, state, dev_sentences, test_sentences=None, provenance=None):
-        """Score the best model, write it with its card; returns the card."""
+        """Score the best model of ``run``, write it with its card; returns the card."""
         card = {"name": os.path.basename(self.paths["model"])[:-4],
                 "fastner_version": __version__, "train_config": asdict(self.cfg),
                 "model_config": model.config(),
@@ -391,12 +392,6 @@ class Trainer:
         if test_sentences is not None:
             card["test"] = evaluate_corpus(model, Corpus(model, test_sentences))
         card.update(provenance or {})
-        # the word rows training touched keep float16 precision in the int8 file
-        trained_rows = np.union1d(Corpus(model, self.train_sentences).ids[0], [PAD, UNK])
-        model.save(self.paths["model"], card, precise_rows=trained_rows)
-        tmp = self.paths["card"] + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(card, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, self.paths["card"])
+        model.save(self.paths["model"], card, precise_rows=self.trained_rows)
+        io.write_json_atomically(self.paths["card"], card)
         return card

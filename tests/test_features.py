@@ -1,7 +1,6 @@
-import numpy as np
 import pytest
 
-from fastner.features import (AffixFeature, CapsFeature, DocCaseFeature, DocumentContext,
+from fastner.features import (AffixFeature, DocCaseFeature, DocumentContext,
                               ShapeFeature, Vocab, _shape_key, caps_class, make_features)
 
 
