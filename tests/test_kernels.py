@@ -8,6 +8,7 @@ import pytest
 
 from fastner import _kernels as K
 from fastner import reference as R
+from gradcheck import central_difference, check_numeric
 
 KERNELS = ["lookup_forward", "lookup_backward", "affine_act_forward", "affine_act_backward",
            "softmax_forward", "softmax_xent_forward_backward", "viterbi_decode",
@@ -22,31 +23,6 @@ def rand(rng, *shape, dtype=f32):
 
 def assert_close(a, b, what, rtol=1e-5, atol=1e-6):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=what)
-
-
-def central_difference(f, x, eps=1e-6, n_coords=40, rng=None):
-    """Numerical gradient of scalar f() w.r.t. x (modified in place), at sampled coords."""
-    flat = x.reshape(-1)
-    coords = np.arange(flat.size)
-    if rng is not None and flat.size > n_coords:
-        coords = rng.choice(flat.size, n_coords, replace=False)
-    grad = {}
-    for i in coords:
-        old = flat[i]
-        flat[i] = old + eps
-        up = f()
-        flat[i] = old - eps
-        down = f()
-        flat[i] = old
-        grad[i] = (up - down) / (2 * eps)
-    return grad
-
-
-def check_numeric(analytic, numeric, what, tol=1e-6):
-    flat = analytic.reshape(-1)
-    for i, g in numeric.items():
-        denom = max(abs(g), abs(flat[i]), 1e-3)
-        assert abs(flat[i] - g) / denom < tol, f"{what}[{i}]: analytic {flat[i]} vs numeric {g}"
 
 
 # --------------------------------------------------------------------------
