@@ -39,6 +39,24 @@ def free_port():
         return s.getsockname()[1]
 
 
+def child_pids(parent_pid):
+    """Pids of a process's children that have not yet been reaped."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue        # exited while we looked
+        # the command name (field 2) may hold spaces: the fields after it start past ')'
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == parent_pid and fields[0] != "Z":
+            pids.append(int(entry))
+    return sorted(pids)
+
+
 class Gunicorn:
     """gunicorn running the real service config on a free loopback port."""
 
@@ -55,6 +73,7 @@ class Gunicorn:
     def _start(self, model_path, workers, tmp_dir):
         import subprocess
         import sys
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,6 +89,9 @@ class Gunicorn:
         self.wait_ready()
 
     def wait_ready(self, timeout=30):
+        """Until /readyz answers 200 *and* every worker has been forked: gunicorn's
+        arbiter spawns workers one at a time with a random pause of up to 0.1 s, so
+        the first worker can answer before the second exists."""
         import time
         import urllib.request
         deadline = time.time() + timeout
@@ -79,11 +101,16 @@ class Gunicorn:
                 raise RuntimeError(f"gunicorn exited: {self.read_log()}")
             try:
                 with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
-                    if r.status == 200:
+                    if r.status == 200 and len(self.worker_pids()) == self.workers:
                         return
             except OSError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.05)
         raise RuntimeError(f"gunicorn did not become ready: {self.read_log()}")
+
+    def worker_pids(self):
+        """Pids of the master's live children, from /proc (ppid field of /proc/N/stat)."""
+        return child_pids(self.proc.pid)
 
     def read_log(self):
         with open(self.log_path, "rb") as f:

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Gunicorn
+from conftest import Gunicorn, child_pids
 
 pytestmark = pytest.mark.slow
 
@@ -25,8 +25,7 @@ def request(url, body=None, timeout=10):
 
 
 def worker_pids(master_pid):
-    with open(f"/proc/{master_pid}/task/{master_pid}/children") as f:
-        return sorted(int(p) for p in f.read().split())
+    return child_pids(master_pid)
 
 
 def test_tag_metrics_ready_and_clean_shutdown(tiny_model_path, tmp_path):
@@ -85,9 +84,12 @@ def test_killed_worker_is_replaced_and_reload_swaps_the_model(tiny_model_path, t
             seen_new = json.loads(body)["training_command"] == "reloaded-model"
             time.sleep(0.05)
         assert seen_new, server.read_log()
-        # the old workers finish their requests and leave
+        # the old workers finish their requests and leave; the new ones are all forked
         deadline = time.time() + 30
-        while time.time() < deadline and set(old_workers) & set(worker_pids(server.proc.pid)):
+        while time.time() < deadline:
+            pids = worker_pids(server.proc.pid)
+            if len(pids) == 2 and not set(old_workers) & set(pids):
+                break
             time.sleep(0.1)
         assert not set(old_workers) & set(worker_pids(server.proc.pid))
         assert len(worker_pids(server.proc.pid)) == 2
