@@ -1006,48 +1006,62 @@ cdef inline double _logsumexp_row(const float* s, int T) noexcept nogil:
 
 cdef enum:
     SCORER_BLOCK = 256      # windows per block: the block's hidden layer stays in L2
+    SCORER_CHUNK = 8192     # windows whose cache misses are multiplied together; bounds
+                            # the misses' products to 8192·K·(K·H) floats per feature
 
-cdef inline void _add_row_times_block(float* z, const float* row, const float* WT, int e,
-                                      int H) noexcept nogil:
-    # z += row · WT[0:e]  (NumPy: z += row @ WT_block): e axpys along contiguous rows of Wᵀ
-    cdef int h, j
-    cdef float x
-    cdef const float* w
-    for j in range(e):
-        x = row[j]
-        w = &WT[j * H]
+
+cdef inline void _sum_rows(float* z, const float* b, const float** src, int n,
+                           int H) noexcept nogil:
+    # z = b + Σ_r src[r] (NumPy: z = b + sum(src)), four rows per pass, so z is
+    # loaded and stored ⌈n/4⌉ times rather than n (the loop was store-bound).
+    cdef Py_ssize_t h
+    cdef int r = 0
+    cdef const float* p0
+    cdef const float* p1
+    cdef const float* p2
+    cdef const float* p3
+    memcpy(z, b, H * sizeof(float))
+    while n - r >= 4:
+        p0, p1, p2, p3 = src[r], src[r + 1], src[r + 2], src[r + 3]
         for h in range(H):
-            z[h] += x * w[h]
+            z[h] += (p0[h] + p1[h]) + (p2[h] + p3[h])
+        r += 4
+    while r < n:
+        p0 = src[r]
+        for h in range(H):
+            z[h] += p0[h]
+        r += 1
 
 
 cdef class CachedScorer:
-    """S = (f(Σ_f Σ_k cache_f[ids[b, k, f], k] + b)) Uᵀ + c for a whole batch in one call.
+    """S = (f(Σ_f Σ_k P_f[ids[b, k, f], k] + b)) Uᵀ + c for a whole batch in one call,
+    where P_f[v, k] = W_k · table_f[v] is the product of row v at window position k.
 
-    The inference twin of cached_window_affine + activate_inplace +
-    affine_act_forward: every feature's cached products, the activation and the
-    output layer run over blocks of BLOCK windows, so each block's hidden layer
-    stays in cache between the steps. Rows of a table past its cache are
-    multiplied through Wᵀ. Arrays are checked once, here; ``scores`` checks its ids.
+    The inference twin of lookup_forward + affine_act_forward (twice): the first
+    layer becomes K·F vector additions per window. P_f comes from the cache
+    (precomputed rows) or, for rows past the cache, from one sgemm per chunk of
+    SCORER_CHUNK windows over the chunk's *distinct* missed rows (a rare word that
+    recurs in a document is multiplied once). The additions, the activation and
+    the output layer then run block by block (SCORER_BLOCK windows), so each
+    block's hidden layer stays in cache. Arrays are checked once, here; ``scores``
+    checks its ids.
 
     caches: float32 (N_f, K, H) per feature; tables: float32 (V_f, e_f); WT_dh: W
     transposed (D, H); b_h (H,); U_th (T, H); c_t (T,); offsets as in lookup_forward.
     """
     cdef object arrays
+    cdef list tables, row_products
     cdef float** cache_ptr
-    cdef float** table_ptr
     cdef int* cache_rows
     cdef int* table_rows
-    cdef int* table_dim
-    cdef int* table_offset
-    cdef const float* WT
     cdef const float* b
     cdef const float* U
     cdef const float* c
-    cdef int F, K, E, H, T, act
+    cdef int F, K, H, T, act
 
     def __cinit__(self):
-        self.cache_ptr = self.table_ptr = NULL
-        self.cache_rows = self.table_rows = self.table_dim = self.table_offset = NULL
+        self.cache_ptr = NULL
+        self.cache_rows = self.table_rows = NULL
 
     def __init__(self, caches, tables, WT_dh, b_h, U_th, c_t, activation, offsets, K):
         kernel = "CachedScorer"
@@ -1063,51 +1077,45 @@ cdef class CachedScorer:
             raise ValueError(f"{kernel}: need one cache, table and offset per feature; got "
                              f"{len(caches)}, {len(tables)} and {len(offsets)}")
         self.F, self.K, self.H, self.T = len(tables), K, H, T
-        self.E = _check_window_slice(kernel, D, K, 0, 0)
+        E = _check_window_slice(kernel, D, K, 0, 0)
         n = self.F
         self.cache_ptr = <float**>malloc(n * sizeof(float*))
-        self.table_ptr = <float**>malloc(n * sizeof(float*))
         self.cache_rows = <int*>malloc(n * sizeof(int))
         self.table_rows = <int*>malloc(n * sizeof(int))
-        self.table_dim = <int*>malloc(n * sizeof(int))
-        self.table_offset = <int*>malloc(n * sizeof(int))
-        if not (self.cache_ptr and self.table_ptr and self.cache_rows and self.table_rows
-                and self.table_dim and self.table_offset):
+        if not (self.cache_ptr and self.cache_rows and self.table_rows):
             raise MemoryError()
-        cdef const float[:, ::1] tview
         cdef const float[:, :, ::1] cview
-        cdef float dummy = 0.0
+        self.tables, self.row_products = [], []
         for f, (cache, table, offset) in enumerate(zip(caches, tables, offsets)):
             _check_array(kernel, f"tables[{f}]", table, np.float32, (("V", None), ("e", None)))
             _check_array(kernel, f"caches[{f}]", cache, np.float32,
                          (("N", None), ("K", K), ("H", H)))
             if cache.shape[0] > table.shape[0]:
                 raise ValueError(f"{kernel}: caches[{f}] has more rows than tables[{f}]")
-            _check_window_slice(kernel, D, K, table.shape[1], offset)
-            tview = table
-            self.table_ptr[f] = <float*>&tview[0, 0]
+            e = table.shape[1]
+            _check_window_slice(kernel, D, K, e, offset)
             self.cache_ptr[f] = NULL
             if cache.shape[0] > 0:
                 cview = cache
                 self.cache_ptr[f] = <float*>&cview[0, 0, 0]
             self.cache_rows[f] = cache.shape[0]
             self.table_rows[f] = table.shape[0]
-            self.table_dim[f] = table.shape[1]
-            self.table_offset[f] = offset
-        cdef const float[:, ::1] WTv = WT_dh
+            self.tables.append(table)
+            # (e, K·H): row j holds Wᵀ's row for column j of this feature at every
+            # position, so table[v] @ it = P_f[v] laid out like a cache row
+            blocks = WT_dh.reshape(K, E, H)[:, offset:offset + e, :]
+            self.row_products.append(np.ascontiguousarray(blocks.transpose(1, 0, 2))
+                                     .reshape(e, K * H))
         cdef const float[::1] bv = b_h
         cdef const float[:, ::1] Uv = U_th
         cdef const float[::1] cv = c_t
-        self.WT, self.b, self.U, self.c = &WTv[0, 0], &bv[0], &Uv[0, 0], &cv[0]
-        self.arrays = (list(caches), list(tables), WT_dh, b_h, U_th, c_t)
+        self.b, self.U, self.c = &bv[0], &Uv[0, 0], &cv[0]
+        self.arrays = (list(caches), b_h, U_th, c_t)
 
     def __dealloc__(self):
         free(self.cache_ptr)
-        free(self.table_ptr)
         free(self.cache_rows)
         free(self.table_rows)
-        free(self.table_dim)
-        free(self.table_offset)
 
     def scores(self, ids_bkf):
         """float32 (B, T) scores for int32 (B, K, F) window ids."""
@@ -1119,39 +1127,71 @@ cdef class CachedScorer:
         _check_ids_bkf(kernel, ids_bkf, ids, self.table_rows)
         out = np.empty((B, self.T), dtype=np.float32)
         work = np.empty(SCORER_BLOCK * self.H, dtype=np.float32)
+        sources = np.empty(self.K * self.F, dtype=np.intp)
+        for start in range(0, B, SCORER_CHUNK):
+            chunk = ids_bkf[start:start + SCORER_CHUNK]
+            chunk, missed = self._products_of_misses(chunk)
+            self._score_chunk(chunk, missed, out[start:start + SCORER_CHUNK], work, sources)
+        return out
+
+    def _products_of_misses(self, chunk):
+        """Ids past a cache are renumbered cache_rows + slot into the chunk's products
+        of its distinct missed rows, (n, K·H) per feature (None: no misses)."""
+        missed = [None] * self.F
+        copied = False
+        for f in range(self.F):
+            if self.cache_rows[f] == self.table_rows[f]:
+                continue
+            column = chunk[:, :, f]
+            miss = column >= self.cache_rows[f]
+            if not miss.any():
+                continue
+            if not copied:      # never renumber the caller's array
+                chunk, copied = chunk.copy(), True
+                column = chunk[:, :, f]
+            rows, slot = np.unique(column[miss], return_inverse=True)
+            column[miss] = self.cache_rows[f] + slot.reshape(-1).astype(np.int32)
+            missed[f] = self.tables[f][rows] @ self.row_products[f]
+        return chunk, missed
+
+    def _score_chunk(self, chunk, missed, out, work, sources):
+        cdef const int[:, :, ::1] ids = chunk
         cdef float[:, ::1] S = out
         cdef float[::1] Z = work
-        cdef int start = 0, n
+        cdef Py_ssize_t[::1] src = sources
+        cdef const float[:, ::1] mview
+        cdef int F = self.F, B = ids.shape[0], start = 0, n
+        missed_ptr_buf = np.zeros(F, dtype=np.intp)
+        cdef Py_ssize_t[::1] missed_ptr = missed_ptr_buf
+        for f in range(F):
+            if missed[f] is not None:
+                mview = missed[f]
+                missed_ptr[f] = <Py_ssize_t>&mview[0, 0]
         with nogil:
             while start < B:
                 n = B - start if B - start < SCORER_BLOCK else SCORER_BLOCK
-                self._block(ids, start, n, &Z[0], &S[start, 0])
+                self._block(ids, start, n, <const float**>&missed_ptr[0], &Z[0],
+                            <const float**>&src[0], &S[start, 0])
                 start += n
-        return out
 
-    cdef void _block(self, const int[:, :, ::1] ids, int start, int n, float* Z,
+    cdef void _block(self, const int[:, :, ::1] ids, int start, int n,
+                     const float** missed, float* Z, const float** src,
                      float* S) noexcept nogil:
-        cdef int H = self.H, T = self.T, E = self.E
-        cdef Py_ssize_t i, k, f, h, j, t
-        cdef int v, e
-        cdef float x
+        cdef int H = self.H, T = self.T, K = self.K, F = self.F
+        cdef Py_ssize_t i, k, f, t
+        cdef int v, rows
         cdef float* z
-        cdef const float* src
-        cdef const float* w
         for i in range(n):
             z = &Z[i * H]
-            memcpy(z, self.b, H * sizeof(float))
-            for k in range(self.K):
-                for f in range(self.F):
+            for k in range(K):
+                for f in range(F):
                     v = ids[start + i, k, f]
-                    if v < self.cache_rows[f]:
-                        src = &self.cache_ptr[f][(v * self.K + k) * H]
-                        for h in range(H):
-                            z[h] += src[h]
+                    rows = self.cache_rows[f]
+                    if v < rows:
+                        src[k * F + f] = &self.cache_ptr[f][(v * K + k) * H]
                     else:
-                        e = self.table_dim[f]
-                        _add_row_times_block(z, &self.table_ptr[f][v * e],
-                                             &self.WT[(k * E + self.table_offset[f]) * H], e, H)
+                        src[k * F + f] = &missed[f][((v - rows) * K + k) * H]
+            _sum_rows(z, self.b, src, K * F, H)
             _activate_row(z, H, self.act)
         # S = Z Uᵀ + c for the block (NumPy: S = Z @ U.T + c)
         for i in range(n):

@@ -438,6 +438,19 @@ def test_cached_scorer_matches_reference_and_full_forward(N, B):
     assert_close(fast, full, "against the training forward", rtol=1e-4, atol=1e-5)
 
 
+def test_cached_scorer_over_several_chunks_leaves_the_ids_alone():
+    # 9000 windows: two chunks of misses (SCORER_CHUNK = 8192), each row missed often
+    rng = np.random.default_rng(5)
+    caches, tables, WT, b, U, c, offsets, Kw, _ = _scorer_inputs(rng, 3)
+    ids = np.stack([rng.integers(0, 10, (9000, Kw)), rng.integers(0, 6, (9000, Kw))],
+                   axis=2).astype(np.int32)
+    before = ids.copy()
+    fast = K.CachedScorer(caches, tables, WT, b, U, c, "hardtanh", offsets, Kw).scores(ids)
+    slow = R.CachedScorer(caches, tables, WT, b, U, c, "hardtanh", offsets, Kw).scores(ids)
+    assert_close(fast, slow, "9000 windows", rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(ids, before)
+
+
 def test_cached_scorer_rejects_bad_arguments():
     rng = np.random.default_rng(0)
     caches, tables, WT, b, U, c, offsets, Kw, _ = _scorer_inputs(rng, 3)
