@@ -23,6 +23,7 @@ import numpy as np
 
 from libc.math cimport exp, log, INFINITY
 from libc.string cimport memcpy, memset
+from libc.stdint cimport uint16_t
 
 from fastner._blas cimport gemm_rm
 
@@ -1006,21 +1007,58 @@ cdef inline double _logsumexp_row(const float* s, int T) noexcept nogil:
 
 cdef enum:
     SCORER_BLOCK = 256      # windows per block: the block's hidden layer stays in L2
+    PREFETCH_AHEAD = 4     # windows ahead whose newest word's cached rows are prefetched
     SCORER_CHUNK = 8192     # windows whose cache misses are multiplied together; bounds
                             # the misses' products to 8192·K·(K·H) floats per feature
 
 
-cdef inline void _sum_rows(float* z, const float* b, const float** src, int n,
-                           int H) noexcept nogil:
-    # z = b + Σ_r src[r] (NumPy: z = b + sum(src)), four rows per pass, so z is
-    # loaded and stored ⌈n/4⌉ times rather than n (the loop was store-bound).
+cdef extern from "_half.h":
+    void fastner_half_init() noexcept nogil
+    void fastner_add_half_rows(float* z, const uint16_t** rows, int n, int H) noexcept nogil
+    void fastner_add_half_rows_portable(float* z, const uint16_t** rows, int n,
+                                        int H) noexcept nogil
+    float fastner_half_to_float(uint16_t h) noexcept nogil
+    void fastner_prefetch(const void* p, int n) noexcept nogil
+    int fastner_use_f16c
+
+fastner_half_init()
+
+
+def half_path():
+    """Which half → float conversion the inference cache uses: "f16c" or "portable"."""
+    return "f16c" if fastner_use_f16c else "portable"
+
+
+def _use_portable_half(bint portable):
+    """Tests only: force the portable half conversion (or go back to the CPU's best)."""
+    global fastner_use_f16c
+    fastner_half_init()
+    if portable:
+        fastner_use_f16c = 0
+
+
+def half_to_float(h):
+    """The portable half → float conversion on a uint16 array (for tests)."""
+    src = np.ascontiguousarray(h, dtype=np.uint16).reshape(-1)
+    out = np.empty(src.shape[0], dtype=np.float32)
+    cdef const uint16_t[::1] a = src
+    cdef float[::1] o = out
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(a.shape[0]):
+            o[i] = fastner_half_to_float(a[i])
+    return out.reshape(np.shape(h))
+
+
+cdef inline void _add_rows(float* z, const float** src, int n, int H) noexcept nogil:
+    # z += Σ_r src[r] (NumPy: z += sum(src)), four rows per pass, so z is loaded
+    # and stored ⌈n/4⌉ times rather than n (one row per pass was store-bound).
     cdef Py_ssize_t h
     cdef int r = 0
     cdef const float* p0
     cdef const float* p1
     cdef const float* p2
     cdef const float* p3
-    memcpy(z, b, H * sizeof(float))
     while n - r >= 4:
         p0, p1, p2, p3 = src[r], src[r + 1], src[r + 2], src[r + 3]
         for h in range(H):
@@ -1039,19 +1077,19 @@ cdef class CachedScorer:
 
     The inference twin of lookup_forward + affine_act_forward (twice): the first
     layer becomes K·F vector additions per window. P_f comes from the cache
-    (precomputed rows) or, for rows past the cache, from one sgemm per chunk of
-    SCORER_CHUNK windows over the chunk's *distinct* missed rows (a rare word that
-    recurs in a document is multiplied once). The additions, the activation and
-    the output layer then run block by block (SCORER_BLOCK windows), so each
-    block's hidden layer stays in cache. Arrays are checked once, here; ``scores``
-    checks its ids.
+    (precomputed rows, stored in half precision) or, for rows past the cache,
+    from one sgemm per chunk of SCORER_CHUNK windows over the chunk's *distinct*
+    missed rows (a rare word that recurs in a document is multiplied once). The
+    additions, the activation and the output layer then run block by block
+    (SCORER_BLOCK windows), so each block's hidden layer stays in cache. Arrays
+    are checked once, here; ``scores`` checks its ids.
 
-    caches: float32 (N_f, K, H) per feature; tables: float32 (V_f, e_f); WT_dh: W
+    caches: float16 (N_f, K, H) per feature; tables: float32 (V_f, e_f); WT_dh: W
     transposed (D, H); b_h (H,); U_th (T, H); c_t (T,); offsets as in lookup_forward.
     """
     cdef object arrays
     cdef list tables, row_products
-    cdef float** cache_ptr
+    cdef uint16_t** cache_ptr
     cdef int* cache_rows
     cdef int* table_rows
     cdef const float* b
@@ -1079,16 +1117,16 @@ cdef class CachedScorer:
         self.F, self.K, self.H, self.T = len(tables), K, H, T
         E = _check_window_slice(kernel, D, K, 0, 0)
         n = self.F
-        self.cache_ptr = <float**>malloc(n * sizeof(float*))
+        self.cache_ptr = <uint16_t**>malloc(n * sizeof(uint16_t*))
         self.cache_rows = <int*>malloc(n * sizeof(int))
         self.table_rows = <int*>malloc(n * sizeof(int))
         if not (self.cache_ptr and self.cache_rows and self.table_rows):
             raise MemoryError()
-        cdef const float[:, :, ::1] cview
+        cdef const uint16_t[:, :, ::1] cview
         self.tables, self.row_products = [], []
         for f, (cache, table, offset) in enumerate(zip(caches, tables, offsets)):
             _check_array(kernel, f"tables[{f}]", table, np.float32, (("V", None), ("e", None)))
-            _check_array(kernel, f"caches[{f}]", cache, np.float32,
+            _check_array(kernel, f"caches[{f}]", cache, np.float16,
                          (("N", None), ("K", K), ("H", H)))
             if cache.shape[0] > table.shape[0]:
                 raise ValueError(f"{kernel}: caches[{f}] has more rows than tables[{f}]")
@@ -1096,8 +1134,8 @@ cdef class CachedScorer:
             _check_window_slice(kernel, D, K, e, offset)
             self.cache_ptr[f] = NULL
             if cache.shape[0] > 0:
-                cview = cache
-                self.cache_ptr[f] = <float*>&cview[0, 0, 0]
+                cview = cache.view(np.uint16)
+                self.cache_ptr[f] = <uint16_t*>&cview[0, 0, 0]
             self.cache_rows[f] = cache.shape[0]
             self.table_rows[f] = table.shape[0]
             self.tables.append(table)
@@ -1126,17 +1164,15 @@ cdef class CachedScorer:
         cdef int B = ids.shape[0]
         _check_ids_bkf(kernel, ids_bkf, ids, self.table_rows)
         out = np.empty((B, self.T), dtype=np.float32)
-        work = np.empty(SCORER_BLOCK * self.H, dtype=np.float32)
-        sources = np.empty(self.K * self.F, dtype=np.intp)
         for start in range(0, B, SCORER_CHUNK):
             chunk = ids_bkf[start:start + SCORER_CHUNK]
             chunk, missed = self._products_of_misses(chunk)
-            self._score_chunk(chunk, missed, out[start:start + SCORER_CHUNK], work, sources)
+            self._score_chunk(chunk, missed, out[start:start + SCORER_CHUNK])
         return out
 
     def _products_of_misses(self, chunk):
         """Ids past a cache are renumbered cache_rows + slot into the chunk's products
-        of its distinct missed rows, (n, K·H) per feature (None: no misses)."""
+        of its distinct missed rows, float32 (n, K·H) per feature (None: no misses)."""
         missed = [None] * self.F
         copied = False
         for f in range(self.F):
@@ -1154,48 +1190,63 @@ cdef class CachedScorer:
             missed[f] = self.tables[f][rows] @ self.row_products[f]
         return chunk, missed
 
-    def _score_chunk(self, chunk, missed, out, work, sources):
+    def _score_chunk(self, chunk, missed, out):
         cdef const int[:, :, ::1] ids = chunk
         cdef float[:, ::1] S = out
-        cdef float[::1] Z = work
-        cdef Py_ssize_t[::1] src = sources
-        cdef const float[:, ::1] mview
         cdef int F = self.F, B = ids.shape[0], start = 0, n
-        missed_ptr_buf = np.zeros(F, dtype=np.intp)
-        cdef Py_ssize_t[::1] missed_ptr = missed_ptr_buf
+        work = np.empty(SCORER_BLOCK * self.H, dtype=np.float32)
+        # per window: pointers to its cached (half) and missed (float) rows
+        pointers = np.empty(2 * self.K * F, dtype=np.intp)
+        missed_bases = np.zeros(F, dtype=np.intp)
+        cdef float[::1] Z = work
+        cdef Py_ssize_t[::1] rows = pointers
+        cdef Py_ssize_t[::1] bases = missed_bases
+        cdef const float[:, ::1] mview
         for f in range(F):
             if missed[f] is not None:
                 mview = missed[f]
-                missed_ptr[f] = <Py_ssize_t>&mview[0, 0]
+                bases[f] = <Py_ssize_t>&mview[0, 0]
         with nogil:
             while start < B:
                 n = B - start if B - start < SCORER_BLOCK else SCORER_BLOCK
-                self._block(ids, start, n, <const float**>&missed_ptr[0], &Z[0],
-                            <const float**>&src[0], &S[start, 0])
+                self._block(ids, start, n, <const float**>&bases[0], &Z[0],
+                            <const uint16_t**>&rows[0], <const float**>&rows[self.K * F],
+                            &S[start, 0])
                 start += n
 
     cdef void _block(self, const int[:, :, ::1] ids, int start, int n,
-                     const float** missed, float* Z, const float** src,
-                     float* S) noexcept nogil:
+                     const float** missed, float* Z, const uint16_t** hit_rows,
+                     const float** miss_rows, float* S) noexcept nogil:
         cdef int H = self.H, T = self.T, K = self.K, F = self.F
         cdef Py_ssize_t i, k, f, t
-        cdef int v, rows
+        cdef int v, cached, hits, misses
         cdef float* z
         for i in range(n):
             z = &Z[i * H]
+            hits = misses = 0
+            if i + PREFETCH_AHEAD < n:
+                # the newest word of a window PREFETCH_AHEAD ahead: all K of its cached
+                # rows are read by the next K windows
+                for f in range(F):
+                    v = ids[start + i + PREFETCH_AHEAD, K - 1, f]
+                    if v < self.cache_rows[f]:
+                        fastner_prefetch(&self.cache_ptr[f][v * K * H], K * H * 2)
             for k in range(K):
                 for f in range(F):
                     v = ids[start + i, k, f]
-                    rows = self.cache_rows[f]
-                    if v < rows:
-                        src[k * F + f] = &self.cache_ptr[f][(v * K + k) * H]
+                    cached = self.cache_rows[f]
+                    if v < cached:
+                        hit_rows[hits] = &self.cache_ptr[f][(v * K + k) * H]
+                        hits += 1
                     else:
-                        src[k * F + f] = &missed[f][((v - rows) * K + k) * H]
-            _sum_rows(z, self.b, src, K * F, H)
+                        miss_rows[misses] = &missed[f][((v - cached) * K + k) * H]
+                        misses += 1
+            memcpy(z, self.b, H * sizeof(float))
+            fastner_add_half_rows(z, hit_rows, hits, H)
+            _add_rows(z, miss_rows, misses, H)
             _activate_row(z, H, self.act)
         # S = Z Uᵀ + c for the block (NumPy: S = Z @ U.T + c)
         for i in range(n):
             for t in range(T):
                 S[i * T + t] = self.c[t]
         gemm_rm(False, True, n, T, H, 1.0, Z, H, self.U, H, 1.0, S, T)
-

@@ -217,12 +217,15 @@ class WindowTagger:
 
         The first layer is linear in the window, so at inference a token costs K
         cached vector additions instead of a (D × H) product (Chen & Manning 2014).
-        Small feature tables are cached whole first; the word table gets the rest
-        of the budget, from its first (most frequent, GloVe-ordered) rows. Rows
-        past the cache are multiplied on the fly. Call again after changing the
-        parameters. Returns the cache's size in bytes.
+        The products are stored in half precision (relative error ≤ 2⁻¹¹; on
+        CoNLL-2003 valid the shipped model's tags do not change), which doubles the
+        rows a budget holds and halves the bytes read per token. Small feature
+        tables are cached whole first; the word table gets the rest of the budget,
+        from its first (most frequent, GloVe-ordered) rows. Rows past the cache are
+        multiplied on the fly. Call again after changing the parameters. Returns
+        the bytes the scorer holds (cache plus Wᵀ).
         """
-        row_bytes = self.K * self.hidden * np.dtype(np.float32).itemsize
+        row_bytes = self.K * self.hidden * np.dtype(np.float16).itemsize
         budget_rows = int(budget_mb * 2**20) // row_bytes
         order = sorted(range(len(self.features)), key=lambda i: (i == 0, self.features[i].size))
         rows = [0] * len(self.features)
@@ -233,10 +236,13 @@ class WindowTagger:
         caches = []
         for n, table, offset in zip(rows, self.tables(), self.offsets):
             e = table.shape[1]
-            cache = np.empty((n, self.K, self.hidden), dtype=np.float32)
+            cache = np.empty((n, self.K, self.hidden), dtype=np.float16)
             for k in range(self.K):
                 W_k = W[:, k * self.E + offset:k * self.E + offset + e]
                 cache[:, k, :] = table[:n] @ W_k.T
+            if not np.isfinite(cache).all():
+                raise ValueError("build_inference_cache: a first-layer product exceeds half "
+                                 "precision (|x| > 65504); tag without the cache (cache_mb=0)")
             caches.append(cache)
         self.inference_cache = caches
         WT = np.ascontiguousarray(W.T)

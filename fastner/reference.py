@@ -208,20 +208,29 @@ def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
 
 
 class CachedScorer:
-    """NumPy twin of fastner._kernels.CachedScorer. The caches hold W_k · table[v];
-    the math is the first layer's X Wᵀ, so the reference rebuilds X and multiplies."""
+    """NumPy twin of fastner._kernels.CachedScorer: the first layer's X Wᵀ as the
+    sum over window positions k of P_f[v, k] = W_k · table_f[v], taken from the
+    (half-precision) cache for rows it holds and multiplied out for the rest."""
 
     def __init__(self, caches, tables, WT_dh, b_h, U_th, c_t, activation, offsets, K):
-        self.tables, self.WT, self.b, self.U, self.c = list(tables), WT_dh, b_h, U_th, c_t
+        self.caches, self.tables = list(caches), list(tables)
+        self.WT, self.b, self.U, self.c = WT_dh, b_h, U_th, c_t
         self.activation, self.offsets, self.K = activation, list(offsets), K
 
     def scores(self, ids_bkf):
-        B = ids_bkf.shape[0]
-        X = np.zeros((B, self.WT.shape[0]), dtype=self.WT.dtype)
-        for f, (table, offset) in enumerate(zip(self.tables, self.offsets)):
-            lookup_forward(np.ascontiguousarray(ids_bkf[:, :, f]), table, X, offset)
-        Hd = activate(X @ self.WT + self.b, self.activation)
-        return (Hd @ self.U.T + self.c).astype(self.WT.dtype)
+        B, K, _ = ids_bkf.shape
+        E = self.WT.shape[0] // K
+        Z = np.tile(self.b, (B, 1)).astype(np.float32)
+        for f, (cache, table, offset) in enumerate(zip(self.caches, self.tables, self.offsets)):
+            e = table.shape[1]
+            for k in range(K):
+                v = ids_bkf[:, k, f]
+                hit = v < cache.shape[0]
+                Z[hit] += cache[v[hit], k].astype(np.float32)
+                W_k_T = self.WT[k * E + offset:k * E + offset + e]       # (e, H)
+                Z[~hit] += table[v[~hit]] @ W_k_T
+        Hd = activate(Z, self.activation)
+        return (Hd @ self.U.T + self.c).astype(np.float32)
 
 
 class SGDStep:

@@ -417,7 +417,7 @@ def _scorer_inputs(rng, N, Kw=3, H=7, T=4):
         e = table.shape[1]
         caches.append(np.ascontiguousarray(np.stack(
             [table[:n] @ W[:, k * E + offset:k * E + offset + e].T for k in range(Kw)],
-            axis=1).astype(f32).reshape(n, Kw, H)))
+            axis=1).astype(np.float16).reshape(n, Kw, H)))
     return caches, tables, np.ascontiguousarray(W.T), b, U, c, offsets, Kw, W
 
 
@@ -435,7 +435,35 @@ def test_cached_scorer_matches_reference_and_full_forward(N, B):
     for f, (table, offset) in enumerate(zip(tables, offsets)):
         K.lookup_forward(np.ascontiguousarray(ids[:, :, f]), table, X, offset)
     full = K.affine_act_forward(K.affine_act_forward(X, W, b, "tanh"), U, c, "identity")
-    assert_close(fast, full, "against the training forward", rtol=1e-4, atol=1e-5)
+    # the cache holds half-precision products: |error| ≤ 2⁻¹¹ of each
+    assert_close(fast, full, "against the training forward", rtol=5e-3, atol=5e-3)
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_cached_scorer_half_paths_agree(portable):
+    # the F16C and the portable half conversions give the same scores
+    rng = np.random.default_rng(11)
+    caches, tables, WT, b, U, c, offsets, Kw, _ = _scorer_inputs(rng, 7, H=37)
+    ids = np.stack([rng.integers(0, 10, (300, Kw)), rng.integers(0, 6, (300, Kw))],
+                   axis=2).astype(np.int32)
+    try:
+        K._use_portable_half(portable)
+        assert (K.half_path() == "portable") or not portable
+        fast = K.CachedScorer(caches, tables, WT, b, U, c, "relu", offsets, Kw).scores(ids)
+    finally:
+        K._use_portable_half(False)
+    slow = R.CachedScorer(caches, tables, WT, b, U, c, "relu", offsets, Kw).scores(ids)
+    assert_close(fast, slow, f"portable={portable}", rtol=1e-4, atol=1e-5)
+
+
+def test_half_to_float_is_exact_for_every_half():
+    every = np.arange(2**16, dtype=np.uint32).astype(np.uint16)
+    expected = every.view(np.float16).astype(np.float32)
+    got = K.half_to_float(every)
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(got[finite], expected[finite])
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(got[np.isinf(expected)], expected[np.isinf(expected)])
 
 
 def test_cached_scorer_over_several_chunks_leaves_the_ids_alone():
@@ -462,8 +490,11 @@ def test_cached_scorer_rejects_bad_arguments():
     with pytest.raises(ValueError, match="ids_bkf must have shape"):
         scorer.scores(np.zeros((2, Kw, 3), np.int32))
     with pytest.raises(ValueError, match="more rows than"):
-        K.CachedScorer([np.zeros((11, Kw, 7), f32), caches[1]], tables, WT, b, U, c, "tanh",
+        K.CachedScorer([np.zeros((11, Kw, 7), np.float16), caches[1]], tables, WT, b, U, c, "tanh",
                        offsets, Kw)
+    with pytest.raises(ValueError, match=r"caches\[0\] must be a C-contiguous float16"):
+        K.CachedScorer([caches[0].astype(f32), caches[1]], tables, WT, b, U, c, "tanh", offsets,
+                       Kw)
     with pytest.raises(ValueError, match="one cache, table and offset per feature"):
         K.CachedScorer(caches[:1], tables, WT, b, U, c, "tanh", offsets, Kw)
 

@@ -197,10 +197,11 @@ def test_inference_cache_gives_the_same_tags(budget_mb):
     plain = model.predict_ids(ids, lengths)
     size = model.build_inference_cache(budget_mb)
     assert size > 0
-    np.testing.assert_allclose(model.inference_scores(ids), S_full, rtol=1e-5, atol=1e-5)
+    # cached products are half precision (relative error ≤ 2⁻¹¹ each)
+    np.testing.assert_allclose(model.inference_scores(ids), S_full, rtol=2e-3, atol=2e-3)
     cached = model.predict_ids(ids, lengths)
     np.testing.assert_array_equal(cached[0], plain[0])
-    np.testing.assert_allclose(cached[1], plain[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cached[1], plain[1], rtol=2e-3, atol=2e-3)
 
 
 @pytest.mark.parametrize("B", [1, 7, 64])

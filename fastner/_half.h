@@ -1,0 +1,119 @@
+/* Sums of half-precision (IEEE binary16) rows into float32, for the inference
+ * cache (fastner/_kernels.pyx, CachedScorer). Stored as half, the cache holds
+ * twice the rows in the same memory and reads half the bytes per token.
+ *
+ * x86-64 CPUs since 2012 convert 8 halves per instruction (F16C). The F16C
+ * version is compiled with a target attribute, so a portable build (no -march)
+ * still has it, and is chosen at run time; elsewhere a portable scalar
+ * conversion is used (exact: every half is a float).
+ */
+#ifndef FASTNER_HALF_H
+#define FASTNER_HALF_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FASTNER_HAVE_F16C_PATH 1
+#include <immintrin.h>
+#else
+#define FASTNER_HAVE_F16C_PATH 0
+#endif
+
+/* half → float, exactly (IEEE 754 binary16 → binary32) */
+static inline float fastner_half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu, bits;
+    float out;
+    if (exponent == 0x1f) {                 /* inf, nan */
+        bits = sign | 0x7f800000u | (mantissa << 13);
+    } else if (exponent != 0) {             /* normal: rebias 15 → 127 */
+        bits = sign | ((exponent + 112u) << 23) | (mantissa << 13);
+    } else if (mantissa == 0) {             /* ±0 */
+        bits = sign;
+    } else {                                /* subnormal: normalise the mantissa */
+        exponent = 113;
+        while (!(mantissa & 0x400u)) {
+            mantissa <<= 1;
+            exponent--;
+        }
+        bits = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
+    }
+    memcpy(&out, &bits, sizeof out);
+    return out;
+}
+
+static void fastner_add_half_rows_portable(float *z, const uint16_t *const *rows, int n, int H)
+{
+    for (int r = 0; r < n; r++)
+        for (int h = 0; h < H; h++)
+            z[h] += fastner_half_to_float(rows[r][h]);
+}
+
+#if FASTNER_HAVE_F16C_PATH
+__attribute__((target("avx,f16c")))
+static inline __m256 fastner_load8_half(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+/* four rows per pass over z, so z is loaded and stored ⌈n/4⌉ times, not n */
+__attribute__((target("avx,f16c")))
+static void fastner_add_half_rows_f16c(float *z, const uint16_t *const *rows, int n, int H)
+{
+    int r = 0, h;
+    for (; n - r >= 4; r += 4) {
+        const uint16_t *p0 = rows[r], *p1 = rows[r + 1], *p2 = rows[r + 2], *p3 = rows[r + 3];
+        for (h = 0; h + 8 <= H; h += 8) {
+            __m256 a = _mm256_add_ps(fastner_load8_half(p0 + h), fastner_load8_half(p1 + h));
+            __m256 b = _mm256_add_ps(fastner_load8_half(p2 + h), fastner_load8_half(p3 + h));
+            _mm256_storeu_ps(z + h, _mm256_add_ps(_mm256_loadu_ps(z + h), _mm256_add_ps(a, b)));
+        }
+        for (; h < H; h++)
+            z[h] += (_cvtsh_ss(p0[h]) + _cvtsh_ss(p1[h])) + (_cvtsh_ss(p2[h]) + _cvtsh_ss(p3[h]));
+    }
+    for (; r < n; r++) {
+        const uint16_t *p0 = rows[r];
+        for (h = 0; h + 8 <= H; h += 8)
+            _mm256_storeu_ps(z + h, _mm256_add_ps(_mm256_loadu_ps(z + h), fastner_load8_half(p0 + h)));
+        for (; h < H; h++)
+            z[h] += _cvtsh_ss(p0[h]);
+    }
+}
+#endif
+
+/* Ask for bytes [p, p + n) to be brought into cache ahead of use. */
+static inline void fastner_prefetch(const void *p, int n)
+{
+#if defined(__GNUC__)
+    const char *c = (const char *)p;
+    for (int at = 0; at < n; at += 64)
+        __builtin_prefetch(c + at, 0, 3);
+#endif
+}
+
+/* 1 when this CPU runs the F16C path (decided once, at module import) */
+static int fastner_use_f16c = 0;
+
+static void fastner_half_init(void)
+{
+#if FASTNER_HAVE_F16C_PATH
+    __builtin_cpu_init();
+    fastner_use_f16c = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+#endif
+}
+
+/* z[0:H] += Σ_r rows[r][0:H] over n half-precision rows */
+static inline void fastner_add_half_rows(float *z, const uint16_t *const *rows, int n, int H)
+{
+#if FASTNER_HAVE_F16C_PATH
+    if (fastner_use_f16c) {
+        fastner_add_half_rows_f16c(z, rows, n, H);
+        return;
+    }
+#endif
+    fastner_add_half_rows_portable(z, rows, n, H);
+}
+
+#endif
