@@ -58,3 +58,31 @@ def test_sgemm_peak(benchmark, n):
     out = np.empty((n, n), np.float32)
     benchmark.extra_info.update(flop=2 * n ** 3)
     benchmark(_kernels.affine_act_forward, A, W, b, "identity", out)
+
+
+def test_training_epoch(benchmark):
+    """Whole-epoch training throughput in the shipped model's configuration (Adam,
+    CRF, batch 32, caps features, word dropout): batching, the three products,
+    the CRF and the optimiser, on 1,000 CoNLL-2003 training sentences (the test
+    fixture where ../shared is absent). Random word vectors: GloVe changes the
+    values, not the work."""
+    import os
+    from fastner.conll import read_conll
+    from fastner.train import Corpus, Optimizer, TrainConfig, build_model, train_epoch
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    train_path = os.path.join(root, "..", "shared", "data", "conll2003", "train.txt")
+    if not os.path.exists(train_path):
+        train_path = os.path.join(root, "tests", "fixtures", "tiny_train.txt")
+    sentences = read_conll(train_path)[:1000]
+    cfg = TrainConfig(glove_words=0)
+    model = build_model(cfg, sentences, log=lambda msg: None)
+    corpus = Corpus(model, sentences)
+    opt = Optimizer(model, cfg)
+    rng = np.random.default_rng(0)
+    T = len(model.tagset)
+    flop_per_token = 3 * 2 * (model.D * model.hidden + model.hidden * T)
+    benchmark.group = "training epoch (shipped config)"
+    benchmark.extra_info.update(tokens=corpus.tokens, flop=flop_per_token * corpus.tokens)
+    loss, seen = benchmark.pedantic(train_epoch, args=(model, opt, corpus, cfg, 1e-3, rng),
+                                    rounds=5, warmup_rounds=1)
+    assert seen == corpus.tokens and np.isfinite(loss)

@@ -234,15 +234,20 @@ class WindowTagger:
             budget_rows -= rows[i]
         W = self.params["W"]
         caches = []
+        half_max = float(np.finfo(np.float16).max)
         for n, table, offset in zip(rows, self.tables(), self.offsets):
             e = table.shape[1]
             cache = np.empty((n, self.K, self.hidden), dtype=np.float16)
-            for k in range(self.K):
-                W_k = W[:, k * self.E + offset:k * self.E + offset + e]
-                cache[:, k, :] = table[:n] @ W_k.T
-            if not np.isfinite(cache).all():
-                raise ValueError("build_inference_cache: a first-layer product exceeds half "
-                                 "precision (|x| > 65504); tag without the cache (cache_mb=0)")
+            # a few thousand rows at a time: the float32 products stay small temporaries
+            for lo in range(0, n, 4096):
+                for k in range(self.K):
+                    W_k = W[:, k * self.E + offset:k * self.E + offset + e]
+                    products = table[lo:min(n, lo + 4096)] @ W_k.T
+                    if not np.abs(products).max() <= half_max:
+                        raise ValueError(
+                            "build_inference_cache: a first-layer product exceeds half "
+                            "precision (|x| > 65504); tag without the cache (cache_mb=0)")
+                    cache[lo:lo + 4096, k, :] = products
             caches.append(cache)
         self.inference_cache = caches
         WT = np.ascontiguousarray(W.T)

@@ -7,6 +7,7 @@ probability for the tag it gave that token (softmax output, or CRF marginal):
 a number in [0, 1] that is high only when every token of the span is sure.
 """
 import os
+import time
 
 import numpy as np
 
@@ -26,6 +27,9 @@ class Tagger:
     def __init__(self, model, name="model", metadata=None):
         self.model, self.name = model, name
         self.metadata = metadata if metadata is not None else getattr(model, "metadata", {})
+        # how long load() took: reading the file, building the inference cache
+        self.load_seconds = {"read": None, "cache": None}
+        self.cache_bytes = 0
 
     @classmethod
     def load(cls, path=None, cache_mb=None):
@@ -33,12 +37,17 @@ class Tagger:
         default $FASTNER_CACHE_MB or 64; 0 disables it)."""
         path = os.fspath(path or default_model_path())
         name = os.path.basename(path)
+        started = time.perf_counter()
         model = WindowTagger.load(path)
+        read = time.perf_counter()
         if cache_mb is None:
             cache_mb = float(os.environ.get("FASTNER_CACHE_MB", "64"))
-        if cache_mb > 0:
-            model.build_inference_cache(cache_mb)
-        return cls(model, name[:-4] if name.endswith(".npz") else name)
+        cache_bytes = model.build_inference_cache(cache_mb) if cache_mb > 0 else 0
+        tagger = cls(model, name[:-4] if name.endswith(".npz") else name)
+        tagger.load_seconds = {"read": round(read - started, 3),
+                               "cache": round(time.perf_counter() - read, 3)}
+        tagger.cache_bytes = cache_bytes
+        return tagger
 
     def tag_tokens(self, sentences, docs=None):
         """Pre-tokenised sentences → per sentence {"entities": [...], "tags": [...]}.

@@ -222,6 +222,24 @@ class Optimizer:
 
 # -- training --------------------------------------------------------------
 
+def train_epoch(model, opt, corpus, cfg, lr, rng, bar=None):
+    """One pass over the corpus in shuffled batches; returns (summed loss, tokens)."""
+    total_loss, seen = 0.0, 0
+    for rows, lengths in batches(corpus, cfg, rng):
+        ids = [f[rows] for f in corpus.ids]
+        if cfg.word_dropout > 0:
+            drop = rng.random(ids[0].shape) < cfg.word_dropout
+            ids[0][drop & (ids[0] > UNK)] = UNK
+        loss = model.loss_and_backward(ids, corpus.y[rows], lengths, opt.grads, rng)
+        opt.step([np.unique(f) for f in ids], lr)
+        total_loss += loss * len(rows)
+        seen += len(rows)
+        if bar is not None:
+            bar.update(len(rows))
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+    return total_loss, seen
+
+
 def evaluate_corpus(model, corpus):
     """Entity scores of the model on a Corpus (decoded with IOB-constrained Viterbi)."""
     if corpus.tokens == 0:
@@ -334,21 +352,10 @@ class Trainer:
                 break
             lr = cfg.lr * cfg.lr_decay ** (epoch - 1)
             started = time.perf_counter()
-            total_loss, seen = 0.0, 0
             bar = tqdm(total=train.tokens, unit="tok", unit_scale=True,
                        disable=True if self.quiet else None,   # None: only on a terminal
                        desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr)
-            for rows, lengths in batches(train, cfg, rng):
-                ids = [f[rows] for f in train.ids]
-                if cfg.word_dropout > 0:
-                    drop = rng.random(ids[0].shape) < cfg.word_dropout
-                    ids[0][drop & (ids[0] > UNK)] = UNK
-                loss = model.loss_and_backward(ids, train.y[rows], lengths, opt.grads, rng)
-                opt.step([np.unique(f) for f in ids], lr)
-                total_loss += loss * len(rows)
-                seen += len(rows)
-                bar.update(len(rows))
-                bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+            total_loss, seen = train_epoch(model, opt, train, cfg, lr, rng, bar)
             bar.close()
             seconds = time.perf_counter() - started
             if not np.all(np.isfinite(model.flat)):

@@ -133,7 +133,9 @@ def model_info():
     return jsonify({"name": tagger.name, "tags": tagger.model.tagset.names,
                     "entity_types": list(tagger.model.tagset.entity_types),
                     "config": _config_summary(tagger.model), "scores": scores,
-                    "training_command": meta.get("command")})
+                    "training_command": meta.get("command"),
+                    "load_seconds": tagger.load_seconds,
+                    "inference_cache_mb": round(tagger.cache_bytes / 2**20, 1)})
 
 
 def _config_summary(model):

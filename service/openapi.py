@@ -114,7 +114,15 @@ def spec(config):
                                                           "items": {"type": "string"}},
                                          "config": {"type": "object"},
                                          "scores": {"type": "object"},
-                                         "training_command": {"type": ["string", "null"]}}},
+                                         "training_command": {"type": ["string", "null"]},
+                                         "load_seconds": {
+                                             "type": "object",
+                                             "description": "time to read the model file and "
+                                                            "to build its inference cache",
+                                             "properties": {
+                                                 "read": {"type": ["number", "null"]},
+                                                 "cache": {"type": ["number", "null"]}}},
+                                         "inference_cache_mb": {"type": "number"}}},
             "Status": {"type": "object", "required": ["status"],
                        "properties": {"status": {"type": "string"}}},
             "Error": {"type": "object", "required": ["error"], "additionalProperties": False,

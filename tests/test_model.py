@@ -204,6 +204,13 @@ def test_inference_cache_gives_the_same_tags(budget_mb):
     np.testing.assert_allclose(cached[1], plain[1], rtol=2e-3, atol=2e-3)
 
 
+def test_inference_cache_refuses_products_beyond_half_precision():
+    model = tiny_model("crf", ops=_kernels, dtype=np.float32)
+    model.params["W"][0, 0] = 1e6     # the first word column's products overflow float16
+    with pytest.raises(ValueError, match="exceeds half precision"):
+        model.build_inference_cache(64.0)
+
+
 @pytest.mark.parametrize("B", [1, 7, 64])
 def test_fused_sgd_step_equals_numpy_twin_and_trainer(B):
     """SGDStep (Cython) == reference.SGDStep (NumPy) == model backward + Optimizer("sgd")."""

@@ -157,6 +157,8 @@ def test_model_health_ready(client, validate):
     validate(r, "ModelInfo")
     info = r.get_json()
     assert info["tags"][0] == "O" and "dev" in info["scores"]
+    assert info["load_seconds"]["read"] >= 0 and info["load_seconds"]["cache"] >= 0
+    assert info["inference_cache_mb"] > 0
     assert client.get("/healthz").get_json() == {"status": "ok"}
     r = client.get("/readyz")
     assert r.status_code == 200 and r.get_json()["status"] == "ready"

@@ -135,6 +135,10 @@ def main():
                 if time.time() > deadline or proc.poll() is not None:
                     sys.exit("gunicorn did not start; see " + log.name)
                 time.sleep(0.2)
+        with urllib.request.urlopen(url + "/v1/model", timeout=10) as r:
+            info = json.load(r)
+        report["model_load_seconds"] = info["load_seconds"]
+        report["inference_cache_mb"] = info["inference_cache_mb"]
         single = lua_script({"text": SENTENCE})
         run_wrk(url, single, 3, args.connections)                     # warm-up
         before = {p: rss_mb(p) for p in workers(proc.pid)}
