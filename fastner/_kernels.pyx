@@ -1250,3 +1250,99 @@ cdef class CachedScorer:
             for t in range(T):
                 S[i * T + t] = self.c[t]
         gemm_rm(False, True, n, T, H, 1.0, Z, H, self.U, H, 1.0, S, T)
+
+
+# --------------------------------------------------------------------------
+# 7. the Adam update, dense and at the rows a batch touched
+
+cdef extern from "_adam.h":
+    void fastner_adam_row(float* p, float* g, float* m, float* v, long n, double scale,
+                          float beta1, float one_minus_beta1, float beta2,
+                          float one_minus_beta2, double step, float eps) noexcept nogil
+
+
+def _check_adam_hyper(kernel, beta1, beta2, eps, grad_scale):
+    if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
+        raise ValueError(f"{kernel}: beta1 and beta2 must be in [0, 1); got {beta1}, {beta2}")
+    if not eps > 0.0:
+        raise ValueError(f"{kernel}: eps must be positive; got {eps}")
+    if not grad_scale > 0.0:
+        raise ValueError(f"{kernel}: grad_scale must be positive; got {grad_scale}")
+
+
+def adam_update(param_n, grad_n, m_n, v_n, step, beta1=0.9, beta2=0.999, eps=1e-8,
+                grad_scale=1.0):
+    """One Adam step over a flat float32 parameter slice, in place, in one pass.
+
+    g ← grad·grad_scale (gradient clipping); m ← β1·m + (1−β1)·g;
+    v ← β2·v + (1−β2)·g²; param ← param − step·m/(√v + ε), where the caller folds
+    the bias corrections into step = lr·√(1−β2ᵗ)/(1−β1ᵗ); the scaling and that last
+    term are formed in double (fastner/_adam.h). grad is zeroed (consumed). The result equals
+    fastner.reference.adam_update bit for bit. All four arrays: float32 (n,),
+    C-contiguous, writable.
+    """
+    kernel = "adam_update"
+    _check_array(kernel, "param_n", param_n, np.float32, (("n", None),), writable=True)
+    n = param_n.shape[0]
+    for name, x in (("grad_n", grad_n), ("m_n", m_n), ("v_n", v_n)):
+        _check_array(kernel, name, x, np.float32, (("n", n),), writable=True)
+    _check_adam_hyper(kernel, beta1, beta2, eps, grad_scale)
+    if n == 0:
+        return
+    cdef float[::1] p = param_n
+    cdef float[::1] g = grad_n
+    cdef float[::1] m = m_n
+    cdef float[::1] v = v_n
+    # the (1 − β) factors are rounded to float32 from double, as NumPy rounds them
+    cdef float b1 = beta1, c1 = 1.0 - beta1, b2 = beta2, c2 = 1.0 - beta2
+    cdef float e = eps
+    cdef double s = step, scale = grad_scale
+    cdef long size = n
+    with nogil:
+        fastner_adam_row(&p[0], &g[0], &m[0], &v[0], size, scale, b1, c1, b2, c2, s, e)
+
+
+def adam_update_rows(table_ve, grad_ve, m_ve, v_ve, rows_r, step, beta1=0.9, beta2=0.999,
+                     eps=1e-8, grad_scale=1.0):
+    """adam_update applied to the given rows of a table only ("lazy" sparse Adam:
+    rows a batch did not touch, and their m and v, do not move). The rows' gradient
+    is zeroed. table, grad, m, v: float32 (V, e); rows_r: int32, strictly
+    increasing (as np.unique returns them), each in [0, V).
+    """
+    kernel = "adam_update_rows"
+    _check_array(kernel, "table_ve", table_ve, np.float32, (("V", None), ("e", None)),
+                 writable=True)
+    V, e = table_ve.shape
+    for name, x in (("grad_ve", grad_ve), ("m_ve", m_ve), ("v_ve", v_ve)):
+        _check_array(kernel, name, x, np.float32, (("V", V), ("e", e)), writable=True)
+    _check_array(kernel, "rows_r", rows_r, np.int32, (("r", None),))
+    _check_adam_hyper(kernel, beta1, beta2, eps, grad_scale)
+    cdef const int[::1] rows = rows_r
+    cdef Py_ssize_t r, bad = -1, R = rows.shape[0]
+    cdef long n_rows = V, width = e
+    with nogil:
+        for r in range(R):
+            if rows[r] < 0 or rows[r] >= n_rows or (r > 0 and rows[r] <= rows[r - 1]):
+                bad = r
+                break
+    if bad >= 0:
+        if rows_r[bad] < 0 or rows_r[bad] >= V:
+            raise IndexError(f"{kernel}: rows_r[{bad}] = {rows_r[bad]} is out of range for "
+                             f"a table of {V} rows")
+        raise ValueError(f"{kernel}: rows_r must be strictly increasing (unique rows); "
+                         f"rows_r[{bad - 1}] = {rows_r[bad - 1]}, rows_r[{bad}] = {rows_r[bad]}")
+    if R == 0 or e == 0:
+        return
+    cdef float[:, ::1] p = table_ve
+    cdef float[:, ::1] g = grad_ve
+    cdef float[:, ::1] m = m_ve
+    cdef float[:, ::1] v = v_ve
+    cdef float b1 = beta1, c1 = 1.0 - beta1, b2 = beta2, c2 = 1.0 - beta2
+    cdef float eps_f = eps
+    cdef double s = step, scale = grad_scale
+    cdef int row
+    with nogil:
+        for r in range(R):
+            row = rows[r]
+            fastner_adam_row(&p[row, 0], &g[row, 0], &m[row, 0], &v[row, 0], width, scale,
+                             b1, c1, b2, c2, s, eps_f)

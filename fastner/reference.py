@@ -265,3 +265,28 @@ class SGDStep:
             cols = _window_columns(self.K, self.E, offset, e)
             np.subtract.at(table, ids_bkf[:, :, f].reshape(-1), lr * dX[:, cols].reshape(-1, e))
         return loss
+
+
+def adam_update(param_n, grad_n, m_n, v_n, step, beta1=0.9, beta2=0.999, eps=1e-8,
+                grad_scale=1.0):
+    """One Adam step in place; the caller folds the bias corrections into
+    step = lr·√(1−β2ᵗ)/(1−β1ᵗ). The gradient is scaled (clipping), used, zeroed.
+    m and v are float32; g·grad_scale and step·m/(√v + ε) are formed in float64
+    (the trainer's scalars are NumPy float64s, so NumPy promotes) and rounded once."""
+    step = np.float64(step)
+    if grad_scale != 1.0:
+        grad_n *= np.float64(grad_scale)
+    m_n *= beta1
+    m_n += (1 - beta1) * grad_n                  # m = β1·m + (1−β1)·g
+    v_n *= beta2
+    v_n += (1 - beta2) * grad_n * grad_n         # v = β2·v + (1−β2)·g²
+    param_n -= step * m_n / (np.sqrt(v_n) + eps)
+    grad_n[...] = 0.0
+
+
+def adam_update_rows(table_ve, grad_ve, m_ve, v_ve, rows_r, step, beta1=0.9, beta2=0.999,
+                     eps=1e-8, grad_scale=1.0):
+    """adam_update at the given (unique) rows only; other rows and their state stay."""
+    p, g, m, v = table_ve[rows_r], grad_ve[rows_r], m_ve[rows_r], v_ve[rows_r]
+    adam_update(p, g, m, v, step, beta1, beta2, eps, grad_scale)
+    table_ve[rows_r], grad_ve[rows_r], m_ve[rows_r], v_ve[rows_r] = p, g, m, v

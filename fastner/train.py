@@ -170,31 +170,24 @@ class Optimizer:
                                     *[model.tables(model.views(v)) for v in self.state.values()]))
 
     def _update(self, param, grad, state, lr):
+        """SGD with momentum or AdaGrad on one slice (Adam goes through the kernels)."""
         cfg = self.cfg
         if cfg.optimizer == "sgd":
             m = state["m"]
             m *= cfg.momentum
             m += grad
             param -= lr * m
-        elif cfg.optimizer == "adagrad":
+        else:
             h = state["m"]
             h += grad * grad
             param -= lr * grad / (np.sqrt(h) + 1e-8)
-        else:
-            b1, b2 = 0.9, 0.999
-            m, v = state["m"], state["v"]
-            m *= b1
-            m += (1 - b1) * grad
-            v *= b2
-            v += (1 - b2) * grad * grad
-            step = lr * np.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
-            param -= step * m / (np.sqrt(v) + 1e-8)
 
     def step(self, touched, lr):
         """Apply the accumulated gradient, then zero it. touched: unique ids per table."""
         self.t += 1
         cfg = self.cfg
         dense_g = self.grad[self.dense]
+        scale = 1.0
         if cfg.clip > 0:
             sq = float(np.dot(dense_g, dense_g))
             for (_, g, *_), rows in zip(self.table_views, touched):
@@ -202,9 +195,13 @@ class Optimizer:
             norm = np.sqrt(sq)
             if norm > cfg.clip:
                 scale = cfg.clip / norm
-                dense_g *= scale
-                for (_, g, *_), rows in zip(self.table_views, touched):
-                    g[rows] *= scale
+        if cfg.optimizer == "adam":
+            self._adam_step(touched, lr, scale)
+            return
+        if scale != 1.0:
+            dense_g *= scale
+            for (_, g, *_), rows in zip(self.table_views, touched):
+                g[rows] *= scale
         dense_state = {k: v[self.dense] for k, v in self.state.items()}
         self._update(self.model.flat[self.dense], dense_g, dense_state, lr)
         dense_g[...] = 0.0
@@ -218,6 +215,26 @@ class Optimizer:
                 for k, st in zip(names, states):
                     st[rows] = rows_state[k]
             g[rows] = 0.0
+
+    def _adam_step(self, touched, lr, scale):
+        """Adam in one pass per slice (the ops' adam_update kernels): the dense
+        parameters, then each table at its touched rows; gradients are consumed."""
+        ops, cfg = self.model.ops, self.cfg
+        b1, b2, eps = 0.9, 0.999, 1e-8
+
+        def step(lr):       # bias corrections folded into the step size
+            return lr * np.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
+
+        dense = self.dense
+        ops.adam_update(self.model.flat[dense], self.grad[dense], self.state["m"][dense],
+                        self.state["v"][dense], step(lr), b1, b2, eps, scale)
+        for (p, g, m, v), rows in zip(self.table_views, touched):
+            rows = np.ascontiguousarray(rows, dtype=np.int32)
+            if cfg.emb_lr_scale > 0:
+                ops.adam_update_rows(p, g, m, v, rows, step(lr * cfg.emb_lr_scale),
+                                     b1, b2, eps, scale)
+            else:
+                g[rows] = 0.0
 
 
 # -- training --------------------------------------------------------------

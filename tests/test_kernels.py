@@ -12,7 +12,7 @@ from gradcheck import central_difference, check_numeric
 
 KERNELS = ["lookup_forward", "lookup_backward", "affine_act_forward", "affine_act_backward",
            "softmax_forward", "softmax_xent_forward_backward", "viterbi_decode",
-           "crf_forward_backward", "crf_marginals"]
+           "crf_forward_backward", "crf_marginals", "adam_update", "adam_update_rows"]
 ACTS = ["identity", "tanh", "hardtanh", "relu"]
 f32 = np.float32
 
@@ -502,3 +502,80 @@ def test_cached_scorer_rejects_bad_arguments():
 def test_tanh_accuracy():
     x = np.linspace(-30, 30, 100001).astype(f32)
     assert np.abs(K.tanh(x) - np.tanh(x.astype(np.float64))).max() < 4e-7
+
+
+# --------------------------------------------------------------------------
+# 7. Adam (an update, not a derivative: no finite differences; bit-for-bit
+# equality with the NumPy twin instead, which the trainer relies on)
+
+def _adam_state(rng, *shape):
+    param, grad, m = rand(rng, *shape), rand(rng, *shape), rand(rng, *shape) * 0.1
+    v = np.abs(rand(rng, *shape)) * 0.01
+    return [param, grad, m, v]
+
+
+@pytest.mark.parametrize("n", [1, 7, 85_000])
+@pytest.mark.parametrize("grad_scale", [1.0, 0.37])
+def test_adam_update_equals_reference_bit_for_bit(n, grad_scale):
+    rng = np.random.default_rng(n)
+    fast = _adam_state(rng, n)
+    slow = [x.copy() for x in fast]
+    for t in range(1, 4):
+        step = 1e-3 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+        K.adam_update(*fast, step, 0.9, 0.999, 1e-8, grad_scale)
+        R.adam_update(*slow, step, 0.9, 0.999, 1e-8, grad_scale)
+        for a, b, name in zip(fast, slow, ("param", "grad", "m", "v")):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name} after step {t}")
+        assert not fast[1].any()                       # the gradient is consumed
+        fast[1][...] = slow[1][...] = rand(rng, n)     # a new gradient for the next step
+
+
+def test_adam_update_rows_touches_only_its_rows():
+    rng = np.random.default_rng(3)
+    fast = _adam_state(rng, 40, 6)
+    slow = [x.copy() for x in fast]
+    before = [x.copy() for x in fast]
+    rows = np.array([0, 3, 4, 17, 39], np.int32)
+    K.adam_update_rows(*fast, rows, 2e-3, 0.9, 0.999, 1e-8, 0.5)
+    R.adam_update_rows(*slow, rows, 2e-3, 0.9, 0.999, 1e-8, 0.5)
+    untouched = np.setdiff1d(np.arange(40), rows)
+    for a, b, old, name in zip(fast, slow, before, ("table", "grad", "m", "v")):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+        np.testing.assert_array_equal(a[untouched], old[untouched], err_msg=name)
+        assert not np.array_equal(a[rows], old[rows]), name
+    assert not fast[1][rows].any()
+
+
+def test_adam_rejects_bad_arguments():
+    rng = np.random.default_rng(0)
+    p, g, m, v = _adam_state(rng, 10, 3)
+    rows = np.array([1, 2], np.int32)
+    with pytest.raises(ValueError, match="param_n must be a C-contiguous float32"):
+        K.adam_update(p.reshape(-1).astype(np.float64), g.reshape(-1), m.reshape(-1),
+                      v.reshape(-1), 1e-3)
+    with pytest.raises(ValueError, match=r"m_n must have shape \(n\) = \(30\)"):
+        K.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1)[:29], v.reshape(-1), 1e-3)
+    frozen = v.reshape(-1).copy()
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="v_n is an output and must be writable"):
+        K.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), frozen, 1e-3)
+    with pytest.raises(ValueError, match="beta1 and beta2 must be in"):
+        K.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), 1e-3,
+                      beta1=1.0)
+    with pytest.raises(ValueError, match="grad_scale must be positive"):
+        K.adam_update_rows(p, g, m, v, rows, 1e-3, grad_scale=0.0)
+    with pytest.raises(ValueError, match=r"grad_ve must have shape \(V, e\) = \(10, 3\)"):
+        K.adam_update_rows(p, g[:9], m, v, rows, 1e-3)
+    with pytest.raises(ValueError, match="rows_r must be a C-contiguous int32"):
+        K.adam_update_rows(p, g, m, v, rows.astype(np.int64), 1e-3)
+    with pytest.raises(IndexError, match=r"rows_r\[1\] = 10 is out of range for a table of 10"):
+        K.adam_update_rows(p, g, m, v, np.array([2, 10], np.int32), 1e-3)
+    with pytest.raises(IndexError, match=r"rows_r\[0\] = -1 is out of range"):
+        K.adam_update_rows(p, g, m, v, np.array([-1, 2], np.int32), 1e-3)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        K.adam_update_rows(p, g, m, v, np.array([2, 2], np.int32), 1e-3)
+    before = [x.copy() for x in (p, g, m, v)]
+    with pytest.raises(ValueError, match="strictly increasing"):
+        K.adam_update_rows(p, g, m, v, np.array([3, 1], np.int32), 1e-3)
+    for a, b in zip((p, g, m, v), before):        # nothing moved before the error
+        np.testing.assert_array_equal(a, b)

@@ -98,3 +98,35 @@ def test_glove_initialisation(tmp_path, tiny_train_path, tiny_dev_path):
     table = model.tables()[0]
     np.testing.assert_array_equal(table[vocab.index["the"]], vectors[words.index("the")])
     assert vocab.id("Paris") == vocab.index["paris"]
+
+
+@pytest.mark.parametrize("clip", [5.0, 0.01])          # 0.01: every step is clipped
+@pytest.mark.parametrize("emb_lr_scale", [1.0, 0.0])   # 0: frozen tables
+def test_adam_kernels_step_as_the_numpy_twin_bit_for_bit(tiny_train_path, clip, emb_lr_scale):
+    """The optimiser through the Cython Adam kernels and through fastner.reference:
+    identical parameters, moments and zeroed gradients after several steps."""
+    from fastner import _kernels, reference
+    from fastner.train import Optimizer, build_model
+    cfg = TrainConfig(glove_words=0, hidden=16, clip=clip, emb_lr_scale=emb_lr_scale)
+    sentences = read_conll(tiny_train_path)
+    fast = build_model(cfg, sentences, log=lambda msg: None)
+    slow = build_model(cfg, sentences, log=lambda msg: None)
+    slow.ops = reference
+    assert fast.ops is _kernels and np.array_equal(fast.flat, slow.flat)
+    opts = [Optimizer(fast, cfg), Optimizer(slow, cfg)]
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        touched = [np.unique(rng.integers(0, f.size, 20)).astype(np.int32)
+                   for f in fast.features]
+        dense = rng.normal(size=opts[0].grad[opts[0].dense].shape).astype(np.float32)
+        rows_grads = [rng.normal(size=(len(r), f.dim)).astype(np.float32)
+                      for r, f in zip(touched, fast.features)]
+        for opt in opts:
+            opt.grad[opt.dense] = dense
+            for (_, g, *_), rows, values in zip(opt.table_views, touched, rows_grads):
+                g[rows] = values
+            opt.step(touched, 1e-2)
+        np.testing.assert_array_equal(fast.flat, slow.flat)
+        for name in ("m", "v"):
+            np.testing.assert_array_equal(opts[0].state[name], opts[1].state[name])
+        assert not opts[0].grad.any() and not opts[1].grad.any()
