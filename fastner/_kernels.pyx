@@ -1007,16 +1007,15 @@ cdef inline double _logsumexp_row(const float* s, int T) noexcept nogil:
 
 cdef enum:
     SCORER_BLOCK = 256      # windows per block: the block's hidden layer stays in L2
-    PREFETCH_AHEAD = 4     # windows ahead whose newest word's cached rows are prefetched
-    SCORER_CHUNK = 8192     # windows whose cache misses are multiplied together; bounds
-                            # the misses' products to 8192·K·(K·H) floats per feature
+    PREFETCH_AHEAD = 4      # windows ahead whose newest word's cached rows are prefetched
+    SCORER_CHUNK = 4096     # windows whose cache misses are multiplied together: each
+                            # window brings one new token, so about 4096 distinct missed
+                            # rows, 4096·K·H floats of products (25 MB at K=5, H=300)
 
 
 cdef extern from "_half.h":
     void fastner_half_init() noexcept nogil
     void fastner_add_half_rows(float* z, const uint16_t** rows, int n, int H) noexcept nogil
-    void fastner_add_half_rows_portable(float* z, const uint16_t** rows, int n,
-                                        int H) noexcept nogil
     float fastner_half_to_float(uint16_t h) noexcept nogil
     void fastner_prefetch(const void* p, int n) noexcept nogil
     int fastner_use_f16c

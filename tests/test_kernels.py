@@ -467,7 +467,7 @@ def test_half_to_float_is_exact_for_every_half():
 
 
 def test_cached_scorer_over_several_chunks_leaves_the_ids_alone():
-    # 9000 windows: two chunks of misses (SCORER_CHUNK = 8192), each row missed often
+    # 9000 windows: three chunks of misses (SCORER_CHUNK = 4096), each row missed often
     rng = np.random.default_rng(5)
     caches, tables, WT, b, U, c, offsets, Kw, _ = _scorer_inputs(rng, 3)
     ids = np.stack([rng.integers(0, 10, (9000, Kw)), rng.integers(0, 6, (9000, Kw))],
