@@ -24,9 +24,18 @@ declare -A ARGS=(
   [plus_doccase]="--features caps:5,doccase:5"
   [plus_dropout]="--dropout 0.2"
   [hardtanh]="--activation hardtanh"
+  [lr_2e-3]="--lr 0.002"
+  [lr_decay_0.9]="--lr-decay 0.9"
+  [emb_lr_half]="--emb-lr-scale 0.5"
+  [word_dropout_0.2]="--word-dropout 0.2"
+  [batch_16]="--batch-size 16"
+  [window_7]="--half-window 3"
+  [seed_1]="--seed 1"
+  [seed_2]="--seed 2"
 )
 ORDER=(shipped no_crf no_caps no_word_dropout no_lr_decay no_glove glove_100k plus_affix_shape
-       plus_doccase plus_dropout hardtanh)
+       plus_doccase plus_dropout hardtanh lr_2e-3 lr_decay_0.9 emb_lr_half word_dropout_0.2
+       batch_16 window_7 seed_1 seed_2)
 NAMES=("$@")
 [ ${#NAMES[@]} -eq 0 ] && NAMES=("${ORDER[@]}")
 for name in "${NAMES[@]}"; do
