@@ -230,19 +230,13 @@ def lookup_backward(ids_bk, dX_bd, dtable_ve, offset=0):
 
 cdef void _affine_act_forward(const float[:, ::1] X_bd, const float[:, ::1] W_hd,
                               const float[::1] b_h, int act, float[:, ::1] out_bh) noexcept nogil:
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i
     cdef int B = X_bd.shape[0], D = X_bd.shape[1], H = W_hd.shape[0]
-    cdef float z
-    cdef float* row
     # Z = X Wᵀ            (NumPy: out = X @ W.T)
     gemm_rm(False, True, B, H, D, 1.0, &X_bd[0, 0], D, &W_hd[0, 0], D, 0.0, &out_bh[0, 0], H)
     # H = f(Z + b), row by row while the row is in cache
-    cdef const float* bias = &b_h[0]
     for i in range(B):
-        row = &out_bh[i, 0]
-        for j in range(H):
-            row[j] = row[j] + bias[j]
-        _activate_row(row, H, act)
+        _bias_activate_row(&out_bh[i, 0], &b_h[0], H, act)
 
 
 def affine_act_forward(X_bd, W_hd, b_h, activation="tanh", out_bh=None):
@@ -307,7 +301,6 @@ cdef inline void _act_backward_row(const float* dH, const float* Hs, float* dZ, 
 cdef void _affine_backward(const float[:, ::1] dZ_bh, const float[:, ::1] X_bd,
                            const float[:, ::1] W_hd, float[:, ::1] dW_hd, float[::1] db_h,
                            float* dX, bint want_dX) noexcept nogil:
-    cdef Py_ssize_t i, j
     cdef int B = dZ_bh.shape[0], H = dZ_bh.shape[1], D = X_bd.shape[1]
     # ∂J/∂W += δ_Zᵀ X     (NumPy: dW += dZ.T @ X; outer products summed over the batch)
     gemm_rm(True, False, H, D, B, 1.0, &dZ_bh[0, 0], H, &X_bd[0, 0], D, 1.0, &dW_hd[0, 0], D)
@@ -315,12 +308,7 @@ cdef void _affine_backward(const float[:, ::1] dZ_bh, const float[:, ::1] X_bd,
         # δ_X = δ_Z W       (NumPy: dX = dZ @ W)
         gemm_rm(False, False, B, D, H, 1.0, &dZ_bh[0, 0], H, &W_hd[0, 0], D, 0.0, dX, D)
     # ∂J/∂b += Σ_b δ_Z[b]
-    cdef float* db = &db_h[0]
-    cdef const float* dz
-    for i in range(B):
-        dz = &dZ_bh[i, 0]
-        for j in range(H):
-            db[j] += dz[j]
+    _add_column_sums(&db_h[0], &dZ_bh[0, 0], B, H, 1.0)
 
 
 def affine_act_backward(dH_bh, H_bh, X_bd, W_hd, activation, dW_hd, db_h, dX_bd=None):
@@ -781,6 +769,27 @@ cdef inline void _activate_row(float* row, int H, int act) noexcept nogil:
             row[j] = zero if z < zero else z
 
 
+cdef inline void _bias_activate_row(float* row, const float* bias, int H,
+                                    int act) noexcept nogil:
+    # row = f(row + b)   (MATH.md forward 2, after the product)
+    cdef Py_ssize_t j
+    for j in range(H):
+        row[j] = row[j] + bias[j]
+    _activate_row(row, H, act)
+
+
+cdef inline void _add_column_sums(float* out, const float* M, int rows, int cols,
+                                  float alpha) noexcept nogil:
+    # out += Σ_i alpha·M[i]   (NumPy: out += alpha * M.sum(axis=0)): a bias gradient,
+    # or an SGD step on a bias with alpha = −lr
+    cdef Py_ssize_t i, j
+    cdef const float* m
+    for i in range(rows):
+        m = &M[i * cols]
+        for j in range(cols):
+            out[j] += alpha * m[j]
+
+
 # --------------------------------------------------------------------------
 # 5. a whole plain-SGD training step, fused (softmax loss)
 
@@ -949,10 +958,7 @@ cdef class SGDStep:
         # forward 2–3: Hd = f(X Wᵀ + b), S = Hd Uᵀ + c
         gemm_rm(False, True, B, H, D, 1.0, X, D, &self.W[0, 0], D, 0.0, Hd, H)
         for i in range(B):
-            row = &Hd[i * H]
-            for j in range(H):
-                row[j] = row[j] + self.b[j]
-            _activate_row(row, H, self.act)
+            _bias_activate_row(&Hd[i * H], &self.b[0], H, self.act)
         gemm_rm(False, True, B, T, H, 1.0, Hd, H, &self.U[0, 0], H, 0.0, S, T)
         # forward 4 and backward 1: loss, δ_S = (P − Y)/B (in place of S)
         for i in range(B):
@@ -967,18 +973,14 @@ cdef class SGDStep:
         # backward 2: δ_H = δ_S U (before U moves), then U -= lr δ_Sᵀ Hd, c -= lr Σ δ_S
         gemm_rm(False, False, B, H, T, 1.0, S, T, &self.U[0, 0], H, 0.0, dH, H)
         gemm_rm(True, False, T, H, B, -lr, S, T, Hd, H, 1.0, &self.U[0, 0], H)
-        for i in range(B):
-            for j in range(T):
-                self.c[j] -= lr * S[i * T + j]
+        _add_column_sums(&self.c[0], S, B, T, -lr)
         # backward 3: δ_Z = δ_H ⊙ f′ (from the stored output)
         for i in range(B):
             _act_backward_row(&dH[i * H], &Hd[i * H], &dZ[i * H], H, self.act)
         # backward 4: δ_X = δ_Z W (before W moves), W -= lr δ_Zᵀ X, b -= lr Σ δ_Z
         gemm_rm(False, False, B, D, H, 1.0, dZ, H, &self.W[0, 0], D, 0.0, dX, D)
         gemm_rm(True, False, H, D, B, -lr, dZ, H, X, D, 1.0, &self.W[0, 0], D)
-        for i in range(B):
-            for j in range(H):
-                self.b[j] -= lr * dZ[i * H + j]
+        _add_column_sums(&self.b[0], dZ, B, H, -lr)
         # backward 5: sparse update of the touched rows (repeats accumulate)
         for i in range(B):
             for k in range(K):
