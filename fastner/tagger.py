@@ -18,6 +18,11 @@ _REPO_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
                            "models", "fastner-conll03.npz")
 
 
+def _firsts(counts):
+    """Flat index of each group's first token, then the total: [0, c0, c0 + c1, ...]."""
+    return np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))])
+
+
 def default_model_path():
     """$FASTNER_MODEL, else the model shipped in the repository's models/ folder."""
     return os.environ.get("FASTNER_MODEL") or _REPO_MODEL
@@ -57,19 +62,26 @@ class Tagger:
         document-level features look across a document's sentences.
         """
         tags, conf, lengths = self.model.tag_ids(sentences, docs)
-        starts, ends, kinds, scores = self.model.tagset.entity_runs(tags, conf)
-        first = np.concatenate([[0], np.cumsum(lengths)])
-        sentence_of = np.searchsorted(first, starts, side="right") - 1
-        types, names = self.model.tagset.entity_types, self.model.tagset.names
+        first = _firsts(lengths)
+        names = self.model.tagset.names
         out = [{"entities": [], "tags": [names[t] for t in tags[a:b]]}
                for a, b in zip(first[:-1], first[1:])]
-        for s, a, b, k, score in zip(sentence_of.tolist(), starts.tolist(), ends.tolist(),
-                                     kinds.tolist(), scores.tolist()):
-            a, b = a - first[s], b - first[s]
-            out[s]["entities"].append({"text": " ".join(sentences[s][a:b]), "label": types[k],
-                                       "token_start": int(a), "token_end": int(b),
-                                       "score": round(score, 4)})
+        for s, a, b, label, score in self._entities(tags, conf, first):
+            out[s]["entities"].append({"text": " ".join(sentences[s][a:b]), "label": label,
+                                       "token_start": a, "token_end": b, "score": score})
         return out
+
+    def _entities(self, tags, conf, first):
+        """(group, start, end, label, score) of each entity in the flat tag array, with
+        start/end counted from the first token of its group (sentence or text);
+        ``first``: each group's first flat token, then the total."""
+        starts, ends, kinds, scores = self.model.tagset.entity_runs(tags, conf)
+        group = np.searchsorted(first, starts, side="right") - 1
+        types = self.model.tagset.entity_types
+        for g, a, b, k, score in zip(group.tolist(), (starts - first[group]).tolist(),
+                                     (ends - first[group]).tolist(), kinds.tolist(),
+                                     scores.tolist()):
+            yield g, a, b, types[k], round(score, 4)
 
     def tag_texts(self, texts, include_tokens=False):
         """Raw texts → per text {"entities": [...]} with character offsets.
@@ -93,20 +105,13 @@ class Tagger:
                 sentences.append([t[0] for t in sent])
                 docs.append(doc)
         tags, conf, _ = self.model.tag_ids(sentences, docs)
-        starts, ends, kinds, scores = self.model.tagset.entity_runs(tags, conf)
-        counts = np.array([len(t) for t in tokenized], dtype=np.int64)
-        first = np.concatenate([[0], np.cumsum(counts)])       # each text's first flat token
-        text_of = np.searchsorted(first, starts, side="right") - 1
-        types = self.model.tagset.entity_types
+        first = _firsts([len(t) for t in tokenized])           # each text's first flat token
         results = [{"entities": []} for _ in texts]
-        for d, a, b, k, score in zip(text_of.tolist(), starts.tolist(), ends.tolist(),
-                                     kinds.tolist(), scores.tolist()):
-            tokens = tokenized[d]
-            a, b = a - int(first[d]), b - int(first[d])
-            start, end = tokens[a][1], tokens[b - 1][2]
-            results[d]["entities"].append({"text": texts[d][start:end], "label": types[k],
+        for d, a, b, label, score in self._entities(tags, conf, first):
+            start, end = tokenized[d][a][1], tokenized[d][b - 1][2]
+            results[d]["entities"].append({"text": texts[d][start:end], "label": label,
                                            "start": start, "end": end, "token_start": a,
-                                           "token_end": b, "score": round(score, 4)})
+                                           "token_end": b, "score": score})
         if include_tokens:
             names = self.model.tagset.names
             for d, tokens in enumerate(tokenized):
