@@ -798,13 +798,14 @@ from libc.stdlib cimport malloc, free
 
 cdef Py_ssize_t _first_bad_bkf(const int[:, :, ::1] ids, const int* rows) noexcept nogil:
     """Flat index of the first ids[b, k, f] outside [0, rows[f]), or -1."""
-    cdef Py_ssize_t i, n = ids.shape[0] * ids.shape[1], f, F = ids.shape[2]
+    cdef Py_ssize_t b, k, f, K = ids.shape[1], F = ids.shape[2]
     cdef int v
-    for i in range(n):
-        for f in range(F):
-            v = ids[i // ids.shape[1], i % ids.shape[1], f]
-            if v < 0 or v >= rows[f]:
-                return i * F + f
+    for b in range(ids.shape[0]):
+        for k in range(K):
+            for f in range(F):
+                v = ids[b, k, f]
+                if v < 0 or v >= rows[f]:
+                    return (b * K + k) * F + f
     return -1
 
 
