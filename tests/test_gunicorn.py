@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Gunicorn, child_pids
+from conftest import Gunicorn
 
 pytestmark = pytest.mark.slow
 
@@ -22,10 +22,6 @@ def request(url, body=None, timeout=10):
             return r.status, r.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
-
-
-def worker_pids(master_pid):
-    return child_pids(master_pid)
 
 
 def test_tag_metrics_ready_and_clean_shutdown(tiny_model_path, tmp_path):
@@ -44,7 +40,7 @@ def test_tag_metrics_ready_and_clean_shutdown(tiny_model_path, tmp_path):
                 if x.startswith('fastner_requests_total{endpoint="/v1/tag",method="POST",'
                                 'status="200"}')]
         assert line and float(line[0].split()[-1]) == 20.0, metrics
-        assert len(worker_pids(server.proc.pid)) == 2
+        assert len(server.worker_pids()) == 2
     finally:
         code = server.stop()
     assert code == 0, server.read_log()
@@ -55,18 +51,18 @@ def test_killed_worker_is_replaced_and_reload_swaps_the_model(tiny_model_path, t
     shutil.copy(tiny_model_path, model)
     server = Gunicorn(model, tmp_dir=str(tmp_path))
     try:
-        before = worker_pids(server.proc.pid)
+        before = server.worker_pids()
         os.kill(before[0], signal.SIGKILL)
         failures = 0
         deadline = time.time() + 20
         while time.time() < deadline:
             status, _ = request(server.url + "/v1/tag", {"text": "Tom Baker left ."})
             failures += status != 200
-            pids = worker_pids(server.proc.pid)
+            pids = server.worker_pids()
             if len(pids) == 2 and before[0] not in pids:
                 break
             time.sleep(0.05)
-        assert before[0] not in worker_pids(server.proc.pid)
+        assert before[0] not in server.worker_pids()
         assert failures == 0
 
         # replace the model file with one whose card differs, then SIGHUP
@@ -74,7 +70,7 @@ def test_killed_worker_is_replaced_and_reload_swaps_the_model(tiny_model_path, t
         replacement = WindowTagger.load(tiny_model_path)
         replacement.save(model + ".new", {"command": "reloaded-model"})
         os.replace(model + ".new", model)
-        old_workers = worker_pids(server.proc.pid)
+        old_workers = server.worker_pids()
         server.proc.send_signal(signal.SIGHUP)
         deadline = time.time() + 20
         seen_new = False
@@ -87,12 +83,12 @@ def test_killed_worker_is_replaced_and_reload_swaps_the_model(tiny_model_path, t
         # the old workers finish their requests and leave; the new ones are all forked
         deadline = time.time() + 30
         while time.time() < deadline:
-            pids = worker_pids(server.proc.pid)
+            pids = server.worker_pids()
             if len(pids) == 2 and not set(old_workers) & set(pids):
                 break
             time.sleep(0.1)
-        assert not set(old_workers) & set(worker_pids(server.proc.pid))
-        assert len(worker_pids(server.proc.pid)) == 2
+        assert not set(old_workers) & set(server.worker_pids())
+        assert len(server.worker_pids()) == 2
     finally:
         assert server.stop() == 0
 
