@@ -12,7 +12,15 @@ K, E_WORD, E_CAPS, H, T = 5, 50, 5, 300, 9
 V_WORD, V_CAPS = 100_000, 7
 D = K * (E_WORD + E_CAPS)
 OFFSETS = [0, E_WORD]
-FLOP_PER_TOKEN_STEP = 3 * 2 * (D * H + H * T)       # forward + two backward products
+
+
+def flop_per_token_step(D, H, T):
+    """FLOP (2 per multiply-add) of a training step per token: the forward products
+    and the two backward ones (δ_X and the weight gradients), first layer and output."""
+    return 3 * 2 * (D * H + H * T)
+
+
+FLOP_PER_TOKEN_STEP = flop_per_token_step(D, H, T)
 
 
 def parameters(seed=1):
