@@ -1,6 +1,8 @@
-# make serve — set up (venv, install, build) and start the service on the shipped model
+# make serve — set up (venv, locked install, build) and start the service on the shipped model
 # make test  — same set-up, then the whole test suite (and the benchmarks once, quickly)
 # make bench — the benchmark suite, single-threaded, pinned to one core where taskset exists
+# make lock  — re-resolve requirements/*.txt (bump LOCK_DATE to take newer releases)
+# make wheel — dist/fastner-*.whl, built in an isolated environment from the pinned build tools
 
 PYTHON ?= python3
 # make builds the kernels for the machine it runs on (see setup.py); FASTNER_MARCH= for portable code
@@ -9,24 +11,30 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 EXT    := $(VENV)/.built-stamp
+PIP_VERSION := 26.3
+# Releases after this instant are invisible to `make lock`, so the lock is reproducible.
+LOCK_DATE   := 2026-11-28T00:00:00Z
+KERNEL_SOURCES := $(wildcard fastner/*.pyx fastner/*.pxd fastner/*.h)
 
-.PHONY: serve test bench build install clean
+.PHONY: serve test bench build install lock wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Build requirements first, so the editable install can skip build isolation.
-$(STAMP): $(BIN)/python pyproject.toml setup.py
-	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	$(BIN)/pip install -q "Cython>=3.0" "numpy>=1.26" "scipy>=1.11"
-	$(BIN)/pip install -q --no-build-isolation -e '.[dev]'
+# Every dependency, build tools included, at the exact version in the lock, installed
+# with pip's normal build isolation. Only fastner itself is then built without
+# isolation, against the locked Cython/numpy/scipy just installed.
+$(STAMP): $(BIN)/python requirements/dev.txt pyproject.toml setup.py
+	$(BIN)/pip install -q "pip==$(PIP_VERSION)"
+	$(BIN)/pip install -q -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
 
 # Rebuild the extension whenever a kernel source changes. Built aside and renamed into
 # place: overwriting the .so in place would corrupt it under a running server or trainer.
-$(EXT): $(STAMP) fastner/_kernels.pyx fastner/_blas.pxd setup.py
+$(EXT): $(STAMP) $(KERNEL_SOURCES) setup.py
 	$(BIN)/python setup.py -q build_ext --force --build-lib build/ext
 	$(BIN)/python -c "import glob, os, shutil; \
 	    src = glob.glob('build/ext/fastner/_kernels*.so')[0]; \
@@ -37,7 +45,7 @@ $(EXT): $(STAMP) fastner/_kernels.pyx fastner/_blas.pxd setup.py
 build: $(EXT)
 
 serve: build
-	FASTNER_WORKERS=$${FASTNER_WORKERS:-2} $(BIN)/gunicorn -c service/gunicorn.conf.py "service.app:create_app()"
+	$(BIN)/fastner serve
 
 test: build
 	$(BIN)/python -m pytest -q tests
@@ -49,5 +57,11 @@ bench: build
 	    echo "PyTorch not installed: its comparison rows will be skipped"
 	benchmarks/run.sh
 
+lock: $(STAMP)
+	LOCK_DATE=$(LOCK_DATE) requirements/lock.sh $(BIN)/uv
+
+wheel: $(STAMP)
+	$(BIN)/pip wheel --no-deps -w dist .
+
 clean:
-	rm -rf build $(VENV) fastner/_kernels.c fastner/*.so *.egg-info
+	rm -rf build dist $(VENV) fastner/_kernels.c fastner/*.so *.egg-info

@@ -1,6 +1,7 @@
 """fastner: a Cython-accelerated window-classifier named-entity tagger.
 
-Public API: ``Tagger`` (load a model, tag text), ``WindowTagger`` (the model),
+Public API: ``fastner.load()`` (the shipped model) or ``fastner.load(path)``
+returns a ready ``Tagger``; ``WindowTagger`` (the model),
 ``read_conll``, ``entity_scores``; training is ``fastner.train.Trainer`` with a
 ``TrainConfig``, corpus tagging on Dask ``fastner.corpus.tag_corpus``.
 """
@@ -20,5 +21,13 @@ from fastner.evaluate import entity_scores  # noqa: E402
 from fastner.model import WindowTagger  # noqa: E402
 from fastner.tagger import Tagger, default_model_path  # noqa: E402
 
-__all__ = ["Tagger", "WindowTagger", "read_conll", "entity_scores", "default_model_path",
+
+
+def load(path=None, cache_mb=None):
+    """A ready tagger: the model file at ``path``, else $FASTNER_MODEL, else the model
+    shipped with fastner. ``cache_mb`` bounds the inference cache (see Tagger.load)."""
+    return Tagger.load(path, cache_mb=cache_mb)
+
+
+__all__ = ["load", "Tagger", "WindowTagger", "read_conll", "entity_scores", "default_model_path",
            "__version__"]

@@ -180,11 +180,9 @@ def cmd_serve(args):
         env["FASTNER_BIND"] = args.bind
     if args.workers:
         env["FASTNER_WORKERS"] = str(args.workers)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    conf = os.path.join(root, "service", "gunicorn.conf.py")
-    argv = [sys.executable, "-m", "gunicorn", "-c", conf, "service.app:create_app()"]
-    os.chdir(root)
-    os.execve(sys.executable, argv, env)
+    from fastner.service import gunicorn_argv
+    argv = gunicorn_argv()
+    os.execve(argv[0], argv, env)
 
 
 def main(argv=None):

@@ -6,6 +6,7 @@ An entity's ``score`` is the lowest, over its tokens, of the model's
 probability for the tag it gave that token (softmax output, or CRF marginal):
 a number in [0, 1] that is high only when every token of the span is sure.
 """
+import importlib.resources
 import os
 import time
 
@@ -14,8 +15,7 @@ import numpy as np
 from fastner.model import WindowTagger
 from fastner.tokenize import split_sentences, tokenize
 
-_REPO_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "models", "fastner-conll03.npz")
+DEFAULT_MODEL = "fastner-conll03.npz"
 
 
 def _firsts(counts):
@@ -23,9 +23,15 @@ def _firsts(counts):
     return np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))])
 
 
+def shipped_model_path():
+    """The model that ships with fastner: the data package ``fastner.models``, which
+    is the repository's models/ folder in a checkout and inside the wheel when installed."""
+    return os.fspath(importlib.resources.files("fastner.models") / DEFAULT_MODEL)
+
+
 def default_model_path():
-    """$FASTNER_MODEL, else the model shipped in the repository's models/ folder."""
-    return os.environ.get("FASTNER_MODEL") or _REPO_MODEL
+    """$FASTNER_MODEL, else the shipped model."""
+    return os.environ.get("FASTNER_MODEL") or shipped_model_path()
 
 
 class Tagger:

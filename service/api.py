@@ -7,9 +7,9 @@ import json
 from flask import Blueprint, current_app, jsonify, render_template, request
 
 from fastner.tokenize import tokenize
-from service.errors import ApiError
-from service.metrics import count_tagged
-from service.openapi import spec
+from fastner.service.errors import ApiError
+from fastner.service.metrics import count_tagged
+from fastner.service.openapi import spec
 
 api = Blueprint("api", __name__, url_prefix="/v1")
 site = Blueprint("site", __name__)

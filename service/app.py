@@ -1,4 +1,4 @@
-"""The application factory. gunicorn runs ``service.app:create_app()``.
+"""The application factory. gunicorn runs ``fastner.service.app:create_app()``.
 
 Settings, lowest precedence first: the defaults below, then environment
 variables (FASTNER_MODEL, FASTNER_MAX_BODY_BYTES, FASTNER_MAX_TEXTS,
@@ -11,7 +11,7 @@ import os
 from flask import Flask
 
 from fastner.tagger import Tagger, default_model_path
-from service import api, errors, metrics
+from fastner.service import api, errors, metrics
 
 DEFAULTS = {
     "FASTNER_MODEL": None,                 # None: $FASTNER_MODEL or the shipped model

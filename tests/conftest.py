@@ -2,6 +2,8 @@ import os
 
 import pytest
 
+from fastner.service import gunicorn_argv
+
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
                            "shared", "data", "conll2003")
@@ -83,8 +85,7 @@ class Gunicorn:
         self.log_path = os.path.join(tmp_dir, "gunicorn.log")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "service/gunicorn.conf.py",
-             "service.app:create_app()"], cwd=root, env=env, stdout=self.log,
+            gunicorn_argv(), cwd=root, env=env, stdout=self.log,
             stderr=subprocess.STDOUT)
         self.wait_ready()
 

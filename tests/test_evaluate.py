@@ -27,22 +27,29 @@ def test_length_mismatch_is_an_error():
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_agrees_with_seqeval(seed):
-    seqeval = pytest.importorskip("seqeval.metrics")
+def test_agrees_with_conlleval(seed):
+    """Cross-check against conlleval (a line-for-line Python port of CoNLL's conlleval.pl)
+    on random, often ill-formed, tag sequences."""
+    conlleval = pytest.importorskip("conlleval")
     rng = random.Random(seed)
     tags = ["O", "O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
-    gold, pred = [], []
+    gold, pred, lines = [], [], []
     for _ in range(200):
         n = rng.randint(1, 15)
         g = [rng.choice(tags) for _ in range(n)]
         p = [t if rng.random() < 0.7 else rng.choice(tags) for t in g]
         gold.append(g)
         pred.append(p)
+        lines += [f"w {a} {b}" for a, b in zip(g, p)] + [""]
     ours = entity_scores(gold, pred)
-    assert ours["precision"] == pytest.approx(100 * seqeval.precision_score(gold, pred))
-    assert ours["recall"] == pytest.approx(100 * seqeval.recall_score(gold, pred))
-    assert ours["f1"] == pytest.approx(100 * seqeval.f1_score(gold, pred))
-    report = seqeval.classification_report(gold, pred, output_dict=True)
+    theirs = conlleval.evaluate(lines)
+    overall = theirs["overall"]["chunks"]
+    assert ours["correct_entities"] == overall["stats"]["correct"]
+    assert ours["predicted_entities"] == overall["stats"]["pred"]
+    assert ours["gold_entities"] == overall["stats"]["gold"]
+    assert ours["precision"] == pytest.approx(100 * overall["evals"]["prec"])
+    assert ours["recall"] == pytest.approx(100 * overall["evals"]["rec"])
+    assert ours["f1"] == pytest.approx(100 * overall["evals"]["f1"])
     for kind, s in ours["per_type"].items():
-        assert s["f1"] == pytest.approx(100 * report[kind]["f1-score"])
-        assert s["support"] == report[kind]["support"]
+        assert s["f1"] == pytest.approx(100 * theirs["slots"]["chunks"][kind]["evals"]["f1"])
+        assert s["support"] == theirs["slots"]["chunks"][kind]["stats"]["gold"]

@@ -6,7 +6,7 @@ import jsonschema
 import pytest
 
 from fastner.tagger import Tagger
-from service.app import create_app
+from fastner.service.app import create_app
 
 
 @pytest.fixture(scope="module")

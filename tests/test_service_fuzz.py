@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastner.tagger import Tagger
-from service.app import create_app
+from fastner.service.app import create_app
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ import threading
 import time
 import urllib.request
 
+from fastner.service import gunicorn_argv
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SENTENCE = ("The European Commission said on Thursday it disagreed with German advice to "
             "consumers to shun British lamb until scientists determine whether mad cow disease "
@@ -120,8 +122,7 @@ def main():
                FASTNER_WORKERS=str(args.workers))
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = open(os.path.join(tmp, "gunicorn.log"), "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn.conf.py",
-                             "service.app:create_app()"], cwd=ROOT, env=env, stdout=log,
+    proc = subprocess.Popen(gunicorn_argv(), cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     report = {"machine": f"{os.cpu_count()} cores", "workers": args.workers,
               "connections": args.connections, "seconds": args.seconds}

@@ -1,4 +1,4 @@
-"""gunicorn settings for fastner: `gunicorn -c service/gunicorn.conf.py "service.app:create_app()"`.
+"""gunicorn settings for fastner, run as ``fastner serve`` (fastner.service.gunicorn_argv).
 
 FASTNER_BIND (default 127.0.0.1:8000) and FASTNER_WORKERS (default 2) override.
 """
