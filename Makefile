@@ -2,7 +2,7 @@
 # make test  — same set-up, then the whole test suite (and the benchmarks once, quickly)
 # make bench — the benchmark suite, single-threaded, pinned to one core where taskset exists
 # make lock  — re-resolve requirements/*.txt (bump LOCK_DATE to take newer releases)
-# make wheel — dist/fastner-*.whl, built in an isolated environment from the pinned build tools
+# make wheel — dist/: an sdist, and a portable wheel built from it in isolation (pinned build tools)
 
 PYTHON ?= python3
 # make builds the kernels for the machine it runs on (see setup.py); FASTNER_MARCH= for portable code
@@ -60,8 +60,11 @@ bench: build
 lock: $(STAMP)
 	LOCK_DATE=$(LOCK_DATE) requirements/lock.sh $(BIN)/uv
 
+# From the sdist, so the wheel holds only what a release would: no stray build/ objects.
+# FASTNER_MARCH is emptied: a wheel must run on any x86-64 machine.
+DIST ?= dist
 wheel: $(STAMP)
-	$(BIN)/pip wheel --no-deps -w dist .
+	FASTNER_MARCH= $(BIN)/uv build --no-cache --out-dir $(DIST) .
 
 clean:
 	rm -rf build dist $(VENV) fastner/_kernels.c fastner/*.so *.egg-info

@@ -1,0 +1,162 @@
+"""Installation as a user meets it: the lock files, the build pins, and a wheel
+installed into a clean virtual environment outside the repository."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+
+import pytest
+from packaging.requirements import Requirement
+
+from conftest import FIXTURES, free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REQUIREMENTS = os.path.join(ROOT, "requirements")
+LOCKS = ("build.txt", "serve.txt", "dev.txt")
+
+
+def pinned(lines):
+    """{(name, marker): version} of a lock file's or a requires list's exact pins."""
+    pins = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        (spec,) = req.specifier                     # every lock entry is one exact pin
+        assert spec.operator == "==", line
+        pins[(req.name.lower().replace("_", "-"), str(req.marker or ""))] = spec.version
+    return pins
+
+
+def read_lock(name, folder=REQUIREMENTS):
+    with open(os.path.join(folder, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_build_system_pins_are_the_build_lock():
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        requires = tomllib.load(f)["build-system"]["requires"]
+    assert pinned(requires) == pinned(read_lock("build.txt").splitlines())
+
+
+def test_dev_lock_pins_the_build_tools_as_the_build_lock_does():
+    # make test builds fastner without isolation against the dev lock's tools
+    dev = pinned(read_lock("dev.txt").splitlines())
+    for key, version in pinned(read_lock("build.txt").splitlines()).items():
+        assert dev[key] == version, key
+
+
+def test_makefile_skips_build_isolation_only_for_fastner():
+    with open(os.path.join(ROOT, "Makefile"), encoding="utf-8") as f:
+        lines = [line for line in f if "--no-build-isolation" in line]
+    assert lines and all("--no-deps" in line and line.rstrip().endswith("-e .")
+                         for line in lines), lines
+
+
+@pytest.mark.slow
+def test_lock_files_are_what_make_lock_resolves(tmp_path):
+    """Re-resolve with the Makefile's LOCK_DATE: a pyproject.toml edited without
+    `make lock` fails here."""
+    with open(os.path.join(ROOT, "Makefile"), encoding="utf-8") as f:
+        lock_date = next(line.split(":=")[1].strip() for line in f
+                         if line.startswith("LOCK_DATE"))
+    uv = os.path.join(os.path.dirname(sys.executable), "uv")
+    subprocess.run([os.path.join(REQUIREMENTS, "lock.sh"), uv, str(tmp_path)], check=True,
+                   env=dict(os.environ, LOCK_DATE=lock_date), timeout=300)
+    for name in LOCKS:
+        assert read_lock(name, tmp_path) == read_lock(name), f"requirements/{name} is stale"
+
+
+def run(argv, **kw):
+    return subprocess.run(argv, capture_output=True, text=True, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(tmp_path_factory):
+    """`make wheel`, then the wheel and its serve extra installed, with an empty pip
+    cache and the serve lock as constraints, into a new venv outside the repository."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    dist = tmp / "dist"
+    built = run(["make", "-s", "wheel", f"DIST={dist}"], cwd=ROOT)
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = dist.glob("fastner-*.whl")
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = dict(os.environ, PIP_NO_CACHE_DIR="1")
+    installed = run([str(venv / "bin" / "pip"), "install", "-q", "-c",
+                     os.path.join(REQUIREMENTS, "serve.txt"), f"{wheel}[serve]"], env=env)
+    assert installed.returncode == 0, installed.stderr
+    work = tmp / "elsewhere"                 # not the checkout: nothing may come from it
+    work.mkdir()
+    return venv / "bin", work
+
+
+def clean_env():
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FASTNER_MODEL", "PYTHONPATH", "VIRTUAL_ENV")}
+    return env
+
+
+@pytest.mark.slow
+def test_wheel_tags_from_the_shell_and_the_python_api(wheel_venv):
+    bin_dir, work = wheel_venv
+    text = "Peter Blackburn reported from Brussels.\n"
+    tagged = run([str(bin_dir / "fastner"), "tag"], input=text, cwd=work, env=clean_env())
+    assert tagged.returncode == 0, tagged.stderr
+    labels = [(e["text"], e["label"]) for e in json.loads(tagged.stdout)["entities"]]
+    assert labels == [("Peter Blackburn", "PER"), ("Brussels", "LOC")]
+
+    script = ("import fastner, json; nlp = fastner.load(); "
+              "print(json.dumps([fastner.default_model_path(), "
+              "nlp.tag_text('EU rejects German call.')]))")
+    api = run([str(bin_dir / "python"), "-c", script], cwd=work, env=clean_env())
+    assert api.returncode == 0, api.stderr
+    path, result = json.loads(api.stdout)
+    assert "site-packages" in path and not path.startswith(ROOT)
+    assert [e["label"] for e in result["entities"]] == ["ORG", "MISC"]
+
+    evaluated = run([str(bin_dir / "fastner"), "evaluate", "--json", "--data",
+                     os.path.join(FIXTURES, "tiny_dev.txt")], cwd=work, env=clean_env())
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["f1"] > 50
+
+    # the service installs under fastner's name, not as a top-level "service"
+    stray = run([str(bin_dir / "python"), "-c", "import service"], cwd=work, env=clean_env())
+    assert stray.returncode != 0 and "No module named 'service'" in stray.stderr
+
+
+@pytest.mark.slow
+def test_wheel_serves_over_http(wheel_venv):
+    bin_dir, work = wheel_venv
+    port = free_port()
+    env = dict(clean_env(), FASTNER_WORKERS="1")
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = work / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(bin_dir / "fastner"), "serve", "--bind",
+                                 f"127.0.0.1:{port}"], cwd=work, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        body = json.dumps({"text": "EU rejects German call to boycott British lamb."}).encode()
+        deadline = time.time() + 60
+        while True:
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/tag", data=body,
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    answer = json.load(r)
+                break
+            except OSError:
+                assert proc.poll() is None, log.read_text()
+                assert time.time() < deadline, "fastner serve did not answer"
+                time.sleep(0.2)
+        assert [e["text"] for e in answer["entities"]] == ["EU", "German", "British"]
+        assert answer["model"] == "fastner-conll03"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
