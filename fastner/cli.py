@@ -15,8 +15,8 @@ def _die(message, code=2):
 
 
 def _add_model_arg(p):
-    p.add_argument("--model", help="model file (.npz); default: $FASTNER_MODEL or the shipped "
-                                   "models/fastner-conll03.npz")
+    p.add_argument("--model", help="model file (.npz); default: $FASTNER_MODEL, else the model "
+                                   "shipped with fastner")
 
 
 def build_parser():
