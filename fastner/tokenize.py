@@ -24,7 +24,10 @@ _TOKEN_RE = re.compile(
     "|".join([
         r"(?:https?://|www\.)[^\s<>\"\u200b-\u200d\u2060\ufeff]+"
         r"[^\s<>\".,;:!?)\]'}\u200b-\u200d\u2060\ufeff]",                 # URLs
-        r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",                                # e-mail addresses
+        # e-mail addresses. The local part and each label are bounded (64 and 63
+        # characters, RFC 5321's limits): unbounded, a failed attempt rescans to the
+        # end of the run from every start position, quadratic on "a+a+a+...".
+        r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})+",
         r"(?:[A-Za-z]\.){2,}(?![A-Za-z])",                              # U.S. U.N. a.m.
         r"(?:" + "|".join(_ABBREVIATIONS) + r")\.(?!\w)",                 # Mr. Jan. Inc.
         r"[+-]?\d+(?:[.,:/-]\d+)*(?:-" + _W + "+)*",                    # 1,000 3.5 1996-08-22 10-year

@@ -44,3 +44,37 @@ def test_sentence_split():
     toks = tokenize('He left. "Why?" she asked. Fine')
     assert [[t[0] for t in s] for s in split_sentences(toks)] == \
         [["He", "left", "."], ['"', "Why", "?", '"'], ["she", "asked", "."], ["Fine"]]
+
+
+# Shapes that make a backtracking tokenizer rescan from every start position
+# (the unbounded e-mail branch took 30 s on "a+" * 100000); 1 MB without a space.
+PATHOLOGICAL = ["a+", "a.", "a@", "a-", "'a", "a_", "+a", "1,", "1.a", "a1", "a@b", "a@b.",
+                "x" * 60 + "+@", "a+@" + "b" * 70 + ".", "http://.", "www.", "a.b+c@d",
+                "an't", "a's", "a\u0301+", "1-a"]
+
+
+@pytest.mark.parametrize("unit", PATHOLOGICAL)
+def test_time_is_linear_on_pathological_input(unit):
+    """Each 1 MB input in its own process, killed at the bound: a quadratic case
+    fails here instead of hanging the suite. Linear cases take 0.01-1.5 s."""
+    import subprocess
+    import sys
+    code = ("import sys, time; from fastner.tokenize import tokenize; "
+            "text = sys.argv[1] * (1_000_000 // len(sys.argv[1])); "
+            "t = time.perf_counter(); tokens = tokenize(text); "
+            "assert ''.join(text[a:b] for _, a, b in tokens) == text.replace(' ', ''); "
+            "print(time.perf_counter() - t)")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, unit], capture_output=True,
+                              text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"tokenizing {unit!r} * {1_000_000 // len(unit)} took over 15 s")
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 8
+
+
+def test_long_email_parts_are_not_one_token():
+    # RFC 5321 bounds: local part 64 characters, labels 63
+    assert [t for t, _, _ in tokenize("ann.lee+x@mail.example.org")] == \
+        ["ann.lee+x@mail.example.org"]
+    assert len(tokenize("x" * 65 + "@example.org")) > 1
