@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from fastner.model import WindowTagger
+from fastner.settings import setting
 from fastner.tokenize import split_sentences, tokenize
 
 DEFAULT_MODEL = "fastner-conll03.npz"
@@ -31,7 +32,7 @@ def shipped_model_path():
 
 def default_model_path():
     """$FASTNER_MODEL, else the shipped model."""
-    return os.environ.get("FASTNER_MODEL") or shipped_model_path()
+    return setting("FASTNER_MODEL") or shipped_model_path()
 
 
 class Tagger:
@@ -52,7 +53,7 @@ class Tagger:
         model = WindowTagger.load(path)
         read = time.perf_counter()
         if cache_mb is None:
-            cache_mb = float(os.environ.get("FASTNER_CACHE_MB", "64"))
+            cache_mb = setting("FASTNER_CACHE_MB")
         cache_bytes = model.build_inference_cache(cache_mb) if cache_mb > 0 else 0
         tagger = cls(model, name[:-4] if name.endswith(".npz") else name)
         tagger.load_seconds = {"read": round(read - started, 3),

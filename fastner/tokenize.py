@@ -42,6 +42,21 @@ _TOKEN_RE = re.compile(
 )
 
 
+# A valid pre-tokenised token (the service's "tokens" input): non-empty, with no
+# character that Python's str.isspace() accepts. The characters are listed, not
+# written \s, so that the OpenAPI document's pattern means the same in JavaScript,
+# whose \s differs (U+FEFF is in it; U+001C-U+001F and U+0085 are not).
+WHITESPACE_RANGES = r"\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028" \
+                    r"\u2029\u202f\u205f\u3000"
+TOKEN_PATTERN = f"^[^{WHITESPACE_RANGES}]+$"
+_TOKEN_RE_FULL = re.compile(f"[^{WHITESPACE_RANGES}]+")
+
+
+def is_valid_token(token):
+    """Whether ``token`` is non-empty and free of white space (TOKEN_PATTERN)."""
+    return _TOKEN_RE_FULL.fullmatch(token) is not None
+
+
 # Runs of characters between separators (white space and zero-width characters).
 _CHUNK_RE = re.compile(r"[^\s\u200b-\u200d\u2060\ufeff]+")
 

@@ -3,27 +3,69 @@
 Views only parse, call the tagger and shape JSON; the numeric work is in fastner.
 """
 import json
+import os
+import re
 
 from flask import Blueprint, current_app, jsonify, render_template, request
+from werkzeug.exceptions import ClientDisconnected
 
-from fastner.tokenize import tokenize
 from fastner.service.errors import ApiError
 from fastner.service.metrics import count_tagged
 from fastner.service.openapi import spec
+from fastner.settings import setting
+from fastner.tokenize import is_valid_token, tokenize
 
 api = Blueprint("api", __name__, url_prefix="/v1")
 site = Blueprint("site", __name__)
 
 TAG_FIELDS = {"text", "texts", "tokens", "include_tokens"}
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _tagger():
     return current_app.extensions["fastner_tagger"]
 
 
-def _limits():
-    cfg = current_app.config
-    return cfg["FASTNER_MAX_TEXTS"], cfg["FASTNER_MAX_TOKENS"]
+def _limit(name):
+    return current_app.config[name]
+
+
+def _read_body():
+    """The raw body, at most FASTNER_MAX_BODY_BYTES, or the right 4xx.
+
+    A chunked body has no Content-Length, and werkzeug's limited stream stops
+    quietly at the limit (a 1 MB body plus garbage would parse as the first
+    1 MB): read one byte past the limit from the server's terminated stream and
+    refuse if it came. A body the server cannot read (malformed chunking, a
+    client that stops early) is the client's error, not ours.
+    """
+    limit = _limit("FASTNER_MAX_BODY_BYTES")
+    too_large = ApiError(413, "payload_too_large", f"the request body is over the limit of "
+                                                   f"{limit} bytes")
+    length = request.content_length
+    if length is not None and length > limit:
+        raise too_large
+    try:
+        if length is None and "wsgi.input_terminated" in request.environ:
+            raw = request.environ["wsgi.input"].read(limit + 1)
+        else:
+            raw = request.get_data(cache=False)
+    except (OSError, ValueError, ClientDisconnected) as err:
+        raise ApiError(400, "unreadable_body", f"the request body could not be read: "
+                                               f"{str(err)[:200]}") from None
+    if len(raw) > limit:
+        raise too_large
+    return raw
+
+
+def _no_duplicate_keys(pairs):
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        seen = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ApiError(422, "invalid_request", f"the key {duplicate!r} appears more than once "
+                                               f"in an object")
+    return body
 
 
 def _json_body():
@@ -33,7 +75,7 @@ def _json_body():
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as JSON with 'Content-Type: application/json'; "
                        f"got {mimetype or 'no content type'!r}")
-    raw = request.get_data(cache=False)   # 413 here when over MAX_CONTENT_LENGTH
+    raw = _read_body()
     if not raw:
         raise ApiError(422, "invalid_request", "the request body is empty; send a JSON object "
                                                "such as {\"text\": \"...\"}")
@@ -43,13 +85,23 @@ def _json_body():
         raise ApiError(400, "invalid_utf8", f"the body is not valid UTF-8 (byte {err.start}: "
                                             f"{err.reason})") from None
     try:
-        body = json.loads(text)
+        body = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except (ValueError, RecursionError) as err:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {err}") from None
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_request",
                        f"the body must be a JSON object; got {type(body).__name__}")
     return body
+
+
+def _check_text(value, where):
+    """Refuse lone surrogates: legal JSON escapes (a JavaScript client cutting a string
+    mid-character sends them), but not text: no offset or output can hold them."""
+    found = LONE_SURROGATE.search(value)
+    if found:
+        raise ApiError(422, "invalid_text", f"{where} holds a lone surrogate "
+                                            f"U+{ord(found.group()):04X} at index "
+                                            f"{found.start()}; send whole characters")
 
 
 def _string_list(value, field):
@@ -59,10 +111,11 @@ def _string_list(value, field):
 
 
 def parse_tag_request(body):
-    """(kind, payload, include_tokens) from a /v1/tag body, or ApiError."""
+    """(kind, payload, include_tokens) from a /v1/tag body, or ApiError. Every limit is
+    checked here, before any tokenizing or tagging."""
     unknown = sorted(set(body) - TAG_FIELDS)
     if unknown:
-        raise ApiError(422, "invalid_request", f"unknown field(s) {', '.join(unknown)}; "
+        raise ApiError(422, "invalid_request", f"unknown field(s) {', '.join(map(repr, unknown))}; "
                                                f"allowed: {', '.join(sorted(TAG_FIELDS))}")
     given = [k for k in ("text", "texts", "tokens") if k in body]
     if len(given) != 1:
@@ -74,26 +127,42 @@ def parse_tag_request(body):
         raise ApiError(422, "invalid_request", "'include_tokens' must be true or false")
     kind = given[0]
     value = body[kind]
-    max_texts, _ = _limits()
+    max_texts = _limit("FASTNER_MAX_TEXTS")
     if kind == "text":
         if not isinstance(value, str):
             raise ApiError(422, "invalid_request",
                            f"'text' must be a string; got {type(value).__name__}")
+        _check_text(value, "'text'")
+        n_chars = len(value)
     elif kind == "texts":
         _string_list(value, "texts")
+        for i, text in enumerate(value):
+            _check_text(text, f"texts[{i}]")
+        n_chars = sum(map(len, value))
     else:
         if not isinstance(value, list):
             raise ApiError(422, "invalid_request", "'tokens' must be a list of sentences, each a "
                                                    "list of token strings")
+        n_chars = 0
         for i, sent in enumerate(value):
             _string_list(sent, f"tokens[{i}]")
             for j, tok in enumerate(sent):
-                if not tok or tok != tok.strip() or any(ch.isspace() for ch in tok):
+                if not is_valid_token(tok):
                     raise ApiError(422, "invalid_request", f"tokens[{i}][{j}] must be a "
-                                                           f"non-empty string without spaces")
+                                                           f"non-empty string without white "
+                                                           f"space")
+                _check_text(tok, f"tokens[{i}][{j}]")
+                n_chars += len(tok) + 1
     if kind != "text" and len(value) > max_texts:
         raise ApiError(413, "too_many_texts", f"'{kind}' holds {len(value)} items; the limit "
                                               f"is {max_texts} per request")
+    max_chars = _limit("FASTNER_MAX_CHARS")
+    if n_chars > max_chars:
+        raise ApiError(413, "too_many_chars", f"the request holds {n_chars} characters of "
+                                              f"text; the limit is {max_chars}: split it into "
+                                              f"smaller requests")
+    if kind == "tokens":
+        _check_token_limit(sum(len(s) for s in value))
     return kind, value, include_tokens
 
 
@@ -101,16 +170,14 @@ def parse_tag_request(body):
 def tag():
     kind, value, include_tokens = parse_tag_request(_json_body())
     tagger = _tagger()
-    _, max_tokens = _limits()
     if kind == "tokens":
         n_tokens = sum(len(s) for s in value)
-        _check_token_limit(n_tokens, max_tokens)
         results = tagger.tag_token_lists(value, include_tokens)
     else:
         texts = [value] if kind == "text" else value
-        tokenized = [tokenize(t) for t in texts]
+        tokenized = [tokenize(t) for t in texts]      # linear time; characters bounded above
         n_tokens = sum(len(t) for t in tokenized)
-        _check_token_limit(n_tokens, max_tokens)
+        _check_token_limit(n_tokens)
         results = tagger.tag_tokenized(texts, tokenized, include_tokens)
     count_tagged(n_tokens, sum(len(r["entities"]) for r in results))
     if kind == "text":
@@ -118,7 +185,8 @@ def tag():
     return jsonify({"results": results, "model": tagger.name})
 
 
-def _check_token_limit(n_tokens, max_tokens):
+def _check_token_limit(n_tokens):
+    max_tokens = _limit("FASTNER_MAX_TOKENS")
     if n_tokens > max_tokens:
         raise ApiError(413, "too_many_tokens", f"the request holds {n_tokens} tokens; the limit "
                                                f"is {max_tokens}: split it into smaller requests")
@@ -153,6 +221,10 @@ def healthz():
 
 @site.get("/readyz")
 def readyz():
+    drain_file = setting("FASTNER_DRAIN_FILE")
+    if drain_file and os.path.exists(drain_file):
+        raise ApiError(503, "draining", "this instance is shutting down; it still answers "
+                                        "requests until its grace period ends")
     try:
         result = _tagger().tag_text("Readiness check in Paris .")
     except Exception as err:  # the model cannot answer: not ready

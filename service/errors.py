@@ -19,6 +19,10 @@ class ApiError(Exception):
 
 
 def error_response(status, code, message):
+    # a message may quote client input: keep it short and encodable (lone surrogates)
+    if len(message) > 500:
+        message = message[:500] + "..."
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     response = jsonify({"error": {"code": code, "message": message}})
     response.status_code = status
     return response

@@ -1,11 +1,12 @@
 """The OpenAPI 3.1 description of the service (tests check responses against it)."""
+from fastner.tokenize import TOKEN_PATTERN
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
 def _error_responses(*statuses):
-    text = {400: "Malformed JSON or invalid UTF-8", 413: "Body, item count or token count over "
-            "the limit", 415: "Content-Type is not application/json", 422: "Well-formed JSON of "
+    text = {400: "Malformed JSON, invalid UTF-8 or an unreadable body", 413: "Body, characters, "
+            "item count or token count over the limit", 415: "Content-Type is not application/json", 422: "Well-formed JSON of "
             "the wrong shape or types", 503: "The model cannot answer"}
     return {str(s): {"description": text[s], "content": {"application/json": {"schema": _ERROR}}}
             for s in statuses}
@@ -13,8 +14,10 @@ def _error_responses(*statuses):
 
 def spec(config):
     limits = (f"Limits: body {config['FASTNER_MAX_BODY_BYTES']} bytes, "
+              f"{config['FASTNER_MAX_CHARS']} characters of text, "
               f"{config['FASTNER_MAX_TEXTS']} items in `texts`/`tokens`, "
-              f"{config['FASTNER_MAX_TOKENS']} tokens per request (413 beyond).")
+              f"{config['FASTNER_MAX_TOKENS']} tokens per request (413 beyond). Strings must "
+              f"hold whole characters: a lone surrogate escape gets 422.")
     entity = {
         "type": "object",
         "required": ["text", "label", "start", "end", "token_start", "token_end", "score"],
@@ -89,7 +92,10 @@ def spec(config):
                     "tokens": {"type": "array", "maxItems": config["FASTNER_MAX_TEXTS"],
                                "items": {"type": "array",
                                          "items": {"type": "string", "minLength": 1,
-                                                   "pattern": "^\\S+$"}}},
+                                                   "pattern": TOKEN_PATTERN,
+                                                   "description": "no white space (the "
+                                                                  "characters Python's "
+                                                                  "str.isspace accepts)"}}},
                     "include_tokens": {"type": "boolean", "default": False}},
                 "oneOf": [{"required": ["text"]}, {"required": ["texts"]},
                           {"required": ["tokens"]}]},

@@ -74,13 +74,12 @@ class Gunicorn:
 
     def _start(self, model_path, workers, tmp_dir):
         import subprocess
-        import sys
         self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ, FASTNER_MODEL=model_path, FASTNER_BIND=f"127.0.0.1:{self.port}",
-                   FASTNER_WORKERS=str(workers))
+                   FASTNER_WORKERS=str(workers), FASTNER_DRAIN_SECONDS="0.5")
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.log_path = os.path.join(tmp_dir, "gunicorn.log")
         self.log = open(self.log_path, "wb")

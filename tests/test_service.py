@@ -17,7 +17,8 @@ def tagger(tiny_model_path):
 @pytest.fixture
 def app(tagger):
     app = create_app({"FASTNER_TAGGER": tagger, "FASTNER_MAX_TEXTS": 8,
-                      "FASTNER_MAX_TOKENS": 200, "FASTNER_MAX_BODY_BYTES": 20_000})
+                      "FASTNER_MAX_TOKENS": 200, "FASTNER_MAX_BODY_BYTES": 20_000,
+                      "FASTNER_MAX_CHARS": 1_000})
     app.config["TESTING"] = True
     yield app
     # no client input may reach the 500 handler
@@ -128,6 +129,26 @@ ERRORS = [  # (description, request kwargs, status, error code)
     ("deeply nested", dict(body=b"[" * 100000 + b"]" * 100000), 413, "payload_too_large"),
     ("nested within limit", dict(body=b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}"), 400,
      "malformed_json"),
+    # legal JSON that is not text: a lone surrogate (a JavaScript client cutting a string)
+    ("lone surrogate in text", dict(body=b'{"text": "Paris \\ud800 London", '
+                                         b'"include_tokens": true}'), 422, "invalid_text"),
+    ("lone surrogate in a token", dict(body=b'{"tokens": [["Lon\\ud800don"]]}'), 422,
+     "invalid_text"),
+    ("lone low surrogate in texts", dict(body=b'{"texts": ["a", "\\udc00"]}'), 422,
+     "invalid_text"),
+    ("lone surrogate in a key", dict(body=b'{"text": "a", "\\ud800": 1}'), 422,
+     "invalid_request"),
+    ("duplicate key", dict(body=b'{"text": 1, "text": "Paris"}'), 422, "invalid_request"),
+    ("duplicate nested key", dict(body=b'{"text": "a", "x": {"k": 1, "k": 2}}'), 422,
+     "invalid_request"),
+    ("too many characters", dict(body={"text": "abcdefghij" * 101}), 413, "too_many_chars"),
+    ("too many characters in texts", dict(body={"texts": ["abcdefghij" * 60] * 2}), 413,
+     "too_many_chars"),
+    ("too many characters in tokens", dict(body={"tokens": [["abcdefghi"] * 101]}), 413,
+     "too_many_chars"),
+    # str.isspace() characters that JavaScript's \\s does not match
+    ("token with U+001F", dict(body={"tokens": [["a\x1fb"]]}), 422, "invalid_request"),
+    ("token with U+0085", dict(body={"tokens": [["a\x85b"]]}), 422, "invalid_request"),
 ]
 
 
@@ -200,7 +221,8 @@ def test_openapi_request_schema_agrees_with_the_validator(client):
     validator = jsonschema.Draft202012Validator(schema)
     samples = [{"text": "a"}, {"texts": []}, {"tokens": [["a"]]}, {"text": "a", "texts": []},
                {"text": 1}, {}, {"tokens": [[""]]}, {"text": "x", "include_tokens": True},
-               {"text": "x", "extra": 1}, {"include_tokens": False}]
+               {"text": "x", "extra": 1}, {"include_tokens": False}, {"tokens": [["\ufeffa"]]},
+               {"tokens": [["a\x1f"]]}, {"tokens": [["a\x85"]]}, {"tokens": [["a\u3000"]]}]
     for body in samples:
         status = post(client, body).status_code
         assert (status == 200) == validator.is_valid(body), (body, status)

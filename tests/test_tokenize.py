@@ -78,3 +78,14 @@ def test_long_email_parts_are_not_one_token():
     assert [t for t, _, _ in tokenize("ann.lee+x@mail.example.org")] == \
         ["ann.lee+x@mail.example.org"]
     assert len(tokenize("x" * 65 + "@example.org")) > 1
+
+
+def test_token_pattern_is_str_isspace():
+    import re
+    from fastner.tokenize import TOKEN_PATTERN, is_valid_token
+    pattern = re.compile(TOKEN_PATTERN)
+    for code in range(0x110000):
+        ch = chr(code)
+        assert is_valid_token(ch) == (not ch.isspace()), hex(code)
+        assert (pattern.search(ch) is not None) == (not ch.isspace()), hex(code)
+    assert not is_valid_token("") and not is_valid_token("a\n") and is_valid_token("\ufeffa")
