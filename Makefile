@@ -1,4 +1,5 @@
 # make serve — set up (venv, locked install, build) and start the service on the shipped model
+# make serve-proxy — the same behind the nginx front on 127.0.0.1:8080 (needs Debian's nginx)
 # make test  — same set-up, then the whole test suite (and the benchmarks once, quickly)
 # make bench — the benchmark suite, single-threaded, pinned to one core where taskset exists
 # make lock  — re-resolve requirements/*.txt (bump LOCK_DATE to take newer releases)
@@ -16,7 +17,7 @@ PIP_VERSION := 26.3
 LOCK_DATE   := 2026-11-28T00:00:00Z
 KERNEL_SOURCES := $(wildcard fastner/*.pyx fastner/*.pxd fastner/*.h)
 
-.PHONY: serve test bench build install lock wheel clean
+.PHONY: serve serve-proxy test bench build install lock wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +47,11 @@ build: $(EXT)
 
 serve: build
 	$(BIN)/fastner serve
+
+# The supported way to expose fastner to a network: nginx (Debian's package) in front
+# of gunicorn, on $FASTNER_PUBLIC_BIND (default 127.0.0.1:8080).
+serve-proxy: build
+	$(BIN)/fastner serve-proxy
 
 test: build
 	$(BIN)/python -m pytest -q tests

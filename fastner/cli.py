@@ -74,10 +74,22 @@ def build_parser():
                    help="longer documents are reported, not tagged")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    s = sub.add_parser("serve", help="run the HTTP service under gunicorn")
+    from fastner.settings import describe
+    settings_help = "settings (environment variables):\n" + describe()
+    s = sub.add_parser("serve", help="run the HTTP service under gunicorn",
+                       epilog=settings_help, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_arg(s)
     s.add_argument("--bind", help="address to bind (default $FASTNER_BIND or 127.0.0.1:8000)")
     s.add_argument("--workers", type=int, help="worker processes (default $FASTNER_WORKERS or 2)")
+
+    p = sub.add_parser("serve-proxy", help="the service behind the nginx front (the supported "
+                                           "way to expose it to a network)",
+                       epilog=settings_help, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_model_arg(p)
+    p.add_argument("--public-bind", help="address nginx listens on (default "
+                                         "$FASTNER_PUBLIC_BIND or 127.0.0.1:8080)")
+    p.add_argument("--workers", type=int, help="gunicorn worker processes (default "
+                                               "$FASTNER_WORKERS or 2)")
     return parser
 
 
@@ -172,17 +184,28 @@ def cmd_tag_corpus(args):
     return 0
 
 
-def cmd_serve(args):
-    env = dict(os.environ)
+def _serve_environment(args, **options):
+    """The service's settings from the command line, over the environment."""
     if args.model:
-        env["FASTNER_MODEL"] = os.path.abspath(args.model)
-    if args.bind:
-        env["FASTNER_BIND"] = args.bind
+        os.environ["FASTNER_MODEL"] = os.path.abspath(args.model)
     if args.workers:
-        env["FASTNER_WORKERS"] = str(args.workers)
+        os.environ["FASTNER_WORKERS"] = str(args.workers)
+    for name, value in options.items():
+        if value:
+            os.environ[name] = value
+
+
+def cmd_serve(args):
     from fastner.service import gunicorn_argv
+    _serve_environment(args, FASTNER_BIND=args.bind)
     argv = gunicorn_argv()
-    os.execve(argv[0], argv, env)
+    os.execv(argv[0], argv)
+
+
+def cmd_serve_proxy(args):
+    from fastner.service.proxy import serve_proxy
+    _serve_environment(args, FASTNER_PUBLIC_BIND=args.public_bind)
+    return serve_proxy(log=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
 def main(argv=None):
@@ -190,7 +213,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     args.argv = argv
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "tag": cmd_tag,
-                "tag-corpus": cmd_tag_corpus, "serve": cmd_serve}
+                "tag-corpus": cmd_tag_corpus, "serve": cmd_serve,
+                "serve-proxy": cmd_serve_proxy}
     try:
         return handlers[args.command](args)
     except (io.ModelFileError, ValueError, OSError, RuntimeError) as err:

@@ -45,8 +45,8 @@ SETTINGS = [
     Setting("FASTNER_PUBLIC_BIND", "127.0.0.1:8080", str,
             "address the nginx front listens on (make serve-proxy)"),
     Setting("FASTNER_CLIENT_TIMEOUT", 10, int,
-            "nginx front: seconds a client may take between two reads of its headers or body, "
-            "and to read a response", 1),
+            "seconds a client may pause while sending its body (gunicorn answers 408) and, "
+            "at the nginx front, its headers, or while reading the response", 1),
 ]
 BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -7,7 +7,6 @@ import os
 import re
 
 from flask import Blueprint, current_app, jsonify, render_template, request
-from werkzeug.exceptions import ClientDisconnected
 
 from fastner.service.errors import ApiError
 from fastner.service.metrics import count_tagged
@@ -37,7 +36,8 @@ def _read_body():
     quietly at the limit (a 1 MB body plus garbage would parse as the first
     1 MB): read one byte past the limit from the server's terminated stream and
     refuse if it came. A body the server cannot read (malformed chunking, a
-    client that stops early) is the client's error, not ours.
+    client that stops early) is the client's error, not ours: 400, or 408 when
+    it stops arriving.
     """
     limit = _limit("FASTNER_MAX_BODY_BYTES")
     too_large = ApiError(413, "payload_too_large", f"the request body is over the limit of "
@@ -45,12 +45,22 @@ def _read_body():
     length = request.content_length
     if length is not None and length > limit:
         raise too_large
+    client = request.environ.get("gunicorn.socket")
+    if client is not None:
+        # a client that stops sending mid-body would hold a sync worker until gunicorn
+        # kills it (30 s); give up on the body after FASTNER_CLIENT_TIMEOUT instead
+        client.settimeout(setting("FASTNER_CLIENT_TIMEOUT"))
     try:
-        if length is None and "wsgi.input_terminated" in request.environ:
-            raw = request.environ["wsgi.input"].read(limit + 1)
+        body = request.environ["wsgi.input"]    # werkzeug's wrapper hides timeouts
+        if length is not None:
+            raw = body.read(length)
+        elif "wsgi.input_terminated" in request.environ:
+            raw = body.read(limit + 1)
         else:
-            raw = request.get_data(cache=False)
-    except (OSError, ValueError, ClientDisconnected) as err:
+            raw = b""                              # no length and no terminated stream
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", "the request body stopped arriving") from None
+    except Exception as err:   # the server's stream failed: its parse errors have no common base
         raise ApiError(400, "unreadable_body", f"the request body could not be read: "
                                                f"{str(err)[:200]}") from None
     if len(raw) > limit:

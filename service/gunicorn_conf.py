@@ -43,6 +43,9 @@ timeout = 30
 graceful_timeout = 30
 keepalive = 5                 # gthread only: sync workers close after each response
 accesslog = setting("FASTNER_ACCESS_LOG")
+# No gunicornc control socket: its default path is one per user, so two instances on a
+# machine (serve and serve-proxy, or the tests) would fight over it; signals control us.
+control_socket_disable = True
 
 
 def write_json_error(sock, status_int, reason, mesg):

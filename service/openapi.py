@@ -7,7 +7,8 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 def _error_responses(*statuses):
     text = {400: "Malformed JSON, invalid UTF-8 or an unreadable body", 413: "Body, characters, "
             "item count or token count over the limit", 415: "Content-Type is not application/json", 422: "Well-formed JSON of "
-            "the wrong shape or types", 503: "The model cannot answer"}
+            "the wrong shape or types", 503: "The model cannot answer", 408: "The body stopped "
+            "arriving for FASTNER_CLIENT_TIMEOUT seconds"}
     return {str(s): {"description": text[s], "content": {"application/json": {"schema": _ERROR}}}
             for s in statuses}
 
@@ -65,7 +66,7 @@ def spec(config):
                             "content": {"application/json": {"schema": {"oneOf": [
                                 {"$ref": "#/components/schemas/SingleResult"},
                                 {"$ref": "#/components/schemas/BatchResult"}]}}}},
-                    **_error_responses(400, 413, 415, 422)}}},
+                    **_error_responses(400, 408, 413, 415, 422)}}},
             "/v1/model": {"get": {"summary": "The served model: tags, configuration, scores",
                                   "responses": {"200": {"description": "Model information",
                                                         "content": {"application/json": {"schema": {
