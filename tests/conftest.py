@@ -41,6 +41,25 @@ def free_port():
         return s.getsockname()[1]
 
 
+def exchange(port, data, timeout=10):
+    """Send raw bytes; (status, headers text, body) of the answer, read to the close."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head else None
+    return status, head.decode("latin-1"), body
+
+
 def child_pids(parent_pid):
     """Pids of a process's children that have not yet been reaped."""
     pids = []
@@ -79,7 +98,8 @@ class Gunicorn:
         self.url = f"http://127.0.0.1:{self.port}"
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ, FASTNER_MODEL=model_path, FASTNER_BIND=f"127.0.0.1:{self.port}",
-                   FASTNER_WORKERS=str(workers), FASTNER_DRAIN_SECONDS="0.5")
+                   FASTNER_WORKERS=str(workers), FASTNER_DRAIN_SECONDS="0.5",
+                   FASTNER_CLIENT_TIMEOUT="2")
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.log_path = os.path.join(tmp_dir, "gunicorn.log")
         self.log = open(self.log_path, "wb")

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Gunicorn
+from conftest import Gunicorn, exchange
 
 pytestmark = pytest.mark.slow
 
@@ -113,3 +113,44 @@ def test_fastner_serve_starts_gunicorn(tiny_model_path, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+DIRECT_FRAMING = [  # gunicorn alone: errors it answers itself are JSON too
+    ("malformed chunk size", b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+     b"\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n", 400),
+    ("negative Content-Length", b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+     400),
+    ("Content-Length with Transfer-Encoding",
+     b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("duplicate Content-Type", b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Type: "
+     b"application/json\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}", None),
+    ("garbage request line", b"\x16\x03\x01 nonsense\r\n\r\n", 400),
+    ("chunked body over the limit", b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Type: "
+     b"application/json\r\nTransfer-Encoding: chunked\r\n\r\n" +
+     b"".join(b"%x\r\n" % 100_000 + b"a" * 100_000 + b"\r\n" for _ in range(11)) +
+     b"0\r\n\r\n", 413),
+    ("short body, then silence", b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Type: "
+     b"application/json\r\nContent-Length: 100\r\n\r\n{\"text\": \"abc", 408),
+]
+
+
+@pytest.mark.parametrize("what,data,status", DIRECT_FRAMING, ids=[f[0] for f in DIRECT_FRAMING])
+def test_direct_errors_are_json_and_spare_the_workers(gunicorn_server, what, data, status):
+    workers = gunicorn_server.worker_pids()
+    port = int(gunicorn_server.url.rsplit(":", 1)[1])
+    got, head, body = exchange(port, data)
+    assert (400 <= got < 500) if status is None else got == status, (head, body)
+    assert "application/json" in head.lower(), head
+    assert json.loads(body)["error"]["code"]
+    assert gunicorn_server.worker_pids() == workers
+
+
+def test_sigterm_drains_before_stopping(tiny_model_path, tmp_path):
+    server = Gunicorn(tiny_model_path, tmp_dir=str(tmp_path))
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    status, body = request(server.url + "/readyz")
+    assert status == 503 and json.loads(body)["error"]["code"] == "draining"
+    assert request(server.url + "/v1/tag", {"text": "Tom Baker visited Oslo ."})[0] == 200
+    assert server.stop() == 0
