@@ -9,7 +9,7 @@ from dataclasses import fields
 from fastner import io
 
 
-def _die(message, code=2):
+def _die(message, code=1):
     print(f"fastner: error: {message}", file=sys.stderr)
     return code
 
@@ -101,9 +101,9 @@ def cmd_train(args):
     try:
         cfg.validate()
     except ValueError as err:
-        return _die(str(err))
+        return _die(str(err), 2)
     if not args.out.endswith(".npz"):
-        return _die(f"--out must end in .npz; got {args.out!r}")
+        return _die(f"--out must end in .npz; got {args.out!r}", 2)
     train = read_conll(args.train)
     dev = read_conll(args.dev)
     test = read_conll(args.test) if args.test else None
@@ -127,6 +127,9 @@ def cmd_evaluate(args):
     from fastner.tagger import Tagger
     tagger = Tagger.load(args.model)
     sentences = read_conll(args.data)
+    if not any(s.tags and any(t != "O" for t in s.tags) for s in sentences):
+        what = "no sentences" if not sentences else "no gold entities"
+        return _die(f"{args.data}: {what} to score")
     if args.case != "as-is":
         for sent in sentences:
             sent.tokens = [getattr(t, args.case)() for t in sent.tokens]
@@ -149,7 +152,7 @@ def cmd_tag(args):
     tagger = Tagger.load(args.model)
     out = sys.stdout
     if args.format == "conll":
-        sentences = parse_conll(sys.stdin, name="<stdin>", tagged=False)
+        sentences = parse_conll(sys.stdin.buffer, name="<stdin>", tagged=False)
         results = tagger.tag_tokens([s.tokens for s in sentences], [s.doc for s in sentences])
         for sent, result in zip(sentences, results):
             for token, tag in zip(sent.tokens, result["tags"]):

@@ -5,6 +5,7 @@ NER tag last (``token POS chunk NER`` in CoNLL-2003, ``token NER`` in
 two-column files). ``-DOCSTART-`` lines open documents, blank lines end
 sentences. IOB1 and IOB2 input are both accepted and normalised to IOB2.
 """
+import itertools
 from dataclasses import dataclass, field
 
 from fastner.tags import is_valid_tag, to_iob2
@@ -22,13 +23,45 @@ class Sentence:
     extra: list = field(default_factory=list)   # middle columns (POS, chunk) per token
 
 
+MAX_LINE_BYTES = 1 << 20      # a CoNLL line is one token and a few tags
+
+
 def read_conll(path, tagged=True):
     """Sentences of a CoNLL file. With ``tagged=False`` a single column (tokens) is allowed."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         return parse_conll(f, name=str(path), tagged=tagged)
 
 
-def parse_conll(lines, name="<input>", tagged=True):
+def _quote(line, limit=80):
+    """A line for an error message: repr, cut to ``limit`` characters."""
+    return repr(line) if len(line) <= limit else f"{line[:limit]!r}... ({len(line):,} characters)"
+
+
+def decoded_lines(f, name):
+    """The lines of a binary file as text: UTF-8, a leading byte-order mark dropped, each
+    line at most MAX_LINE_BYTES; ConllFormatError naming the file, line and byte offset
+    otherwise. Memory stays bounded whatever the file holds."""
+    offset = 0
+    for lineno in itertools.count(1):
+        raw = f.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES:
+            raise ConllFormatError(f"{name}:{lineno}: line longer than {MAX_LINE_BYTES:,} bytes "
+                                   f"(at byte {offset:,}); not a CoNLL file?")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConllFormatError(f"{name}:{lineno}: not UTF-8 text (byte {offset + err.start:,}"
+                                   f" of the file: {err.reason})") from None
+        if lineno == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        offset += len(raw)
+        yield lineno, line
+
+
+def parse_conll(f, name="<input>", tagged=True):
+    """Sentences from a binary file object (see decoded_lines)."""
     sentences, tokens, tags, extra = [], [], [], []
     doc, columns, saw_docstart = 0, None, False
 
@@ -38,7 +71,7 @@ def parse_conll(lines, name="<input>", tagged=True):
                                       list(extra)))
             tokens.clear(), tags.clear(), extra.clear()
 
-    for lineno, line in enumerate(lines, 1):
+    for lineno, line in decoded_lines(f, name):
         fields = line.split()
         if not fields:
             flush()
@@ -53,14 +86,14 @@ def parse_conll(lines, name="<input>", tagged=True):
             columns = len(fields)
             if tagged and columns < 2:
                 raise ConllFormatError(f"{name}:{lineno}: expected at least 2 columns "
-                                       f"(token ... NER-tag); got {line.rstrip()!r}")
+                                       f"(token ... NER-tag); got {_quote(line.rstrip())}")
         elif len(fields) != columns:
             raise ConllFormatError(f"{name}:{lineno}: expected {columns} columns like the "
-                                   f"lines before; got {len(fields)}: {line.rstrip()!r}")
+                                   f"lines before; got {len(fields)}: {_quote(line.rstrip())}")
         tokens.append(fields[0])
         if tagged:
             if not is_valid_tag(fields[-1]):
-                raise ConllFormatError(f"{name}:{lineno}: {fields[-1]!r} is not an IOB tag "
+                raise ConllFormatError(f"{name}:{lineno}: {_quote(fields[-1])} is not an IOB tag "
                                        f"(expected O, B-TYPE or I-TYPE)")
             tags.append(fields[-1])
             extra.append(fields[1:-1])

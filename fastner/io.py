@@ -6,11 +6,11 @@ Every file holds named arrays plus one ``__meta__`` entry, a JSON document
 goes to a temporary file in the target directory, is flushed to disk, and is
 renamed over the target, so a reader never sees a half-written file.
 """
+import glob
 import hashlib
 import json
 import os
 import tempfile
-import uuid
 import zipfile
 
 import numpy as np
@@ -46,22 +46,36 @@ def decode_strings(array):
     return text.split("\n") if text else []
 
 
-def save_npz(path, fmt, arrays, meta, compress=True):
-    """Atomically write ``arrays`` and ``meta`` (JSON-able) to ``path``.
+def _temp_prefix(path):
+    """Temporary files for ``path`` are ``.NAME.tmp-*`` beside it: a crash leaves one
+    behind, and remove_stale_temps can find exactly those, nobody else's."""
+    return f".{os.path.basename(path)}.tmp-"
 
-    ``compress=False`` trades disk for speed (checkpoints, written every epoch)."""
+
+def remove_stale_temps(path):
+    """Delete temporary files a killed writer of ``path`` left behind; their number."""
+    directory = os.path.dirname(os.path.abspath(path))
+    stale = glob.glob(os.path.join(glob.escape(directory), glob.escape(_temp_prefix(path)) + "*"))
+    for tmp in stale:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+    return len(stale)
+
+
+def _write_atomically(path, write, mode):
+    """Call ``write(f)`` on a temporary file beside ``path``, flush it to disk, rename."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    doc = dict(meta, format=fmt, format_version=FORMAT_VERSION)
-    payload = dict(arrays, __meta__=np.array(json.dumps(doc)))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=directory)
     try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **payload)
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)        # mkstemp makes it private; a model is for sharing
+        os.chmod(tmp, 0o644)        # mkstemp makes it private; models and cards are for sharing
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -69,13 +83,56 @@ def save_npz(path, fmt, arrays, meta, compress=True):
         raise
 
 
+def save_npz(path, fmt, arrays, meta, compress=True):
+    """Atomically write ``arrays`` and ``meta`` (JSON-able) to ``path``.
+
+    ``compress=False`` trades disk for speed (checkpoints, written every epoch)."""
+    doc = dict(meta, format=fmt, format_version=FORMAT_VERSION)
+    payload = dict(arrays, __meta__=np.array(json.dumps(doc)))
+    _write_atomically(path, lambda f: (np.savez_compressed if compress else np.savez)(
+        f, **payload), "wb")
+
+
 def write_json_atomically(path, obj):
-    """Write ``obj`` as indented JSON to a temporary file beside ``path``, then rename."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"     # unique even for concurrent writers
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    _write_atomically(path, lambda f: f.write(json.dumps(obj, indent=2) + "\n"), "w")
+
+
+def write_lines_atomically(path, records):
+    """Write one JSON object per line to ``path`` atomically (the training log)."""
+    _write_atomically(path, lambda f: f.writelines(json.dumps(r) + "\n" for r in records), "w")
+
+
+# Deflate expands at most ~1032:1, so a member cannot hold more than this many bytes per
+# stored byte; a header that promises more is forged, and is refused before any allocation.
+_MAX_EXPANSION = 1100
+# Parameters are real numbers (and uint8 strings); the metadata is one unicode string.
+_ARRAY_KINDS = "biuf"
+
+
+def _check_members(path):
+    """Read each array's header and refuse, before np.load allocates anything, an array
+    larger than its file could hold or of a non-real dtype (complex, object, void)."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:
+                    raise ModelFileError(f"{path}: array file format {version} is not "
+                                         f"supported")
+                shape, _, dtype = read_header(member)
+            name = info.filename.removesuffix(".npy")
+            if dtype.kind not in (_ARRAY_KINDS + "U" if name == "__meta__" else _ARRAY_KINDS):
+                raise ModelFileError(f"{path}: array {name!r} has dtype {dtype}; fastner files "
+                                     f"hold real numbers only")
+            needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            can_hold = min(info.file_size, info.compress_size * _MAX_EXPANSION)
+            if needed > can_hold:
+                raise ModelFileError(f"{path}: array {name!r} declares shape {shape} "
+                                     f"({needed:,} bytes) but its file holds at most "
+                                     f"{can_hold:,}: corrupt or forged")
 
 
 def load_npz(path, fmt):
@@ -84,9 +141,12 @@ def load_npz(path, fmt):
     if not os.path.isfile(path):
         raise ModelFileError(f"{path}: no such model file")
     try:
+        _check_members(path)
         # Open the file ourselves: np.load leaks its handle when the zip is corrupt.
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
+    except ModelFileError:
+        raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
         raise ModelFileError(f"{path}: not a readable fastner file (truncated or corrupt?): "
                              f"{type(err).__name__}: {err}") from None

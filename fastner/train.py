@@ -4,7 +4,6 @@ updates, learning-rate schedule, gradient clipping, early stopping on dev
 entity F1, per-epoch atomic checkpoints with resume, a JSON-lines log and a
 training-curve plot.
 """
-import json
 import os
 import platform
 import sys
@@ -269,11 +268,6 @@ def evaluate_corpus(model, corpus):
     return entity_scores(gold, pred)
 
 
-def _write_json_line(path, record):
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
 def plot_history(history, path):
     """Loss and dev F1 per epoch as a PNG (skipped with a note if matplotlib is missing)."""
     try:
@@ -342,6 +336,10 @@ class Trainer:
         cfg, paths = self.cfg, self.paths
         if not train_sentences:
             raise ValueError("the training data has no sentences")
+        for path in paths.values():          # what a killed run left half-written
+            removed = io.remove_stale_temps(path)
+            if removed:
+                self.log(f"removed {removed} unfinished temporary file(s) of {path}")
         if resume and os.path.exists(paths["checkpoint"]):
             model, opt, state = self._load_checkpoint()
             cfg = self.cfg
@@ -385,7 +383,6 @@ class Trainer:
                       "dev_f1": scores["f1"], "lr": lr, "seconds": seconds,
                       "tokens_per_second": seen / seconds if seconds else 0.0}
             state["history"].append(record)
-            _write_json_line(paths["log"], record)
             improved = scores["f1"] > state["best_f1"]
             if improved:
                 state.update(best_f1=scores["f1"], best_epoch=epoch, bad_epochs=0)
@@ -398,6 +395,8 @@ class Trainer:
             state["rng"] = rng.bit_generator.state
             self._save_checkpoint(model, opt, state)
             state.pop("rng")
+            # after the checkpoint: the log holds exactly the epochs a resume continues from
+            io.write_lines_atomically(paths["log"], state["history"])
         model.flat[...] = state["best_flat"]
         plot_history(state["history"], paths["plot"])
         return model, state

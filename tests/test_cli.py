@@ -8,7 +8,7 @@ from fastner.cli import main
 
 
 def run(args, capsys, monkeypatch, stdin=""):
-    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin.encode()), "utf-8"))
     code = main(args)
     out, err = capsys.readouterr()
     return code, out, err
@@ -65,7 +65,7 @@ def test_tag_conll_format(tiny_model_path, capsys, monkeypatch):
 
 def test_missing_model_is_a_clear_error(tmp_path, capsys, monkeypatch):
     code, _, err = run(["tag", "--model", str(tmp_path / "nope.npz")], capsys, monkeypatch, "x\n")
-    assert code == 2 and "no such model file" in err
+    assert code == 1 and "no such model file" in err
 
 
 def test_bad_training_flags(tmp_path, capsys, monkeypatch, tiny_train_path):
@@ -82,4 +82,28 @@ def test_malformed_data_is_a_clear_error(tmp_path, capsys, monkeypatch, tiny_mod
     bad.write_text("EU B-ORG\nrejects\n", encoding="utf-8")
     code, _, err = run(["evaluate", "--model", tiny_model_path, "--data", str(bad)], capsys,
                        monkeypatch)
-    assert code == 2 and "bad.txt:2: expected 2 columns" in err
+    assert code == 1 and "bad.txt:2: expected 2 columns" in err
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "no sentences to score"),
+    (b"-DOCSTART- -X- -X- O\n\n", "no sentences to score"),
+    (b"The O\ncat O\n", "no gold entities to score"),
+    (b"\x90\x00\x01", "not UTF-8 text"),
+])
+def test_evaluate_refuses_what_it_cannot_score(tmp_path, capsys, monkeypatch, tiny_model_path,
+                                               content, message):
+    data = tmp_path / "data.txt"
+    data.write_bytes(content)
+    code, out, err = run(["evaluate", "--model", tiny_model_path, "--data", str(data)], capsys,
+                         monkeypatch)
+    assert code == 1 and message in err and str(data) in err and out == ""
+
+
+def test_usage_errors_exit_2(tmp_path, capsys, monkeypatch, tiny_train_path):
+    code, _, err = run(["train", "--train", tiny_train_path, "--dev", tiny_train_path, "--out",
+                        str(tmp_path / "x.model")], capsys, monkeypatch)
+    assert code == 2 and "--out must end in .npz" in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate"])                      # argparse: a required option is missing
+    assert exit_.value.code == 2

@@ -19,7 +19,7 @@ def test_docstart_blank_lines_and_iob1_normalised():
             "Peter NNP I-NP I-PER\nBlackburn NNP I-NP I-PER\n\n\n"
             "EU NNP I-NP I-ORG\nand CC O O\nNATO NNP I-NP I-ORG\nUN NNP I-NP B-ORG\n\n"
             "-DOCSTART- -X- -X- O\n\nhi UH O O\n")
-    sents = parse_conll(io.StringIO(text))
+    sents = parse_conll(io.BytesIO(text.encode()))
     assert [s.tags for s in sents] == [["B-PER", "I-PER"], ["B-ORG", "O", "B-ORG", "B-ORG"], ["O"]]
     assert [s.doc for s in sents] == [0, 0, 1]
 
@@ -31,7 +31,7 @@ def test_docstart_blank_lines_and_iob1_normalised():
 ])
 def test_malformed_lines_name_the_line(text, message):
     with pytest.raises(ConllFormatError) as info:
-        parse_conll(io.StringIO(text))
+        parse_conll(io.BytesIO(text.encode()))
     assert message in str(info.value)
 
 
@@ -39,13 +39,13 @@ def test_write_then_read_round_trip(tiny_train_path):
     sents = read_conll(tiny_train_path)
     buf = io.StringIO()
     write_conll(buf, sents)
-    again = parse_conll(io.StringIO(buf.getvalue()))
+    again = parse_conll(io.BytesIO(buf.getvalue().encode()))
     assert [(s.tokens, s.tags, s.extra, s.doc) for s in again] == \
            [(s.tokens, s.tags, s.extra, s.doc) for s in sents]
 
 
 def test_untagged_input():
-    sents = parse_conll(io.StringIO("EU\nrejects\n\nHi\n"), tagged=False)
+    sents = parse_conll(io.BytesIO(b"EU\nrejects\n\nHi\n"), tagged=False)
     assert [s.tokens for s in sents] == [["EU", "rejects"], ["Hi"]] and sents[0].tags is None
 
 
@@ -82,3 +82,22 @@ def test_entity_runs_agree_with_spans_on_valid_iob2():
         assert got == spans(seq)
         for a, b, low in zip(starts, ends, lowest):
             assert low == conf[a:b].min()
+
+
+def test_byte_order_mark_is_ignored():
+    sents = parse_conll(io.BytesIO("\ufeff-DOCSTART- -X- O\n\nEU B-ORG\n".encode()))
+    assert [s.tokens for s in sents] == [["EU"]]
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"\x90\x01garbage\nEU B-ORG\n", r"bin.txt:1: not UTF-8 text \(byte 0 of the file"),
+    (b"EU B-ORG\n\nrejects O\n\xff\n", r"bin.txt:4: not UTF-8 text \(byte 20 of the file"),
+    (b"\0" * 3_000_000, r"bin.txt:1: line longer than 1,048,576 bytes"),
+    (b"EU B-ORG\n" + b"x" * 500_000 + b" O O\n", r"bin.txt:2: expected 2 columns"),
+])
+def test_malformed_files_name_the_place_briefly(tmp_path, data, message):
+    path = tmp_path / "bin.txt"
+    path.write_bytes(data)
+    with pytest.raises(ConllFormatError, match=message) as err:
+        read_conll(path)
+    assert len(str(err.value)) < 300

@@ -260,3 +260,34 @@ def test_fused_sgd_step_rejects_bad_arguments():
     with pytest.raises(ValueError, match="W_hd must be a C-contiguous float32"):
         _kernels.SGDStep(model.tables(), p["W"].astype(np.float64), p["b"], p["U"], p["c"],
                          "tanh", model.offsets, model.K)
+
+
+def test_forged_array_size_is_refused_before_allocation(tmp_path):
+    """A header declaring 10^11 float32 elements in a file of a few bytes: refused by
+    reading the header, not by a 400 GB allocation."""
+    import zipfile
+    from io import BytesIO
+    model = tiny_model(ops=_kernels, dtype=np.float32)
+    good = str(tmp_path / "good.npz")
+    model.save(good)
+    forged = str(tmp_path / "forged.npz")
+    header = {"descr": "<f4", "fortran_order": False, "shape": (10**11,)}
+    io_bytes = BytesIO()
+    np.lib.format.write_array_header_1_0(io_bytes, header)
+    io_bytes.write(b"\0" * 64)
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(forged, "w") as dst:
+        for info in src.infolist():
+            data = io_bytes.getvalue() if info.filename == "param.W.npy" else src.read(info)
+            dst.writestr(info.filename, data)
+    with pytest.raises(io.ModelFileError, match=r"'param.W' declares shape \(100000000000,\)"):
+        WindowTagger.load(forged)
+
+
+def test_complex_parameters_are_refused(tmp_path):
+    model = tiny_model(ops=_kernels, dtype=np.float32)
+    arrays, meta = model.arrays(), {"config": model.config()}
+    arrays["param.W"] = arrays["param.W"].astype(np.complex64)
+    path = str(tmp_path / "complex.npz")
+    io.save_npz(path, io.MODEL_FORMAT, arrays, meta)
+    with pytest.raises(io.ModelFileError, match="dtype complex64; fastner files hold real"):
+        WindowTagger.load(path)

@@ -130,3 +130,38 @@ def test_adam_kernels_step_as_the_numpy_twin_bit_for_bit(tiny_train_path, clip, 
         for name in ("m", "v"):
             np.testing.assert_array_equal(opts[0].state[name], opts[1].state[name])
         assert not opts[0].grad.any() and not opts[1].grad.any()
+
+
+def test_stale_temporary_files_are_removed_at_start(tmp_path, tiny_train_path, tiny_dev_path):
+    """A run killed mid-write leaves .NAME.tmp-* files; the next run removes its own
+    (and only its own)."""
+    paths = artifact_paths(str(tmp_path / "m.npz"))
+    stale = [tmp_path / f".{name}.tmp-abc123" for name in
+             ("m.npz", "m.checkpoint.npz", "m.train.jsonl")]
+    for path in stale:
+        path.write_bytes(b"half written")
+    other = tmp_path / ".other.npz.tmp-abc123"
+    other.write_bytes(b"someone else's")
+    train(tmp_path, "m", tiny_train_path, tiny_dev_path, epochs=1)
+    assert not any(p.exists() for p in stale) and other.exists()
+    assert paths["model"].endswith("m.npz")
+
+
+def test_resumed_log_has_each_epoch_once(tmp_path, tiny_train_path, tiny_dev_path, monkeypatch):
+    """Killed while writing epoch 2's checkpoint: the resumed log is [1, 2, 3], not
+    [1, 2, 2, 3]; the log line is written only after the checkpoint is committed."""
+    from fastner import train as train_module
+    real_save = train_module.io.save_npz
+
+    def killed_at_epoch_2(path, fmt, arrays, meta, **kw):
+        if fmt == CHECKPOINT_FORMAT and meta["state"]["epoch"] == 2:
+            raise KeyboardInterrupt
+        return real_save(path, fmt, arrays, meta, **kw)
+
+    monkeypatch.setattr(train_module.io, "save_npz", killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path, "k", tiny_train_path, tiny_dev_path, epochs=3)
+    monkeypatch.setattr(train_module.io, "save_npz", real_save)
+    out, _, state, _ = train(tmp_path, "k", tiny_train_path, tiny_dev_path, epochs=3, resume=True)
+    with open(artifact_paths(out)["log"], encoding="utf-8") as f:
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
