@@ -1,0 +1,39 @@
+"""fastner.settings: the one table of FASTNER_* settings."""
+import os
+import re
+import subprocess
+
+import pytest
+
+from fastner.settings import BY_NAME, SETTINGS, markdown_table, setting
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_readme_table_is_the_settings_table():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        assert markdown_table() in f.read()
+
+
+def test_every_setting_the_code_reads_is_in_the_table():
+    files = subprocess.run(["git", "ls-files", "fastner", "service", "Makefile"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    used = set()
+    for name in files:
+        with open(os.path.join(ROOT, name), encoding="utf-8", errors="replace") as f:
+            used |= set(re.findall(r"\bFASTNER_[A-Z_]+\b", f.read()))
+    # a build flag, a test hook for the app, C header guards
+    used -= {"FASTNER_MARCH", "FASTNER_TAGGER", "FASTNER_ADAM_H", "FASTNER_HALF_H"}
+    assert used <= set(BY_NAME), used - set(BY_NAME)
+
+
+def test_values_are_parsed_and_checked():
+    assert setting("FASTNER_WORKERS", {}) == 2
+    assert setting("FASTNER_WORKERS", {"FASTNER_WORKERS": "4"}) == 4
+    assert setting("FASTNER_CACHE_MB", {"FASTNER_CACHE_MB": "0.5"}) == 0.5
+    assert setting("FASTNER_MODEL", {"FASTNER_MODEL": ""}) is None
+    with pytest.raises(ValueError, match="FASTNER_WORKERS must be an integer; got 'two'"):
+        setting("FASTNER_WORKERS", {"FASTNER_WORKERS": "two"})
+    with pytest.raises(ValueError, match="FASTNER_MAX_CHARS must be at least 1"):
+        setting("FASTNER_MAX_CHARS", {"FASTNER_MAX_CHARS": "0"})
+    assert all(s.name.startswith("FASTNER_") and s.help for s in SETTINGS)
