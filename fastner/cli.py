@@ -7,6 +7,7 @@ import sys
 from dataclasses import fields
 
 from fastner import io
+from fastner.threads import pin_blas_threads
 
 
 def _die(message, code=1):
@@ -47,12 +48,18 @@ def build_parser():
     e.add_argument("--case", choices=("as-is", "lower", "upper"), default="as-is",
                    help="rewrite every token in this case first (a robustness check)")
 
-    g = sub.add_parser("tag", help="tag text from stdin")
+    g = sub.add_parser("tag", help="tag text or CoNLL files (or stdin)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_model_arg(g)
+    g.add_argument("files", nargs="*", metavar="FILE", help="input files; none or '-': stdin")
+    g.add_argument("-o", "--output", help="write here instead of stdout")
     g.add_argument("--format", choices=("text", "conll"), default="text",
                    help="text: one document per line in, one JSON object per line out; "
-                        "conll: token-per-line in (first column), token and tag out")
+                        "conll: token-per-line in (token in the first column), each line out "
+                        "unchanged with the predicted tag appended")
     g.add_argument("--include-tokens", action="store_true", help="text format: add tokens")
+    g.add_argument("--quiet", action="store_true", help="no progress bar (shown only on a "
+                                                        "terminal)")
 
     c = sub.add_parser("tag-corpus", help="tag many documents on a Dask cluster (resumable)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -124,6 +131,7 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from fastner.conll import read_conll, write_conll
     from fastner.evaluate import entity_scores, format_scores
+    from fastner.io import write_text_atomically
     from fastner.tagger import Tagger
     tagger = Tagger.load(args.model)
     sentences = read_conll(args.data)
@@ -133,12 +141,10 @@ def cmd_evaluate(args):
     if args.case != "as-is":
         for sent in sentences:
             sent.tokens = [getattr(t, args.case)() for t in sent.tokens]
-    predicted = [r["tags"] for r in tagger.tag_tokens([s.tokens for s in sentences],
-                                                      [s.doc for s in sentences])]
+    predicted = tagger.tags([s.tokens for s in sentences], [s.doc for s in sentences])
     scores = entity_scores([s.tags for s in sentences], predicted)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            write_conll(f, sentences, predicted)
+        write_text_atomically(args.output, lambda f: write_conll(f, sentences, predicted))
     if args.json:
         print(json.dumps(scores))
     else:
@@ -146,32 +152,97 @@ def cmd_evaluate(args):
     return 0
 
 
-def cmd_tag(args):
-    from fastner.conll import parse_conll
-    from fastner.tagger import Tagger
-    tagger = Tagger.load(args.model)
-    out = sys.stdout
-    if args.format == "conll":
-        sentences = parse_conll(sys.stdin.buffer, name="<stdin>", tagged=False)
-        results = tagger.tag_tokens([s.tokens for s in sentences], [s.doc for s in sentences])
-        for sent, result in zip(sentences, results):
-            for token, tag in zip(sent.tokens, result["tags"]):
-                out.write(f"{token} {tag}\n")
-            out.write("\n")
-        return 0
-    batch = []
+# CoNLL tagging streams in batches of whole documents (document-level features see
+# their document) of about this many sentences; a longer document is cut here too.
+CONLL_BATCH_SENTENCES = 2000
+
+
+def _tag_conll(tagger, lines, write):
+    """Each input line back unchanged with the predicted tag appended as a new last
+    column (O on -DOCSTART- lines, so every non-blank line has the same number of
+    fields, as conlleval wants); blank lines kept. Memory: one batch of sentences."""
+    pending = []              # (line, is_token) of the batch, in input order
+    sentences, docs, current = [], [], []
+    doc = 0
+
+    def end_sentence():
+        if current:
+            sentences.append(list(current))
+            docs.append(doc)
+            current.clear()
 
     def flush():
-        for result in tagger.tag_texts(batch, include_tokens=args.include_tokens):
-            out.write(json.dumps(result, ensure_ascii=False) + "\n")
-        batch.clear()
+        tags = iter([t for sent in tagger.tags(sentences, docs) for t in sent])
+        write("".join(f"{line} {next(tags)}\n" if is_token else
+                      f"{line} O\n" if line else "\n" for line, is_token in pending))
+        pending.clear(), sentences.clear(), docs.clear()
 
-    for line in sys.stdin:
-        batch.append(line.rstrip("\r\n"))
-        if len(batch) >= 256:
-            flush()
+    for _, line in lines:
+        line = line.rstrip("\r\n")
+        first = line.split(None, 1)[:1]
+        if not first:                                   # a blank line ends a sentence
+            end_sentence()
+            pending.append(("", False))
+            if len(sentences) >= 4 * CONLL_BATCH_SENTENCES:
+                flush()                                 # a very long document: cut here
+        elif first[0] == "-DOCSTART-":
+            end_sentence()
+            if len(sentences) >= CONLL_BATCH_SENTENCES:
+                flush()
+            doc += 1
+            pending.append((line, False))
+        else:
+            current.append(first[0])
+            pending.append((line, True))
+    end_sentence()
     flush()
+
+
+def _inputs(paths):
+    """(name, binary file) of each input: stdin for none or '-'."""
+    for path in paths or ["-"]:
+        if path == "-":
+            yield "<stdin>", sys.stdin.buffer
+        else:
+            with open(path, "rb") as f:
+                yield path, f
+
+
+def cmd_tag(args):
+    from tqdm import tqdm
+
+    from fastner.conll import decoded_lines
+    from fastner.tagger import Tagger
+    tagger = Tagger.load(args.model)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for name, f in _inputs(args.files):
+            size = os.fstat(f.fileno()).st_size if name != "<stdin>" else None
+            with tqdm(total=size or None, unit="B", unit_scale=True, desc=name, leave=False,
+                      file=sys.stderr, disable=True if args.quiet else None) as bar:
+                lines = _counted(decoded_lines(f, name), bar)
+                if args.format == "conll":
+                    _tag_conll(tagger, lines, out.write)
+                else:
+                    texts = (line.rstrip("\r\n") for _, line in lines)
+                    for doc in tagger.pipe(texts, batch_size=256,
+                                           include_tokens=args.include_tokens):
+                        out.write(_json_line(doc.to_dict()))
+    finally:
+        if args.output:
+            out.close()
     return 0
+
+
+def _counted(lines, bar):
+    """Pass (lineno, line) through, advancing a byte progress bar."""
+    for lineno, line in lines:
+        bar.update(len(line.encode("utf-8")) if bar.total else 1)
+        yield lineno, line
+
+
+def _json_line(obj):
+    return json.dumps(obj, ensure_ascii=False) + "\n"
 
 
 def cmd_tag_corpus(args):
@@ -215,6 +286,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    pin_blas_threads()            # before the first product: see fastner.threads
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "tag": cmd_tag,
                 "tag-corpus": cmd_tag_corpus, "serve": cmd_serve,
                 "serve-proxy": cmd_serve_proxy}

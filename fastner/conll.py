@@ -108,7 +108,10 @@ def write_conll(f, sentences, predicted=None):
     last_doc = None
     for i, sent in enumerate(sentences):
         if sent.doc != last_doc and last_doc is not None:
-            f.write("-DOCSTART- -X- -X- O\n\n")
+            # as many fields as a token line: conlleval refuses lines of unequal width
+            middle = len(sent.extra[0]) if sent.extra else 0
+            tags = (sent.tags is not None) + (predicted is not None)
+            f.write(" ".join(["-DOCSTART-"] + ["-X-"] * middle + ["O"] * tags) + "\n\n")
         last_doc = sent.doc
         for j, token in enumerate(sent.tokens):
             cols = [token]

@@ -123,8 +123,8 @@ def tag_texts_partition(texts, model_path, max_chars=100_000):
     texts = list(texts)
     ok = [i for i, t in enumerate(texts) if isinstance(t, str) and len(t) <= max_chars]
     results = [{"error": "too_long" if isinstance(t, str) else "not_text"} for t in texts]
-    for i, result in zip(ok, tagger.tag_texts([texts[i] for i in ok])):
-        results[i] = result
+    for i, doc in zip(ok, tagger.tag_texts([texts[i] for i in ok])):
+        results[i] = doc.to_dict()
     return results
 
 
@@ -137,7 +137,6 @@ def run_partition(part, output_dir, model_path, fmt, text_field="text", id_field
         with open(stats_path, encoding="utf-8") as f:
             return dict(json.load(f), skipped=True)
     tagger = get_tagger(model_path)
-    from fastner.tokenize import tokenize
     stats = {"index": part["index"], "documents": 0, "tagged": 0, "tokens": 0, "entities": 0,
              "problems": {}, "seconds": 0.0}
     started = time.perf_counter()
@@ -145,14 +144,12 @@ def run_partition(part, output_dir, model_path, fmt, text_field="text", id_field
     pending = []
 
     def flush(out):
-        texts = [text for _, text in pending]
-        tokenized = [tokenize(t) for t in texts]
-        for (doc_id, _), tokens, result in zip(pending, tokenized,
-                                               tagger.tag_tokenized(texts, tokenized)):
-            out.write(json.dumps({"id": doc_id, "entities": result["entities"],
+        docs = tagger.tag_texts([text for _, text in pending])
+        for (doc_id, _), doc in zip(pending, docs):
+            out.write(json.dumps({"id": doc_id, "entities": [e.to_dict() for e in doc.ents],
                                   "model": tagger.name}, ensure_ascii=False) + "\n")
-            stats["tokens"] += len(tokens)
-            stats["entities"] += len(result["entities"])
+            stats["tokens"] += doc.n_tokens
+            stats["entities"] += len(doc.ents)
             stats["tagged"] += 1
         pending.clear()
 

@@ -98,6 +98,11 @@ def write_json_atomically(path, obj):
     _write_atomically(path, lambda f: f.write(json.dumps(obj, indent=2) + "\n"), "w")
 
 
+def write_text_atomically(path, write):
+    """Call ``write(f)`` on a text file that appears at ``path`` only when complete."""
+    _write_atomically(path, write, "w")
+
+
 def write_lines_atomically(path, records):
     """Write one JSON object per line to ``path`` atomically (the training log)."""
     _write_atomically(path, lambda f: f.writelines(json.dumps(r) + "\n" for r in records), "w")

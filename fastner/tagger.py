@@ -1,22 +1,95 @@
-"""Raw text in, entities with character offsets out: the tokenizer, the model
-and span extraction put together. The CLI, the HTTP service and the Dask job
-all call this.
+"""The public API: raw text in, entities with character offsets out (the tokenizer,
+the model and span extraction put together). The CLI, the HTTP service and the
+Dask job all call this.
+
+    import fastner
+    nlp = fastner.load()                      # the shipped model
+    doc = nlp("EU rejects German call to boycott British lamb.")
+    doc.ents                                  # (Entity(text='EU', label='ORG', ...), ...)
+    for doc in nlp.pipe(texts, batch_size=256): ...
 
 An entity's ``score`` is the lowest, over its tokens, of the model's
 probability for the tag it gave that token (softmax output, or CRF marginal):
 a number in [0, 1] that is high only when every token of the span is sure.
 """
+from __future__ import annotations
+
 import importlib.resources
+import itertools
 import os
 import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from fastner.model import WindowTagger
 from fastner.settings import setting
+from fastner.threads import pin_blas_threads
 from fastner.tokenize import split_sentences, tokenize
 
 DEFAULT_MODEL = "fastner-conll03.npz"
+
+
+class TooManyTokens(ValueError):
+    """Raised by Tagger.tag_texts when the texts hold more than ``max_tokens`` tokens:
+    after tokenizing, before any tagging."""
+
+    def __init__(self, n_tokens: int, limit: int):
+        super().__init__(f"the texts hold {n_tokens} tokens; the limit is {limit}")
+        self.n_tokens, self.limit = n_tokens, limit
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """One entity: ``text == doc.text[start:end]`` (Python code points, end exclusive);
+    ``token_start``/``token_end`` count tokens from the start of the text."""
+    text: str
+    label: str
+    start: int
+    end: int
+    token_start: int
+    token_end: int
+    score: float
+
+    def to_dict(self) -> dict:
+        """The entity as the HTTP service returns it."""
+        return {"text": self.text, "label": self.label, "start": self.start, "end": self.end,
+                "token_start": self.token_start, "token_end": self.token_end,
+                "score": self.score}
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    text: str
+    start: int
+    end: int
+    tag: str
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "start": self.start, "end": self.end, "tag": self.tag}
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Doc:
+    """A tagged text: its entities, how many tokens it had, and with
+    ``include_tokens=True`` the tokens themselves with their tags."""
+    text: str
+    ents: tuple[Entity, ...]
+    n_tokens: int
+    tokens: tuple[Token, ...] | None = None
+
+    def to_dict(self) -> dict:
+        """{"entities": [...]} (and "tokens") as the HTTP service returns it."""
+        out = {"entities": [e.to_dict() for e in self.ents]}
+        if self.tokens is not None:
+            out["tokens"] = [t.to_dict() for t in self.tokens]
+        return out
+
+    def __repr__(self) -> str:
+        text = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+        ents = ", ".join(f"{e.text!r}/{e.label}" for e in self.ents)
+        return f"Doc({text!r}, ents=[{ents}])"
 
 
 def _firsts(counts):
@@ -36,7 +109,10 @@ def default_model_path():
 
 
 class Tagger:
-    def __init__(self, model, name="model", metadata=None):
+    """A loaded model, ready to tag: ``fastner.load()`` returns one. Call it on a text,
+    ``pipe`` it many texts, or give ``tag_sentences``/``tags`` pre-tokenised sentences."""
+
+    def __init__(self, model: WindowTagger, name: str = "model", metadata: dict | None = None):
         self.model, self.name = model, name
         self.metadata = metadata if metadata is not None else getattr(model, "metadata", {})
         # how long load() took: reading the file, building the inference cache
@@ -44,9 +120,12 @@ class Tagger:
         self.cache_bytes = 0
 
     @classmethod
-    def load(cls, path=None, cache_mb=None):
-        """Load a model file and build its inference cache (``cache_mb`` MB at most;
-        default $FASTNER_CACHE_MB or 64; 0 disables it)."""
+    def load(cls, path: str | os.PathLike | None = None,
+             cache_mb: float | None = None) -> Tagger:
+        """Load a model file (default: $FASTNER_MODEL, else the shipped model) and build
+        its inference cache (``cache_mb`` MB at most; default $FASTNER_CACHE_MB or 64;
+        0 disables it). Pins BLAS to $FASTNER_BLAS_THREADS threads (default 1)."""
+        pin_blas_threads()
         path = os.fspath(path or default_model_path())
         name = os.path.basename(path)
         started = time.perf_counter()
@@ -61,22 +140,95 @@ class Tagger:
         tagger.cache_bytes = cache_bytes
         return tagger
 
-    def tag_tokens(self, sentences, docs=None):
-        """Pre-tokenised sentences → per sentence {"entities": [...], "tags": [...]}.
+    def __call__(self, text: str, include_tokens: bool = False) -> Doc:
+        """Tag one raw text."""
+        if not isinstance(text, str):
+            raise TypeError(f"expected a string; got {type(text).__name__} (use pipe() for "
+                            f"many texts)")
+        return self.tag_texts([text], include_tokens)[0]
 
-        Entities carry token offsets (token_start, token_end; end exclusive).
-        ``docs`` numbers each sentence's document (default: all one document);
-        document-level features look across a document's sentences.
-        """
+    def pipe(self, texts: Iterable[str], batch_size: int = 256,
+             include_tokens: bool = False) -> Iterator[Doc]:
+        """Tag texts from any iterable (a generator too), ``batch_size`` at a time,
+        yielding one Doc per text in order."""
+        _refuse_lone_string(texts, "pipe()")          # now, not at the first next()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+        return self._pipe(iter(texts), batch_size, include_tokens)
+
+    def _pipe(self, texts, batch_size, include_tokens):
+        while batch := list(itertools.islice(texts, batch_size)):
+            yield from self.tag_texts(batch, include_tokens)
+
+    def tag_texts(self, texts: Sequence[str], include_tokens: bool = False,
+                  max_tokens: int | None = None) -> list[Doc]:
+        """Tag a list of raw texts in one batch. Each text is one document; its
+        sentences are tagged together with every other text's. With ``max_tokens``,
+        raise TooManyTokens after tokenizing if the texts hold more, before tagging."""
+        _refuse_lone_string(texts, "tag_texts()")
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is {type(text).__name__}, not a string")
+        tokenized = [tokenize(t) for t in texts]
+        n_tokens = sum(map(len, tokenized))
+        if max_tokens is not None and n_tokens > max_tokens:
+            raise TooManyTokens(n_tokens, max_tokens)
+        sentences, docs = [], []
+        for doc, tokens in enumerate(tokenized):
+            for sent in split_sentences(tokens):
+                sentences.append([t[0] for t in sent])
+                docs.append(doc)
+        tags, conf, _ = self.model.tag_ids(sentences, docs)
+        first = _firsts([len(t) for t in tokenized])           # each text's first flat token
+        ents = [[] for _ in texts]
+        for d, a, b, label, score in self._entities(tags, conf, first):
+            start, end = tokenized[d][a][1], tokenized[d][b - 1][2]
+            ents[d].append(Entity(texts[d][start:end], label, start, end, a, b, score))
+        names = self.model.tagset.names
+        return [Doc(text, tuple(ents[d]), len(tokenized[d]),
+                    tuple(Token(tok, s, e, names[t]) for (tok, s, e), t in
+                          zip(tokenized[d], tags[first[d]:first[d + 1]].tolist()))
+                    if include_tokens else None)
+                for d, text in enumerate(texts)]
+
+    def tag_sentences(self, sentences: Sequence[Sequence[str]], include_tokens: bool = False,
+                      docs: Sequence[int] | None = None) -> list[Doc]:
+        """Tag pre-tokenised sentences: one Doc per sentence, whose text is its tokens
+        joined by single spaces (the offsets index that). ``docs`` numbers each
+        sentence's document (default: all one document)."""
+        _refuse_lone_string(sentences, "tag_sentences()")
+        sentences = [list(s) for s in sentences]
+        for i, sent in enumerate(sentences):
+            _refuse_lone_string(sent, f"sentences[{i}]")
         tags, conf, lengths = self.model.tag_ids(sentences, docs)
         first = _firsts(lengths)
-        names = self.model.tagset.names
-        out = [{"entities": [], "tags": [names[t] for t in tags[a:b]]}
-               for a, b in zip(first[:-1], first[1:])]
+        starts = []                       # each token's offset in its joined sentence
+        for tokens in sentences:
+            at, offsets = 0, []
+            for tok in tokens:
+                offsets.append(at)
+                at += len(tok) + 1
+            starts.append(offsets)
+        ents = [[] for _ in sentences]
         for s, a, b, label, score in self._entities(tags, conf, first):
-            out[s]["entities"].append({"text": " ".join(sentences[s][a:b]), "label": label,
-                                       "token_start": a, "token_end": b, "score": score})
-        return out
+            start, end = starts[s][a], starts[s][b - 1] + len(sentences[s][b - 1])
+            ents[s].append(Entity(" ".join(sentences[s][a:b]), label, start, end, a, b, score))
+        names = self.model.tagset.names
+        return [Doc(" ".join(tokens), tuple(ents[s]), len(tokens),
+                    tuple(Token(tok, at, at + len(tok), names[t]) for tok, at, t in
+                          zip(tokens, starts[s], tags[first[s]:first[s + 1]].tolist()))
+                    if include_tokens else None)
+                for s, tokens in enumerate(sentences)]
+
+    def tags(self, sentences: Sequence[Sequence[str]],
+             docs: Sequence[int] | None = None) -> list[list[str]]:
+        """The IOB2 tag of every token of pre-tokenised sentences (CoNLL tagging and
+        evaluation: no entities, no offsets)."""
+        tags, _, lengths = self.model.tag_ids(sentences, docs)
+        names = np.array(self.model.tagset.names, dtype=object)[tags]
+        first = _firsts(lengths)
+        return [names[a:b].tolist() for a, b in zip(first[:-1].tolist(), first[1:].tolist())]
 
     def _entities(self, tags, conf, first):
         """(group, start, end, label, score) of each entity in the flat tag array, with
@@ -90,61 +242,9 @@ class Tagger:
                                      scores.tolist()):
             yield g, a, b, types[k], round(score, 4)
 
-    def tag_texts(self, texts, include_tokens=False):
-        """Raw texts → per text {"entities": [...]} with character offsets.
 
-        ``start``/``end`` index the text in Python code points (end exclusive)
-        and ``text == input[start:end]``; token_start/token_end count tokens
-        from the start of the text. With include_tokens, also the tokens with
-        their offsets and tags.
-        """
-        return self.tag_tokenized(texts, [tokenize(t) for t in texts], include_tokens)
-
-    def tag_tokenized(self, texts, tokenized, include_tokens=False):
-        """tag_texts for texts already run through fastner.tokenize.tokenize.
-
-        Each text is one document; its sentences are tagged together with every
-        other text's, in one batch, and entities found on the flat tag array.
-        """
-        sentences, docs = [], []
-        for doc, tokens in enumerate(tokenized):
-            for sent in split_sentences(tokens):
-                sentences.append([t[0] for t in sent])
-                docs.append(doc)
-        tags, conf, _ = self.model.tag_ids(sentences, docs)
-        first = _firsts([len(t) for t in tokenized])           # each text's first flat token
-        results = [{"entities": []} for _ in texts]
-        for d, a, b, label, score in self._entities(tags, conf, first):
-            start, end = tokenized[d][a][1], tokenized[d][b - 1][2]
-            results[d]["entities"].append({"text": texts[d][start:end], "label": label,
-                                           "start": start, "end": end, "token_start": a,
-                                           "token_end": b, "score": score})
-        if include_tokens:
-            names = self.model.tagset.names
-            for d, tokens in enumerate(tokenized):
-                results[d]["tokens"] = [{"text": tok, "start": s, "end": e, "tag": names[t]}
-                                        for (tok, s, e), t in
-                                        zip(tokens, tags[first[d]:first[d + 1]].tolist())]
-        return results
-
-    def tag_text(self, text, include_tokens=False):
-        return self.tag_texts([text], include_tokens)[0]
-
-    def tag_token_lists(self, sentences, include_tokens=False):
-        """Pre-tokenised sentences → per sentence {"entities": [...]} with character
-        offsets into the sentence's tokens joined by single spaces."""
-        results = []
-        for tokens, tagged in zip(sentences, self.tag_tokens(sentences)):
-            starts, at = [], 0
-            for tok in tokens:
-                starts.append(at)
-                at += len(tok) + 1
-            entities = [dict(ent, start=starts[ent["token_start"]],
-                             end=starts[ent["token_end"] - 1] + len(tokens[ent["token_end"] - 1]))
-                        for ent in tagged["entities"]]
-            result = {"entities": entities}
-            if include_tokens:
-                result["tokens"] = [{"text": tok, "start": s, "end": s + len(tok), "tag": tag}
-                                    for tok, s, tag in zip(tokens, starts, tagged["tags"])]
-            results.append(result)
-        return results
+def _refuse_lone_string(value, where):
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{where} takes a list (or iterable) of "
+                        f"{'texts' if where in ('pipe()', 'tag_texts()') else 'token strings'}"
+                        f"; got a single {type(value).__name__}")

@@ -12,7 +12,8 @@ from fastner.service.errors import ApiError
 from fastner.service.metrics import count_tagged
 from fastner.service.openapi import spec
 from fastner.settings import setting
-from fastner.tokenize import is_valid_token, tokenize
+from fastner.tagger import TooManyTokens
+from fastner.tokenize import is_valid_token
 
 api = Blueprint("api", __name__, url_prefix="/v1")
 site = Blueprint("site", __name__)
@@ -172,7 +173,9 @@ def parse_tag_request(body):
                                               f"text; the limit is {max_chars}: split it into "
                                               f"smaller requests")
     if kind == "tokens":
-        _check_token_limit(sum(len(s) for s in value))
+        n_tokens = sum(len(s) for s in value)
+        if n_tokens > _limit("FASTNER_MAX_TOKENS"):
+            raise _too_many_tokens(n_tokens)
     return kind, value, include_tokens
 
 
@@ -181,25 +184,23 @@ def tag():
     kind, value, include_tokens = parse_tag_request(_json_body())
     tagger = _tagger()
     if kind == "tokens":
-        n_tokens = sum(len(s) for s in value)
-        results = tagger.tag_token_lists(value, include_tokens)
+        docs = tagger.tag_sentences(value, include_tokens)
     else:
         texts = [value] if kind == "text" else value
-        tokenized = [tokenize(t) for t in texts]      # linear time; characters bounded above
-        n_tokens = sum(len(t) for t in tokenized)
-        _check_token_limit(n_tokens)
-        results = tagger.tag_tokenized(texts, tokenized, include_tokens)
-    count_tagged(n_tokens, sum(len(r["entities"]) for r in results))
+        try:       # tokenizing is linear and the characters were bounded above
+            docs = tagger.tag_texts(texts, include_tokens, _limit("FASTNER_MAX_TOKENS"))
+        except TooManyTokens as err:
+            raise _too_many_tokens(err.n_tokens) from None
+    count_tagged(sum(d.n_tokens for d in docs), sum(len(d.ents) for d in docs))
     if kind == "text":
-        return jsonify(dict(results[0], model=tagger.name))
-    return jsonify({"results": results, "model": tagger.name})
+        return jsonify(dict(docs[0].to_dict(), model=tagger.name))
+    return jsonify({"results": [d.to_dict() for d in docs], "model": tagger.name})
 
 
-def _check_token_limit(n_tokens):
-    max_tokens = _limit("FASTNER_MAX_TOKENS")
-    if n_tokens > max_tokens:
-        raise ApiError(413, "too_many_tokens", f"the request holds {n_tokens} tokens; the limit "
-                                               f"is {max_tokens}: split it into smaller requests")
+def _too_many_tokens(n_tokens):
+    return ApiError(413, "too_many_tokens", f"the request holds {n_tokens} tokens; the limit "
+                                            f"is {_limit('FASTNER_MAX_TOKENS')}: split it into "
+                                            f"smaller requests")
 
 
 @api.get("/model")
@@ -236,11 +237,11 @@ def readyz():
         raise ApiError(503, "draining", "this instance is shutting down; it still answers "
                                         "requests until its grace period ends")
     try:
-        result = _tagger().tag_text("Readiness check in Paris .")
+        probe = _tagger()("Readiness check in Paris .")
     except Exception as err:  # the model cannot answer: not ready
         raise ApiError(503, "unavailable", f"the model cannot tag: {err}") from None
     return jsonify({"status": "ready", "model": _tagger().name,
-                    "probe_entities": len(result["entities"])})
+                    "probe_entities": len(probe.ents)})
 
 
 @site.get("/openapi.json")

@@ -52,7 +52,7 @@ def expected(model_path, pattern):
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 rows.append({"id": f"{path}:{lineno}",
-                             "entities": tagger.tag_text(line.rstrip("\n"))["entities"],
+                             "entities": tagger(line.rstrip("\n")).to_dict()["entities"],
                              "model": tagger.name})
     return rows
 

@@ -113,7 +113,7 @@ def test_wheel_tags_from_the_shell_and_the_python_api(wheel_venv):
 
     script = ("import fastner, json; nlp = fastner.load(); "
               "print(json.dumps([fastner.default_model_path(), "
-              "nlp.tag_text('EU rejects German call.')]))")
+              "nlp('EU rejects German call.').to_dict()]))")
     api = run([str(bin_dir / "python"), "-c", script], cwd=work, env=clean_env())
     assert api.returncode == 0, api.stderr
     path, result = json.loads(api.stdout)

@@ -31,10 +31,18 @@ class Front:
         self.log_path = tmp_path / f"front-{self.port}.log"
         self.log = open(self.log_path, "wb")
         self.proc = hostile.start("front", model, self.port, self.log, **SETTINGS)
+        # gunicorn forks its workers one at a time: wait for both before comparing pids
+        deadline = time.monotonic() + 60
+        while len(self.workers()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def workers(self):
-        """The gunicorn workers: grandchildren of serve-proxy through its gunicorn child."""
-        return sorted(w for child in child_pids(self.proc.pid) for w in child_pids(child))
+        """The gunicorn workers: children of serve-proxy's gunicorn child (not nginx's)."""
+        for child in child_pids(self.proc.pid):
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if b"gunicorn" in f.read():
+                    return child_pids(child)
+        return []
 
     def read_log(self):
         return self.log_path.read_text(errors="replace")

@@ -188,7 +188,7 @@ def test_model_health_ready(client, validate):
 def test_readyz_reports_a_broken_model(app, client, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("weights gone")
-    monkeypatch.setattr(app.extensions["fastner_tagger"], "tag_text", broken)
+    monkeypatch.setattr(app.extensions["fastner_tagger"], "tag_texts", broken)
     r = client.get("/readyz")
     assert r.status_code == 503 and "weights gone" in r.get_json()["error"]["message"]
 
