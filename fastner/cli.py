@@ -152,50 +152,45 @@ def cmd_evaluate(args):
     return 0
 
 
-# CoNLL tagging streams in batches of whole documents (document-level features see
-# their document) of about this many sentences; a longer document is cut here too.
-CONLL_BATCH_SENTENCES = 2000
-
-
-def _tag_conll(tagger, lines, write):
+def _tag_conll(tagger, blocks, write):
     """Each input line back unchanged with the predicted tag appended as a new last
     column (O on -DOCSTART- lines, so every non-blank line has the same number of
-    fields, as conlleval wants); blank lines kept. Memory: one batch of sentences."""
-    pending = []              # (line, is_token) of the batch, in input order
+    fields, as conlleval wants); blank lines kept. Works a block of lines at a time,
+    cut at sentence ends, so memory is one block whatever the input's length."""
+    carry = []                 # lines of a sentence that a block boundary cut
+    doc = 0                    # document number: -DOCSTART- lines seen
+    for _, block in blocks:
+        lines = carry + block
+        cut = len(lines)       # tag up to the last blank line; carry the rest over
+        while cut and lines[cut - 1].strip():
+            cut -= 1
+        carry, lines = (lines[cut:], lines[:cut]) if cut else ([], lines)
+        doc = _tag_conll_lines(tagger, lines, doc, write)
+    if carry:
+        _tag_conll_lines(tagger, carry, doc, write)
+
+
+def _tag_conll_lines(tagger, lines, doc, write):
+    """Tag whole sentences of CoNLL lines; returns the document number at the end."""
+    firsts = [line.split(None, 1)[0] if line and not line.isspace() else "" for line in lines]
     sentences, docs, current = [], [], []
-    doc = 0
-
-    def end_sentence():
-        if current:
-            sentences.append(list(current))
-            docs.append(doc)
-            current.clear()
-
-    def flush():
-        tags = iter([t for sent in tagger.tags(sentences, docs) for t in sent])
-        write("".join(f"{line} {next(tags)}\n" if is_token else
-                      f"{line} O\n" if line else "\n" for line, is_token in pending))
-        pending.clear(), sentences.clear(), docs.clear()
-
-    for _, line in lines:
-        line = line.rstrip("\r\n")
-        first = line.split(None, 1)[:1]
-        if not first:                                   # a blank line ends a sentence
-            end_sentence()
-            pending.append(("", False))
-            if len(sentences) >= 4 * CONLL_BATCH_SENTENCES:
-                flush()                                 # a very long document: cut here
-        elif first[0] == "-DOCSTART-":
-            end_sentence()
-            if len(sentences) >= CONLL_BATCH_SENTENCES:
-                flush()
-            doc += 1
-            pending.append((line, False))
+    for first in firsts:
+        if first == "" or first == "-DOCSTART-":
+            if current:
+                sentences.append(current)
+                docs.append(doc)
+                current = []
+            doc += first == "-DOCSTART-"
         else:
-            current.append(first[0])
-            pending.append((line, True))
-    end_sentence()
-    flush()
+            current.append(first)
+    if current:
+        sentences.append(current)
+        docs.append(doc)
+    tags = iter(tagger.flat_tags(sentences, docs))
+    write("".join([f"{line} {next(tags)}\n" if first and first != "-DOCSTART-" else
+                   f"{line} O\n" if first else f"{line}\n"
+                   for line, first in zip(lines, firsts)]))
+    return doc
 
 
 def _inputs(paths):
@@ -209,9 +204,10 @@ def _inputs(paths):
 
 
 def cmd_tag(args):
+    import orjson
     from tqdm import tqdm
 
-    from fastner.conll import decoded_lines
+    from fastner.conll import read_blocks
     from fastner.tagger import Tagger
     tagger = Tagger.load(args.model)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
@@ -220,29 +216,27 @@ def cmd_tag(args):
             size = os.fstat(f.fileno()).st_size if name != "<stdin>" else None
             with tqdm(total=size or None, unit="B", unit_scale=True, desc=name, leave=False,
                       file=sys.stderr, disable=True if args.quiet else None) as bar:
-                lines = _counted(decoded_lines(f, name), bar)
+                blocks = _counted(read_blocks(f, name), bar)
                 if args.format == "conll":
-                    _tag_conll(tagger, lines, out.write)
+                    _tag_conll(tagger, blocks, out.write)
                 else:
-                    texts = (line.rstrip("\r\n") for _, line in lines)
-                    for doc in tagger.pipe(texts, batch_size=256,
+                    texts = (line for _, lines in blocks for line in lines)
+                    for doc in tagger.pipe(texts, batch_size=1024,
                                            include_tokens=args.include_tokens):
-                        out.write(_json_line(doc.to_dict()))
+                        out.write(orjson.dumps(doc.to_dict(),
+                                               option=orjson.OPT_APPEND_NEWLINE).decode())
     finally:
         if args.output:
             out.close()
     return 0
 
 
-def _counted(lines, bar):
-    """Pass (lineno, line) through, advancing a byte progress bar."""
-    for lineno, line in lines:
-        bar.update(len(line.encode("utf-8")) if bar.total else 1)
-        yield lineno, line
-
-
-def _json_line(obj):
-    return json.dumps(obj, ensure_ascii=False) + "\n"
+def _counted(blocks, bar):
+    """Pass blocks of lines through, advancing a progress bar (characters read, or
+    lines when the size is unknown)."""
+    for first, lines in blocks:
+        bar.update(sum(map(len, lines)) + len(lines) if bar.total else len(lines))
+        yield first, lines
 
 
 def cmd_tag_corpus(args):

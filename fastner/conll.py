@@ -5,7 +5,6 @@ NER tag last (``token POS chunk NER`` in CoNLL-2003, ``token NER`` in
 two-column files). ``-DOCSTART-`` lines open documents, blank lines end
 sentences. IOB1 and IOB2 input are both accepted and normalised to IOB2.
 """
-import itertools
 from dataclasses import dataclass, field
 
 from fastner.tags import is_valid_tag, to_iob2
@@ -37,27 +36,54 @@ def _quote(line, limit=80):
     return repr(line) if len(line) <= limit else f"{line[:limit]!r}... ({len(line):,} characters)"
 
 
-def decoded_lines(f, name):
-    """The lines of a binary file as text: UTF-8, a leading byte-order mark dropped, each
-    line at most MAX_LINE_BYTES; ConllFormatError naming the file, line and byte offset
-    otherwise. Memory stays bounded whatever the file holds."""
-    offset = 0
-    for lineno in itertools.count(1):
-        raw = f.readline(MAX_LINE_BYTES + 1)
+BLOCK_BYTES = 1 << 20
+
+
+def read_blocks(f, name, block_bytes=BLOCK_BYTES):
+    """The lines of a binary file, a block of whole lines at a time: (number of the
+    block's first line, list of lines without their line ends). UTF-8, a leading
+    byte-order mark dropped, each line at most MAX_LINE_BYTES; otherwise a
+    ConllFormatError naming the file, line and byte offset, in a short message.
+    Memory stays bounded whatever the file holds."""
+    offset, first_line = 0, 1
+    while True:
+        raw = f.read(block_bytes)
         if not raw:
             return
-        if len(raw) > MAX_LINE_BYTES:
-            raise ConllFormatError(f"{name}:{lineno}: line longer than {MAX_LINE_BYTES:,} bytes "
-                                   f"(at byte {offset:,}); not a CoNLL file?")
+        if not raw.endswith(b"\n"):              # complete the block's last line
+            rest = f.readline(MAX_LINE_BYTES + 1)
+            raw += rest
+            if len(rest) > MAX_LINE_BYTES:
+                line = first_line + raw.count(b"\n")
+                raise ConllFormatError(f"{name}:{line}: line longer than {MAX_LINE_BYTES:,} "
+                                       f"bytes; not a CoNLL file?")
         try:
-            line = raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ConllFormatError(f"{name}:{lineno}: not UTF-8 text (byte {offset + err.start:,}"
-                                   f" of the file: {err.reason})") from None
-        if lineno == 1 and line.startswith("\ufeff"):
-            line = line[1:]
+            line = first_line + raw.count(b"\n", 0, err.start)
+            raise ConllFormatError(f"{name}:{line}: not UTF-8 text (byte "
+                                   f"{offset + err.start:,} of the file: {err.reason})") from None
+        if offset == 0 and text.startswith("\ufeff"):
+            text = text[1:]
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()                         # the text ended with a line end
+        if "\r" in text:
+            lines = [line.rstrip("\r") for line in lines]
+        longest = max(map(len, lines), default=0)
+        if longest > MAX_LINE_BYTES:             # characters; a byte-exact check would cost more
+            at = next(i for i, line in enumerate(lines) if len(line) == longest)
+            raise ConllFormatError(f"{name}:{first_line + at}: line longer than "
+                                   f"{MAX_LINE_BYTES:,} bytes; not a CoNLL file?")
+        yield first_line, lines
         offset += len(raw)
-        yield lineno, line
+        first_line += len(lines)
+
+
+def decoded_lines(f, name):
+    """(line number, line) of each line of a binary file, checked as read_blocks does."""
+    for first_line, lines in read_blocks(f, name):
+        yield from enumerate(lines, first_line)
 
 
 def parse_conll(f, name="<input>", tagged=True):

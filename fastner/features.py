@@ -27,13 +27,14 @@ def _memo_ids(memo, tokens, compute):
     Bounded: a stream of novel tokens empties it rather than growing it forever."""
     if len(memo) > MEMO_LIMIT:
         memo.clear()
-    out = np.empty(len(tokens), dtype=np.int32)
-    for i, t in enumerate(tokens):
-        v = memo.get(t)
-        if v is None:
-            v = memo[t] = compute(t)
-        out[i] = v
-    return out
+    get = memo.get
+    ids = [get(t) for t in tokens]             # the common case: every token seen before
+    if None in ids:
+        for i, v in enumerate(ids):
+            if v is None:
+                t = tokens[i]
+                ids[i] = memo[t] = compute(t)
+    return np.array(ids, dtype=np.int32)
 
 
 class Vocab:
@@ -41,7 +42,7 @@ class Vocab:
 
     def __init__(self, words):
         self.words = ["<pad>", "<unk>"] + [w for w in words if w not in ("<pad>", "<unk>")]
-        self.index = {w: i for i, w in enumerate(self.words)}
+        self.index = dict(zip(self.words, range(len(self.words))))
         self._memo = {}                  # token → id, for repeated tokens
         if len(self.index) != len(self.words):
             raise ValueError("vocabulary words must be unique")

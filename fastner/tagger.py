@@ -20,13 +20,14 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from fastner.model import WindowTagger
 from fastner.settings import setting
 from fastner.threads import pin_blas_threads
-from fastner.tokenize import split_sentences, tokenize
+from fastner.tokenize import sentence_ends, tokenize
 
 DEFAULT_MODEL = "fastner-conll03.npz"
 
@@ -40,10 +41,10 @@ class TooManyTokens(ValueError):
         self.n_tokens, self.limit = n_tokens, limit
 
 
-@dataclass(frozen=True, slots=True)
-class Entity:
+class Entity(NamedTuple):
     """One entity: ``text == doc.text[start:end]`` (Python code points, end exclusive);
-    ``token_start``/``token_end`` count tokens from the start of the text."""
+    ``token_start``/``token_end`` count tokens from the start of the text. A named
+    tuple: immutable, and cheap to make by the hundred thousand."""
     text: str
     label: str
     start: int
@@ -54,23 +55,20 @@ class Entity:
 
     def to_dict(self) -> dict:
         """The entity as the HTTP service returns it."""
-        return {"text": self.text, "label": self.label, "start": self.start, "end": self.end,
-                "token_start": self.token_start, "token_end": self.token_end,
-                "score": self.score}
+        return self._asdict()
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):
     text: str
     start: int
     end: int
     tag: str
 
     def to_dict(self) -> dict:
-        return {"text": self.text, "start": self.start, "end": self.end, "tag": self.tag}
+        return self._asdict()
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(slots=True, repr=False)
 class Doc:
     """A tagged text: its entities, how many tokens it had, and with
     ``include_tokens=True`` the tokens themselves with their tags."""
@@ -118,6 +116,7 @@ class Tagger:
         # how long load() took: reading the file, building the inference cache
         self.load_seconds = {"read": None, "cache": None}
         self.cache_bytes = 0
+        self._tag_names = np.array(model.tagset.names, dtype=object)    # tag id → name
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None,
@@ -174,12 +173,15 @@ class Tagger:
         n_tokens = sum(map(len, tokenized))
         if max_tokens is not None and n_tokens > max_tokens:
             raise TooManyTokens(n_tokens, max_tokens)
-        sentences, docs = [], []
+        words, lengths, docs = [], [], []          # all tokens; each sentence's length, text
         for doc, tokens in enumerate(tokenized):
-            for sent in split_sentences(tokens):
-                sentences.append([t[0] for t in sent])
+            words += [t[0] for t in tokens]
+            previous = 0
+            for end in sentence_ends(tokens):
+                lengths.append(end - previous)
                 docs.append(doc)
-        tags, conf, _ = self.model.tag_ids(sentences, docs)
+                previous = end
+        tags, conf = self.model.tag_flat(words, lengths, docs)
         first = _firsts([len(t) for t in tokenized])           # each text's first flat token
         ents = [[] for _ in texts]
         for d, a, b, label, score in self._entities(tags, conf, first):
@@ -223,12 +225,17 @@ class Tagger:
 
     def tags(self, sentences: Sequence[Sequence[str]],
              docs: Sequence[int] | None = None) -> list[list[str]]:
-        """The IOB2 tag of every token of pre-tokenised sentences (CoNLL tagging and
-        evaluation: no entities, no offsets)."""
-        tags, _, lengths = self.model.tag_ids(sentences, docs)
-        names = np.array(self.model.tagset.names, dtype=object)[tags]
-        first = _firsts(lengths)
-        return [names[a:b].tolist() for a, b in zip(first[:-1].tolist(), first[1:].tolist())]
+        """The IOB2 tag of every token of pre-tokenised sentences, per sentence (CoNLL
+        tagging and evaluation: no entities, no offsets, no confidences)."""
+        flat = self.flat_tags(sentences, docs)
+        first = _firsts([len(s) for s in sentences]).tolist()
+        return [flat[a:b] for a, b in zip(first[:-1], first[1:])]
+
+    def flat_tags(self, sentences: Sequence[Sequence[str]],
+                  docs: Sequence[int] | None = None) -> list[str]:
+        """tags() laid end to end: one list for all the sentences' tokens."""
+        tags, _, _ = self.model.tag_ids(sentences, docs, confidence=False)
+        return self._tag_names[tags].tolist()
 
     def _entities(self, tags, conf, first):
         """(group, start, end, label, score) of each entity in the flat tag array, with

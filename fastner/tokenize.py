@@ -61,45 +61,77 @@ def is_valid_token(token):
 _CHUNK_RE = re.compile(r"[^\s\u200b-\u200d\u2060\ufeff]+")
 
 
+_ZERO_WIDTH_RE = re.compile("[\u200b-\u200d\u2060\ufeff]")
+
+
 def tokenize(text):
     """List of (token, start, end) for ``text``; ``text[start:end] == token``.
 
     No rule matches across a separator, so each white-space-delimited chunk is
-    tokenized on its own; the common chunk of only letters or only digits is a
-    token as it stands, and only the rest goes through the full pattern.
+    tokenized on its own; the common chunk of one character, only letters or only
+    digits is a token as it stands, and only the rest goes through the full
+    pattern. Chunks come from str.split(), whose white space is the regex's \\s,
+    unless the text holds a zero-width separator.
     """
+    if _ZERO_WIDTH_RE.search(text):
+        return _tokenize_chunks(text)
     out = []
-    for chunk in _CHUNK_RE.finditer(text):
-        word = chunk.group()
-        if word.isalpha() or word.isdecimal():
-            out.append((word, chunk.start(), chunk.end()))
+    append = out.append
+    find = text.find
+    end = 0
+    for word in text.split():
+        start = find(word, end)          # the chunk: only white space lies before it
+        end = start + len(word)
+        if len(word) == 1 or word.isalpha() or word.isdecimal():
+            append((word, start, end))
         else:
-            base = chunk.start()
-            out.extend((m.group(), base + m.start(), base + m.end())
-                       for m in _TOKEN_RE.finditer(word))
+            out.extend([(m.group(), start + m.start(), start + m.end())
+                        for m in _TOKEN_RE.finditer(word)])
     return out
 
 
-_ENDERS = (".", "!", "?", "...")
-_CLOSERS = ("'", '"', ")", "''", "]", "’", "”")
+def _tokenize_chunks(text):
+    """tokenize() for text with zero-width separators: chunks from _CHUNK_RE."""
+    out = []
+    for chunk in _CHUNK_RE.finditer(text):
+        word = chunk.group()
+        base = chunk.start()
+        if len(word) == 1 or word.isalpha() or word.isdecimal():
+            out.append((word, base, chunk.end()))
+        else:
+            out.extend([(m.group(), base + m.start(), base + m.end())
+                        for m in _TOKEN_RE.finditer(word)])
+    return out
+
+
+_ENDERS = frozenset((".", "!", "?", "..."))
+_CLOSERS = frozenset(("'", '"', ")", "''", "]", "’", "”"))
+_BOUNDARY = _ENDERS | _CLOSERS
+
+
+def sentence_ends(tokens):
+    """Where each sentence of (token, start, end) triples ends (exclusive indices; the
+    last is len(tokens)). A sentence ends at . ! ? or ...; a quote or bracket that
+    touches the end mark (no space between) closes the same sentence ("Why?" stays
+    whole); one after a space opens the next. Only the few tokens that can end a
+    sentence are looked at."""
+    ends, start, n = [], 0, len(tokens)
+    for i in [i for i, tok in enumerate(tokens) if tok[0] in _BOUNDARY]:
+        word, tok_start, tok_end = tokens[i]
+        if word not in _ENDERS:          # a closer ends a sentence right after an ender
+            before = tokens[i - 1]
+            if not (i > start and before[0] in _ENDERS and before[2] == tok_start):
+                continue
+        if i + 1 < n and tokens[i + 1][0] in _CLOSERS and tokens[i + 1][1] == tok_end:
+            continue                     # the closer after it ends the sentence instead
+        ends.append(i + 1)
+        start = i + 1
+    if start < n:
+        ends.append(n)
+    return ends
 
 
 def split_sentences(tokens):
-    """Group (token, start, end) triples into sentences ending at . ! ? or ...
-
-    A quote or bracket that touches the end mark (no space between) closes
-    the same sentence ("Why?" stays whole); one after a space opens the next.
-    """
-    sentences, current = [], []
-    for i, tok in enumerate(tokens):
-        current.append(tok)
-        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
-        closes_here = nxt is not None and nxt[0] in _CLOSERS and nxt[1] == tok[2]
-        ends = tok[0] in _ENDERS or (tok[0] in _CLOSERS and len(current) > 1
-                                     and current[-2][0] in _ENDERS and current[-2][2] == tok[1])
-        if ends and not closes_here:
-            sentences.append(current)
-            current = []
-    if current:
-        sentences.append(current)
-    return sentences
+    """Group (token, start, end) triples into sentences (see sentence_ends)."""
+    starts = [0, *sentence_ends(tokens)]
+    return [tokens[a:b] for a, b in zip(starts, starts[1:])]

@@ -260,7 +260,7 @@ def evaluate_corpus(model, corpus):
     """Entity scores of the model on a Corpus (decoded with IOB-constrained Viterbi)."""
     if corpus.tokens == 0:
         return entity_scores([], [])
-    tags, _ = model.predict_ids(corpus.ids, corpus.lengths)
+    tags, _ = model.predict_ids(corpus.ids, corpus.lengths, confidence=False)
     gold, pred = [], []
     for sent, start, n in zip(corpus.sentences, corpus.starts, corpus.lengths):
         gold.append(sent.tags)

@@ -89,3 +89,29 @@ def test_token_pattern_is_str_isspace():
         assert is_valid_token(ch) == (not ch.isspace()), hex(code)
         assert (pattern.search(ch) is not None) == (not ch.isspace()), hex(code)
     assert not is_valid_token("") and not is_valid_token("a\n") and is_valid_token("\ufeffa")
+
+
+def _split_one_token_at_a_time(tokens):
+    """The plain per-token loop split_sentences replaced: kept as its specification."""
+    enders, closers = (".", "!", "?", "..."), ("'", '"', ")", "''", "]", "’", "”")
+    sentences, current = [], []
+    for i, tok in enumerate(tokens):
+        current.append(tok)
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        closes_here = nxt is not None and nxt[0] in closers and nxt[1] == tok[2]
+        ends = tok[0] in enders or (tok[0] in closers and len(current) > 1
+                                    and current[-2][0] in enders and current[-2][2] == tok[1])
+        if ends and not closes_here:
+            sentences.append(current)
+            current = []
+    if current:
+        sentences.append(current)
+    return sentences
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["a", "B", ".", "!", "?", "...", "'", '"', ")", "''", "]", "’",
+                                 "”", " ", "  ", "\n", "(", "U.S."])).map("".join))
+def test_sentence_split_equals_the_per_token_loop(text):
+    tokens = tokenize(text)
+    assert split_sentences(tokens) == _split_one_token_at_a_time(tokens)
