@@ -5,6 +5,8 @@ returns a ready ``Tagger``; ``WindowTagger`` (the model),
 ``read_conll``, ``entity_scores``; training is ``fastner.train.Trainer`` with a
 ``TrainConfig``, corpus tagging on Dask ``fastner.corpus.tag_corpus``.
 """
+import os
+
 __version__ = "0.1.0"
 
 try:
@@ -19,15 +21,20 @@ except ImportError as err:  # pragma: no cover - exercised only on a broken inst
 from fastner.conll import read_conll  # noqa: E402
 from fastner.evaluate import entity_scores  # noqa: E402
 from fastner.model import WindowTagger  # noqa: E402
-from fastner.tagger import Tagger, default_model_path  # noqa: E402
+from fastner.tagger import Doc, Entity, Tagger, Token, default_model_path  # noqa: E402
 
 
 
-def load(path=None, cache_mb=None):
+def load(path: str | os.PathLike | None = None, cache_mb: float | None = None) -> Tagger:
     """A ready tagger: the model file at ``path``, else $FASTNER_MODEL, else the model
-    shipped with fastner. ``cache_mb`` bounds the inference cache (see Tagger.load)."""
+    shipped with fastner. ``cache_mb`` bounds the inference cache (see Tagger.load).
+
+        nlp = fastner.load()
+        doc = nlp("EU rejects German call to boycott British lamb.")
+        [(e.text, e.label) for e in doc.ents]
+    """
     return Tagger.load(path, cache_mb=cache_mb)
 
 
-__all__ = ["load", "Tagger", "WindowTagger", "read_conll", "entity_scores", "default_model_path",
+__all__ = ["load", "Tagger", "Doc", "Entity", "Token", "WindowTagger", "read_conll", "entity_scores", "default_model_path",
            "__version__"]

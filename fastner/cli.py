@@ -22,7 +22,9 @@ def _add_model_arg(p):
 
 def build_parser():
     from fastner.train import TrainConfig
+    from fastner import __version__
     parser = argparse.ArgumentParser(prog="fastner", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fastner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on CoNLL files",
@@ -38,7 +40,7 @@ def build_parser():
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         t.add_argument(flag, type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name),
-                       dest=f.name)
+                       dest=f.name, help=f.metadata["help"])
 
     e = sub.add_parser("evaluate", help="entity-level P/R/F1 of a model on a CoNLL file")
     _add_model_arg(e)
@@ -286,6 +288,10 @@ def main(argv=None):
                 "serve-proxy": cmd_serve_proxy}
     try:
         return handlers[args.command](args)
+    except BrokenPipeError:
+        # the reader went away (fastner tag | head): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (io.ModelFileError, ValueError, OSError, RuntimeError) as err:
         return _die(str(err))
     except KeyboardInterrupt:

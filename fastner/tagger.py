@@ -169,29 +169,33 @@ class Tagger:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts[{i}] is {type(text).__name__}, not a string")
-        tokenized = [tokenize(t) for t in texts]
-        n_tokens = sum(map(len, tokenized))
-        if max_tokens is not None and n_tokens > max_tokens:
-            raise TooManyTokens(n_tokens, max_tokens)
-        words, lengths, docs = [], [], []          # all tokens; each sentence's length, text
-        for doc, tokens in enumerate(tokenized):
-            words += [t[0] for t in tokens]
-            previous = 0
-            for end in sentence_ends(tokens):
-                lengths.append(end - previous)
-                docs.append(doc)
-                previous = end
-        tags, conf = self.model.tag_flat(words, lengths, docs)
-        first = _firsts([len(t) for t in tokenized])           # each text's first flat token
+        # One tokenizer pass over all texts joined by line ends: no token crosses white
+        # space, so each text's tokens are what tokenize(text) gives, shifted by its base.
+        bases = list(itertools.accumulate([len(t) + 1 for t in texts], initial=0))
+        tokens = tokenize("\n".join(texts))
+        if max_tokens is not None and len(tokens) > max_tokens:
+            raise TooManyTokens(len(tokens), max_tokens)
+        starts = np.fromiter((t[1] for t in tokens), np.int64, len(tokens))
+        first = np.searchsorted(starts, bases)      # each text's first token, then the total
+        # sentences end where the splitter says and at every text's end
+        ends = np.union1d(sentence_ends(tokens), first[1:])
+        ends = ends[ends > 0]
+        lengths = np.diff(ends, prepend=0)
+        docs = np.searchsorted(first, ends - 1, side="right") - 1
+        tags, conf = self.model.tag_flat([t[0] for t in tokens], lengths, docs)
         ents = [[] for _ in texts]
         for d, a, b, label, score in self._entities(tags, conf, first):
-            start, end = tokenized[d][a][1], tokenized[d][b - 1][2]
+            base, f = bases[d], first[d]
+            start, end = tokens[f + a][1] - base, tokens[f + b - 1][2] - base
             ents[d].append(Entity(texts[d][start:end], label, start, end, a, b, score))
-        names = self.model.tagset.names
-        return [Doc(text, tuple(ents[d]), len(tokenized[d]),
-                    tuple(Token(tok, s, e, names[t]) for (tok, s, e), t in
-                          zip(tokenized[d], tags[first[d]:first[d + 1]].tolist()))
-                    if include_tokens else None)
+        counts = np.diff(first).tolist()
+        if not include_tokens:
+            return [Doc(text, tuple(ents[d]), counts[d]) for d, text in enumerate(texts)]
+        names = self._tag_names[tags].tolist()
+        first = first.tolist()
+        return [Doc(text, tuple(ents[d]), counts[d],
+                    tuple(Token(tok, s - bases[d], e - bases[d], names[i]) for i, (tok, s, e)
+                          in enumerate(tokens[first[d]:first[d + 1]], first[d])))
                 for d, text in enumerate(texts)]
 
     def tag_sentences(self, sentences: Sequence[Sequence[str]], include_tokens: bool = False,
@@ -200,9 +204,10 @@ class Tagger:
         joined by single spaces (the offsets index that). ``docs`` numbers each
         sentence's document (default: all one document)."""
         _refuse_lone_string(sentences, "tag_sentences()")
-        sentences = [list(s) for s in sentences]
+        sentences = list(sentences)
         for i, sent in enumerate(sentences):
             _refuse_lone_string(sent, f"sentences[{i}]")
+        sentences = [list(s) for s in sentences]
         tags, conf, lengths = self.model.tag_ids(sentences, docs)
         first = _firsts(lengths)
         starts = []                       # each token's offset in its joined sentence

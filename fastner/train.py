@@ -8,7 +8,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 from tqdm import tqdm
@@ -22,27 +22,35 @@ from fastner.tags import TagSet
 OPTIMIZERS = ("sgd", "adagrad", "adam")
 
 
+def _option(default, help):
+    """A TrainConfig field with the help text `fastner train --help` shows."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    epochs: int = 25
-    batch_size: int = 32          # windows per batch (whole sentences up to this many for crf)
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    lr_decay: float = 0.8         # learning rate multiplied by this after every epoch
-    momentum: float = 0.9         # sgd only
-    emb_lr_scale: float = 1.0     # embedding tables learn at lr · this (0 freezes them)
-    clip: float = 5.0             # global gradient-norm clip (0 disables)
-    patience: int = 5             # epochs without a better dev F1 before stopping
-    seed: int = 0
-    hidden: int = 300
-    half_window: int = 2
-    activation: str = "tanh"
-    loss: str = "crf"
-    dropout: float = 0.0
-    word_dropout: float = 0.1     # chance of replacing a training word by UNK
-    features: str = "caps:5"
-    glove_words: int = 400000     # most frequent GloVe words kept (0: random init, no GloVe)
-    word_dim: int = 50
+    epochs: int = _option(25, "most epochs to train")
+    batch_size: int = _option(32, "windows per batch (whole sentences up to this many for crf)")
+    optimizer: str = _option("adam", "adam, adagrad or sgd")
+    lr: float = _option(1e-3, "learning rate")
+    lr_decay: float = _option(0.8, "learning rate multiplied by this after every epoch")
+    momentum: float = _option(0.9, "sgd only")
+    emb_lr_scale: float = _option(1.0, "embedding tables learn at lr times this (0 freezes "
+                                       "them)")
+    clip: float = _option(5.0, "global gradient-norm clip (0 disables)")
+    patience: int = _option(5, "epochs without a better dev F1 before stopping")
+    seed: int = _option(0, "random seed: same seed, data and build give the same model")
+    hidden: int = _option(300, "hidden units")
+    half_window: int = _option(2, "words each side of the centre word (window 2h+1)")
+    activation: str = _option("tanh", "tanh, hardtanh, relu or sigmoid")
+    loss: str = _option("crf", "crf (sentence-level likelihood) or softmax (per token)")
+    dropout: float = _option(0.0, "dropout on the hidden layer")
+    word_dropout: float = _option(0.1, "chance of replacing a training word by UNK")
+    features: str = _option("caps:5", "feature embeddings besides the word, KIND:DIM,... "
+                                      "(caps, suffixN, prefixN, shape, doccase) or none")
+    glove_words: int = _option(400000, "most frequent GloVe words kept (0: random word "
+                                       "vectors, no GloVe)")
+    word_dim: int = _option(50, "word vector size (50 with GloVe)")
 
     def validate(self):
         if self.optimizer not in OPTIMIZERS:

@@ -107,3 +107,88 @@ def test_usage_errors_exit_2(tmp_path, capsys, monkeypatch, tiny_train_path):
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate"])                      # argparse: a required option is missing
     assert exit_.value.code == 2
+
+
+def test_version_and_train_help_show_defaults(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("fastner 0.")
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "learning rate (default: 0.001)" in text and "(default: caps:5)" in text
+
+
+CONLL = ("-DOCSTART- -X- -X- O\n\nMaria NNP B-NP B-PER\nLopez NNP I-NP I-PER\n"
+         "visited VBD B-VP O\nLisbon NNP B-NP B-LOC\n. . O O\n\n"
+         "-DOCSTART- -X- -X- O\n\nHi UH B-INTJ O\n")
+
+
+def test_tag_conll_keeps_every_line_and_column(tiny_model_path, tmp_path, capsys, monkeypatch):
+    """Each line back unchanged plus a last column; -DOCSTART- and blank lines kept;
+    files as arguments, -o for the output; the same as stdin."""
+    src = tmp_path / "in.txt"
+    src.write_text(CONLL, encoding="utf-8")
+    out = tmp_path / "out.txt"
+    code, _, err = run(["tag", "--model", tiny_model_path, "--format", "conll", str(src), str(src),
+                        "-o", str(out)], capsys, monkeypatch)
+    assert code == 0, err
+    lines = out.read_text(encoding="utf-8").splitlines()
+    original = CONLL.splitlines() * 2
+    assert len(lines) == len(original)
+    for got, was in zip(lines, original):
+        assert got == was if not was else got.rsplit(" ", 1)[0] == was
+    assert {len(line.split()) for line in lines if line} == {5}
+    assert lines[0] == "-DOCSTART- -X- -X- O O"
+    code, piped, _ = run(["tag", "--model", tiny_model_path, "--format", "conll"], capsys,
+                         monkeypatch, CONLL)
+    assert piped.splitlines() == lines[:len(CONLL.splitlines())]
+
+
+def test_tag_conll_scores_with_conlleval_as_evaluate_does(tiny_model_path, tiny_dev_path,
+                                                          tmp_path, capsys, monkeypatch):
+    conlleval = pytest.importorskip("conlleval")
+    out = tmp_path / "tagged.txt"
+    assert run(["tag", "--model", tiny_model_path, "--format", "conll", tiny_dev_path, "-o",
+                str(out)], capsys, monkeypatch)[0] == 0
+    ours = json.loads(run(["evaluate", "--model", tiny_model_path, "--data", tiny_dev_path,
+                           "--json", "--output", str(tmp_path / "eval.txt")], capsys,
+                          monkeypatch)[1])
+    for path in (out, tmp_path / "eval.txt"):
+        with open(path, encoding="utf-8") as f:
+            theirs = conlleval.evaluate(line.rstrip("\n") for line in f)
+        assert 100 * theirs["overall"]["chunks"]["evals"]["f1"] == pytest.approx(ours["f1"])
+
+
+def test_closed_pipe_ends_quietly(tiny_model_path):
+    import subprocess
+    import sys
+    text = "Maria Lopez visited Lisbon .\n" * 20000
+    proc = subprocess.run(f"{sys.executable} -m fastner.cli tag --model {tiny_model_path} | head -1",
+                          shell=True, input=text, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.count("\n") == 1 and proc.stderr == "", proc.stderr
+
+
+@pytest.mark.slow
+def test_conll_tagging_memory_does_not_grow_with_the_input(tiny_model_path, tiny_dev_path,
+                                                           tmp_path):
+    """Peak memory of `fastner tag --format conll` on 1 and 20 copies of a 0.5 MB file."""
+    import subprocess
+    import sys
+    with open(tiny_dev_path, encoding="utf-8") as f:
+        one = f.read()
+    small, large = tmp_path / "one.txt", tmp_path / "twenty.txt"
+    small.write_text(one * 60, encoding="utf-8")
+    large.write_text(one * 60 * 20, encoding="utf-8")
+    code = ("import resource, sys; from fastner.cli import main; rc = main(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); "
+            "sys.exit(rc)")
+    peaks = []
+    for path in (small, large):
+        done = subprocess.run([sys.executable, "-c", code, "tag", "--model", tiny_model_path,
+                               "--format", "conll", str(path), "-o", str(path) + ".out"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        peaks.append(int(done.stderr.split()[-1]))
+    assert large.stat().st_size > 10_000_000
+    assert peaks[1] <= 1.1 * peaks[0], peaks

@@ -1,0 +1,107 @@
+"""The Python API as a user meets it: fastner.load(), nlp(text), nlp.pipe(...)."""
+import importlib.resources
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastner
+from fastner import Doc, Entity
+
+
+@pytest.fixture(scope="module")
+def nlp(tiny_model_path):
+    return fastner.load(tiny_model_path)
+
+
+def test_load_call_and_typed_results(nlp):
+    doc = nlp("Maria Lopez visited Lisbon on Monday.")
+    assert isinstance(doc, Doc) and doc.n_tokens == 7 and doc.tokens is None
+    assert doc.ents and all(isinstance(e, Entity) for e in doc.ents)
+    for e in doc.ents:
+        assert doc.text[e.start:e.end] == e.text and 0 <= e.score <= 1
+    assert repr(doc).startswith("Doc('Maria Lopez visited Lisbon on Monday.', ents=[")
+    assert repr(doc.ents[0]).startswith("Entity(text='")
+    assert doc.to_dict() == {"entities": [e._asdict() for e in doc.ents]}
+    with_tokens = nlp("Maria Lopez visited Lisbon.", include_tokens=True)
+    assert [t.text for t in with_tokens.tokens] == ["Maria", "Lopez", "visited", "Lisbon", "."]
+    assert [t.tag for t in with_tokens.tokens][:2] == ["B-PER", "I-PER"]
+
+
+def test_results_match_the_service_json(nlp):
+    from fastner.service.app import create_app
+    client = create_app({"FASTNER_TAGGER": nlp}).test_client()
+    text = "Maria Lopez visited Lisbon on Monday ."
+    body = client.post("/v1/tag", json={"text": text, "include_tokens": True}).get_json()
+    assert body == dict(nlp(text, include_tokens=True).to_dict(), model=nlp.name)
+
+
+def test_pipe_streams_any_iterable_in_order(nlp):
+    texts = [f"Maria Lopez visited Lisbon {i} times." for i in range(10)] + ["", "  "]
+    generated = (t for t in texts)
+    docs = list(nlp.pipe(generated, batch_size=3))
+    assert [d.text for d in docs] == texts
+    assert [d.to_dict() for d in docs] == [nlp(t).to_dict() for t in texts]
+    assert docs[-1].ents == () and docs[-1].n_tokens == 0
+
+
+@pytest.mark.parametrize("call", [
+    lambda nlp: nlp.pipe("a single string"),
+    lambda nlp: nlp.tag_texts("a single string"),
+    lambda nlp: nlp.tag_sentences("a single string"),
+    lambda nlp: nlp.tag_sentences(["Maria", "Lopez"]),      # a sentence, not a list of them
+    lambda nlp: nlp(["a", "list"]),
+    lambda nlp: nlp.tag_texts(["ok", 3]),
+])
+def test_wrong_shapes_are_type_errors_that_say_so(nlp, call):
+    with pytest.raises(TypeError, match="single str|not a string|expected a string"):
+        call(nlp)
+
+
+def test_pipe_refuses_a_zero_batch(nlp):
+    with pytest.raises(ValueError, match="batch_size"):
+        nlp.pipe(["a"], batch_size=0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(list("Maria Lopez visited Lisbon.\n\"?!'")),
+                        max_size=40), max_size=8))
+def test_a_batch_tags_each_text_as_alone(nlp, texts):
+    """tag_texts tokenizes the batch in one pass; every text must come out as it would
+    on its own (tokens, sentence ends and offsets never cross texts)."""
+    batch = nlp.tag_texts(texts, include_tokens=True)
+    assert [d.to_dict() for d in batch] == \
+        [nlp.tag_texts([t], include_tokens=True)[0].to_dict() for t in texts]
+
+
+def test_tag_sentences_and_tags(nlp):
+    sentences = [["Maria", "Lopez", "visited", "Lisbon", "."], ["Hi"]]
+    docs = nlp.tag_sentences(sentences, include_tokens=True)
+    assert [d.text for d in docs] == ["Maria Lopez visited Lisbon .", "Hi"]
+    assert nlp.tags(sentences) == [[t.tag for t in d.tokens] for d in docs]
+
+
+def test_package_is_typed():
+    assert (importlib.resources.files("fastner") / "py.typed").is_file()
+
+
+@pytest.mark.parametrize("setting,expected", [(None, 1), ("0", os.cpu_count()), ("2", 2)])
+def test_blas_threads_are_pinned_by_the_library(tiny_model_path, setting, expected):
+    """From the library itself, not the environment: no OPENBLAS_NUM_THREADS is set."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                        "FASTNER_BLAS_THREADS")}
+    if setting is not None:
+        env["FASTNER_BLAS_THREADS"] = setting
+    code = ("import json, sys, fastner, threadpoolctl; fastner.load(sys.argv[1]); "
+            "print(json.dumps([p['num_threads'] for p in threadpoolctl.threadpool_info() "
+            "if p['user_api'] == 'blas']))")
+    done = subprocess.run([sys.executable, "-c", code, tiny_model_path], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    threads = json.loads(done.stdout)
+    assert threads and all(n == expected for n in threads), threads
