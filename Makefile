@@ -69,8 +69,11 @@ lock: $(STAMP)
 # From the sdist, so the wheel holds only what a release would: no stray build/ objects.
 # FASTNER_MARCH is emptied: a wheel must run on any x86-64 machine.
 DIST ?= dist
+# The sdist step writes fastner.egg-info into the tree; left there it would shadow the
+# installed metadata (entry points) for anything run from the checkout.
 wheel: $(STAMP)
 	FASTNER_MARCH= $(BIN)/uv build --no-cache --out-dir $(DIST) .
+	rm -rf fastner.egg-info
 
 clean:
 	rm -rf build dist $(VENV) fastner/_kernels.c fastner/*.so *.egg-info

@@ -85,6 +85,7 @@ def wheel_venv(tmp_path_factory):
     built = run(["make", "-s", "wheel", f"DIST={dist}"], cwd=ROOT)
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = dist.glob("fastner-*.whl")
+    assert not os.path.exists(os.path.join(ROOT, "fastner.egg-info"))   # would shadow metadata
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     env = dict(os.environ, PIP_NO_CACHE_DIR="1")
