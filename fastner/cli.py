@@ -130,7 +130,22 @@ def cmd_train(args):
     return 0
 
 
+def _whole_documents(sentences, size):
+    """Consecutive runs of at least ``size`` sentences (the last may be shorter), cut
+    only between documents, so document-level features see whole documents."""
+    batch = []
+    for sent in sentences:
+        if len(batch) >= size and sent.doc != batch[-1].doc:
+            yield batch
+            batch = []
+        batch.append(sent)
+    if batch:
+        yield batch
+
+
 def cmd_evaluate(args):
+    from tqdm import tqdm
+
     from fastner.conll import read_conll, write_conll
     from fastner.evaluate import entity_scores, format_scores
     from fastner.io import write_text_atomically
@@ -143,7 +158,12 @@ def cmd_evaluate(args):
     if args.case != "as-is":
         for sent in sentences:
             sent.tokens = [getattr(t, args.case)() for t in sent.tokens]
-    predicted = tagger.tags([s.tokens for s in sentences], [s.doc for s in sentences])
+    predicted = []
+    with tqdm(total=sum(len(s.tokens) for s in sentences), unit="tok", unit_scale=True,
+              desc="tagging", leave=False, file=sys.stderr, disable=None) as bar:
+        for batch in _whole_documents(sentences, 2000):
+            predicted += tagger.tags([s.tokens for s in batch], [s.doc for s in batch])
+            bar.update(sum(len(s.tokens) for s in batch))
     scores = entity_scores([s.tags for s in sentences], predicted)
     if args.output:
         write_text_atomically(args.output, lambda f: write_conll(f, sentences, predicted))
