@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Cython kernels of the window classifier (math and derivations: MATH.md).
+"""Cython kernels of the window classifier (math and derivations: docs/derivations.md).
 
 Dimension letters, used in argument names (``ids_bk``, ``W_hd``, ...):
     B  windows in a batch (= tokens, one window per token)
@@ -32,7 +32,7 @@ ACTIVATIONS = {"identity": 0, "tanh": 1, "hardtanh": 2, "relu": 3}
 
 
 # --------------------------------------------------------------------------
-# tanh as a rational function (the 13/6 minimax form used by Eigen): branch-free,
+# tanh as a rational function (the 13/6 minimax form used by Eigen; derivations §I4): branch-free,
 # so gcc vectorizes the activation loop; |error| ≤ 3.5e-7 against float64 tanh
 # (libm's tanhf is exact to 6e-8 but ~10x slower and blocks vectorization).
 
@@ -144,11 +144,11 @@ def _check_window_slice(kernel, D, K, e, offset):
 
 
 # --------------------------------------------------------------------------
-# 1. windowed embedding lookup
+# 1. windowed embedding lookup (derivations §F1, §B5)
 
 cdef void _lookup_forward(const int[:, ::1] ids_bk, const float[:, ::1] table_ve,
                           float[:, ::1] out_bd, int E, int offset) noexcept nogil:
-    # out[b, k·E + offset : k·E + offset + e] = table[ids[b, k]]   (MATH.md forward 1)
+    # out[b, k·E + offset : k·E + offset + e] = table[ids[b, k]]   (derivations §F1)
     cdef Py_ssize_t b, k
     cdef int e = table_ve.shape[1]
     for b in range(ids_bk.shape[0]):
@@ -186,7 +186,7 @@ def lookup_forward(ids_bk, table_ve, out_bd=None, offset=0):
 
 cdef void _lookup_backward(const int[:, ::1] ids_bk, const float[:, ::1] dX_bd,
                            float[:, ::1] dtable_ve, int E, int offset) noexcept nogil:
-    # dtable[v] += Σ_{(b,k): ids[b,k] = v} dX[b, k·E + offset : +e]   (MATH.md backward 5)
+    # dtable[v] += Σ_{(b,k): ids[b,k] = v} dX[b, k·E + offset : +e]   (derivations §B5)
     cdef Py_ssize_t b, k, j
     cdef int e = dtable_ve.shape[1]
     cdef float* row
@@ -226,7 +226,7 @@ def lookup_backward(ids_bk, dX_bd, dtable_ve, offset=0):
 
 
 # --------------------------------------------------------------------------
-# 2. fused affine + activation
+# 2. fused affine + activation (derivations §F2, §B3, §B4)
 
 cdef void _affine_act_forward(const float[:, ::1] X_bd, const float[:, ::1] W_hd,
                               const float[::1] b_h, int act, float[:, ::1] out_bh) noexcept nogil:
@@ -273,7 +273,7 @@ cdef void _act_backward(const float[:, ::1] dH_bh, const float[:, ::1] H_bh, int
                         float[:, ::1] dZ_bh) noexcept nogil:
     # δ_Z = δ_H ⊙ f′(Z): the Jacobian of an elementwise f is diagonal, and f′ is
     # read from the stored output: tanh′ = 1 − H², hardtanh′ = [−1 < H < 1],
-    # relu′ = [H > 0]   (MATH.md backward 3)
+    # relu′ = [H > 0]   (derivations §B3)
     cdef Py_ssize_t i
     cdef int H = dH_bh.shape[1]
     for i in range(dH_bh.shape[0]):
@@ -358,7 +358,7 @@ def affine_act_backward(dH_bh, H_bh, X_bd, W_hd, activation, dW_hd, db_h, dX_bd=
 
 
 # --------------------------------------------------------------------------
-# 3. softmax cross-entropy
+# 3. softmax cross-entropy (derivations §F4, §B1)
 
 cdef double _softmax_row(const float* s, float* p, int T) noexcept nogil:
     """p = softmax(s) (stable: shift by the max); returns log Σ exp(s)."""
@@ -378,7 +378,7 @@ cdef double _softmax_row(const float* s, float* p, int T) noexcept nogil:
 
 cdef double _softmax_xent(const float[:, ::1] S_bt, const int[::1] y_b,
                           float[:, ::1] dS_bt) noexcept nogil:
-    # J = −(1/B) Σ_b log P[b, y_b];  δ_S = (P − Y)/B   (MATH.md forward 4, backward 1)
+    # J = −(1/B) Σ_b log P[b, y_b];  δ_S = (P − Y)/B   (derivations §F4, §B1)
     cdef Py_ssize_t i, j
     cdef int B = S_bt.shape[0], T = S_bt.shape[1]
     cdef double loss = 0.0, log_z
@@ -447,7 +447,7 @@ def softmax_forward(S_bt, out_bt=None):
 
 
 # --------------------------------------------------------------------------
-# 4. Viterbi decoding and the linear-chain CRF (sentence-level likelihood)
+# 4. Viterbi decoding and the linear-chain CRF (derivations §C1–§C6)
 
 def _check_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t):
     _check_array(kernel, "S_bt", S_bt, np.float32, (("B", None), ("T", None)))
@@ -551,7 +551,7 @@ cdef inline double _logsumexp2(double a, double b) noexcept nogil:
 cdef double _crf_alpha_beta(const float* s, int n, int T, const float[:, ::1] A,
                             const float[::1] start, const float[::1] end,
                             double* alpha, double* beta) noexcept nogil:
-    # Forward-backward in log space; returns log Z (MATH.md, sentence-level variant).
+    # Forward-backward in log space; returns log Z (derivations §C2).
     # alpha[t, j] = s[t, j] + logsumexp_i(alpha[t−1, i] + A[i, j])
     # beta[t, i]  = logsumexp_j(A[i, j] + s[t+1, j] + beta[t+1, j]),  beta[n−1, i] = end[i]
     cdef int t, i, j
@@ -771,7 +771,7 @@ cdef inline void _activate_row(float* row, int H, int act) noexcept nogil:
 
 cdef inline void _bias_activate_row(float* row, const float* bias, int H,
                                     int act) noexcept nogil:
-    # row = f(row + b)   (MATH.md forward 2, after the product)
+    # row = f(row + b)   (derivations §F2, after the product)
     cdef Py_ssize_t j
     for j in range(H):
         row[j] = row[j] + bias[j]
@@ -791,7 +791,7 @@ cdef inline void _add_column_sums(float* out, const float* M, int rows, int cols
 
 
 # --------------------------------------------------------------------------
-# 5. a whole plain-SGD training step, fused (softmax loss)
+# 5. a whole plain-SGD training step, fused (softmax loss; derivations §U1)
 
 from libc.stdlib cimport malloc, free
 
@@ -825,7 +825,7 @@ cdef class SGDStep:
     """One plain-SGD step of the softmax window model in a single call.
 
     Forward, loss, backward and update run in one nogil pass, updating the
-    parameters in place (MATH.md, forward 1–4 and backward 1–5): the per-call
+    parameters in place (derivations §F1–§F4, §B1–§B5, §U1): the per-call
     overhead that dominates small batches (online SGD, as Collobert & Weston
     trained) is paid once. Parameters are checked once, here; ``step`` checks only
     its ids and tags. Gradients that flow down (δ_H = δ_S U, δ_X = δ_Z W) are taken
@@ -1006,7 +1006,7 @@ cdef inline double _logsumexp_row(const float* s, int T) noexcept nogil:
 
 
 # --------------------------------------------------------------------------
-# 6. fused inference: ids → scores in one pass, block by block
+# 6. fused inference: ids → scores in one pass, block by block (derivations §I1–§I3)
 
 cdef enum:
     SCORER_BLOCK = 256      # windows per block: the block's hidden layer stays in L2
@@ -1255,7 +1255,7 @@ cdef class CachedScorer:
 
 
 # --------------------------------------------------------------------------
-# 7. the Adam update, dense and at the rows a batch touched
+# 7. the Adam update, dense and at the rows a batch touched (derivations §U2, §U3)
 
 cdef extern from "_adam.h":
     void fastner_adam_row(float* p, float* g, float* m, float* v, long n, double scale,

@@ -1,5 +1,5 @@
 """The window tagger: parameters, windows, forward/backward through the kernels,
-and decoding (MATH.md holds the math; fastner._kernels the fast code).
+and decoding (docs/derivations.md holds the math; fastner._kernels the fast code).
 
 Parameters live in one flat float buffer with named views, and the gradient
 buffer mirrors it, so the optimiser can treat the dense parameters as one
@@ -166,7 +166,7 @@ class WindowTagger:
         return S, (ids, X, Hd, Hin, keep, S)
 
     def backward(self, cache, dS, grads):
-        """Add ∂J/∂θ into the named gradient views ``grads`` from δ_S (MATH.md backward 2–5)."""
+        """Add ∂J/∂θ into the named gradient views ``grads`` from δ_S (derivations §B2–§B5)."""
         ops, p = self.ops, self.params
         ids, X, Hd, Hin, keep, S = cache
         dHin = np.empty_like(Hin)

@@ -1,5 +1,5 @@
 """NumPy reference of every kernel in ``fastner._kernels``: same names, same
-signatures, same math (MATH.md), written for reading rather than speed.
+signatures, same math (docs/derivations.md), written for reading rather than speed.
 
 The reference works in whatever float dtype it is given, so the gradient
 checks can run it in float64 against central finite differences; the Cython

@@ -95,7 +95,7 @@ class TagSet:
         """Additive masks forbidding invalid IOB2 moves: (trans (T, T), start (T,)).
 
         0 where allowed, -inf where not: I-X may only follow B-X or I-X, and a
-        sentence may not open with I-X (MATH.md, sentence-level variant).
+        sentence may not open with I-X (derivations §C6).
         """
         T = len(self.names)
         trans = np.zeros((T, T), dtype=np.float32)
