@@ -40,11 +40,11 @@ def test_ids_to_tags(benchmark, tagger, data, path):
     model = tagger.model
     benchmark.group = "ids->tags"
     benchmark.extra_info["tokens"] = int(lengths.sum())
-    cache = model.inference_cache
+    scorer = tagger.scorer
 
     def run():
         if path == "cached":
-            S = model.inference_scores(ids)
+            S = scorer.scores(ids)
         elif path == "sgemm":
             S, _ = model.forward(ids)
         else:
@@ -58,7 +58,7 @@ def test_ids_to_tags(benchmark, tagger, data, path):
         return model.ops.viterbi_decode(np.ascontiguousarray(S), lengths, trans, start, end)
 
     tags = benchmark(run)
-    assert cache is not None and len(tags) == lengths.sum()
+    assert scorer is not None and len(tags) == lengths.sum()
 
 
 def test_text_to_entities(benchmark, tagger, data):

@@ -6,16 +6,13 @@ buffer mirrors it, so the optimiser can treat the dense parameters as one
 slice and the embedding tables row by row.
 """
 import itertools
-import json
 
 import numpy as np
 
-from fastner import _kernels, io
-from fastner.features import MEMO_LIMIT, PAD, DocumentContext, Vocab, build_feature
-from fastner.tags import TagSet
+from fastner import _kernels
+from fastner.features import MEMO_LIMIT, PAD, DocumentContext
 
 DENSE = ("W", "b", "U", "c", "trans", "start", "end")
-QUANTIZE_ROWS = 4096     # tables at least this tall are saved as int8 + row scales
 LOSSES = ("softmax", "crf")
 
 
@@ -54,9 +51,7 @@ class WindowTagger:
         self.params = self.views(self.flat)
         self.dense_size = sum(int(np.prod(s)) for n, s in self.layout if n in DENSE)
         self.mask_trans, self.mask_start = tagset.transition_mask()
-        self.inference_cache = None      # per-feature cached products (build_inference_cache)
-        self._scorer = None
-        self._ids_memo = {}              # token → its id under every feature (tag_flat)
+        self._ids_memo = {}              # token → its id under every feature (sentence_windows)
 
     # -- parameters -------------------------------------------------------
 
@@ -91,7 +86,6 @@ class WindowTagger:
         if word_init is not None:
             rows, vectors = word_init
             self.tables()[0][rows] = vectors
-        self.inference_cache = self._scorer = None
 
     # -- windows ----------------------------------------------------------
 
@@ -226,86 +220,24 @@ class WindowTagger:
         conf = probs[np.arange(len(tags)), tags] if len(tags) else np.zeros(0, self.dtype)
         return tags, conf
 
-    def build_inference_cache(self, budget_mb=64.0):
-        """Precompute W_k · table[v] for every position k and the most frequent rows v.
-
-        The first layer is linear in the window, so at inference a token costs K
-        cached vector additions instead of a (D × H) product (Chen & Manning 2014).
-        The products are stored in half precision (relative error ≤ 2⁻¹¹; on
-        CoNLL-2003 valid the shipped model's tags do not change), which doubles the
-        rows a budget holds and halves the bytes read per token. Small feature
-        tables are cached whole first; the word table gets the rest of the budget,
-        from its first (most frequent, GloVe-ordered) rows. Rows past the cache are
-        multiplied on the fly. Call again after changing the parameters. Returns
-        the bytes the scorer holds (cache plus Wᵀ).
-        """
-        row_bytes = self.K * self.hidden * np.dtype(np.float16).itemsize
-        budget_rows = int(budget_mb * 2**20) // row_bytes
-        order = sorted(range(len(self.features)), key=lambda i: (i == 0, self.features[i].size))
-        rows = [0] * len(self.features)
-        for i in order:
-            rows[i] = min(self.features[i].size, budget_rows)
-            budget_rows -= rows[i]
-        W = self.params["W"]
-        caches = []
-        half_max = float(np.finfo(np.float16).max)
-        for n, table, offset in zip(rows, self.tables(), self.offsets):
-            e = table.shape[1]
-            cache = np.empty((n, self.K, self.hidden), dtype=np.float16)
-            # a few thousand rows at a time: the float32 products stay small temporaries
-            for lo in range(0, n, 4096):
-                for k in range(self.K):
-                    W_k = W[:, k * self.E + offset:k * self.E + offset + e]
-                    products = table[lo:min(n, lo + 4096)] @ W_k.T
-                    if not np.abs(products).max() <= half_max:
-                        raise ValueError(
-                            "build_inference_cache: a first-layer product exceeds half "
-                            "precision (|x| > 65504); tag without the cache (cache_mb=0)")
-                    cache[lo:lo + 4096, k, :] = products
-            caches.append(cache)
-        self.inference_cache = caches
-        WT = np.ascontiguousarray(W.T)
-        p = self.params
-        self._scorer = _kernels.CachedScorer(caches, self.tables(), WT, p["b"], p["U"], p["c"],
-                                             self.activation, self.offsets, self.K)
-        return sum(c.nbytes for c in caches) + WT.nbytes
-
-    def inference_scores(self, ids):
-        """Scores S (B, T) through the inference cache (build_inference_cache first)."""
-        return self._scorer.scores(np.ascontiguousarray(np.stack(ids, axis=2)))
-
-    def predict_ids(self, ids, lengths, confidence=True):
-        """Best tag ids (and confidences, unless ``confidence`` is False) of windows."""
-        if self._scorer is not None:
-            S = self.inference_scores(ids)
-        else:
-            S, _ = self.forward(ids)
+    def predict(self, window_ids, lengths, confidence=True):
+        """Best tag ids of windows (per-feature (B, K) ids of sentences laid end to end,
+        ``lengths`` tokens each) through the plain forward pass, and their confidences
+        unless ``confidence`` is False (then None). fastner.tagger.Tagger scores through
+        its inference cache instead and decodes with ``decode``."""
+        S, _ = self.forward(window_ids)
         return self.decode(S, lengths, confidence)
 
-    def tag_ids(self, sentences, docs=None, confidence=True):
-        """Tag ids and confidences of every token of every sentence, laid end to end.
-
-        Returns (tags int32 (N,), confidences float32 (N,) or None when ``confidence``
-        is False, lengths int32 (sentences,)). ``docs``: each sentence's document
-        number (default: one document).
-        """
-        lengths = np.array([len(t) for t in sentences], dtype=np.int32)
-        tokens = list(itertools.chain.from_iterable(sentences))
-        tags, conf = self.tag_flat(tokens, lengths, docs, confidence)
-        return tags, conf, lengths
-
-    def tag_flat(self, tokens, lengths, docs=None, confidence=True):
-        """tag_ids for sentences given as all their tokens laid end to end and the
-        number of tokens of each: (tags, confidences or None)."""
-        if len(tokens) == 0:
-            return np.zeros(0, np.int32), np.zeros(0, np.float32)
+    def sentence_windows(self, tokens, lengths, docs=None):
+        """Per-feature (N, K) window ids of sentences given as all their tokens laid end
+        to end and the number of tokens of each; ``docs`` numbers each sentence's
+        document (document-level features look across it)."""
         if any(getattr(f, "needs_context", False) for f in self.features):
             bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
             sentences = [tokens[a:b] for a, b in zip(bounds, bounds[1:])]
-            ids = self.windows(self.sentences_ids(sentences, docs))
-        else:           # every feature is a function of the token alone: one pass over all
-            ids = self.windows_flat(list(self._feature_ids(tokens).T), lengths)
-        return self.predict_ids(ids, np.asarray(lengths, dtype=np.int32), confidence)
+            return self.windows(self.sentences_ids(sentences, docs))
+        # every feature is a function of the token alone: one pass over all tokens
+        return self.windows_flat(list(self._feature_ids(tokens).T), lengths)
 
     def _feature_ids(self, tokens):
         """(N, features) int32 ids of tokens, through one memo for all features: a
@@ -325,102 +257,21 @@ class WindowTagger:
 
     def tag(self, sentences, docs=None):
         """Tag lists of tokens: list over sentences of (tag names, confidences)."""
-        tags, conf, lengths = self.tag_ids(sentences, docs)
+        lengths = np.array([len(t) for t in sentences], dtype=np.int32)
+        tokens = list(itertools.chain.from_iterable(sentences))
+        if not tokens:
+            return [([], np.zeros(0, self.dtype)) for _ in sentences]
+        tags, conf = self.predict(self.sentence_windows(tokens, lengths, docs), lengths)
         out, at = [], 0
         for n in lengths:
             out.append((self.tagset.decode(tags[at:at + n]), conf[at:at + n]))
             at += n
         return out
 
-    # -- files --------------------------------------------------------------
+    # -- configuration --------------------------------------------------------
 
     def config(self):
         return {"half_window": self.half_window, "hidden": self.hidden,
                 "activation": self.activation, "loss": self.loss, "dropout": self.dropout,
                 "entity_types": list(self.tagset.entity_types),
                 "features": [f.config() for f in self.features]}
-
-    def arrays(self, quantize=False, precise_rows=None):
-        """Everything the model needs, as named arrays (no pickle).
-
-        With ``quantize``, tables of QUANTIZE_ROWS rows or more are stored as int8
-        with one float32 scale per row (|error| ≤ scale/2 = max|row|/254): the
-        400k-word GloVe table shrinks from 80 MB to 20 MB. ``precise_rows`` (word
-        table rows training changed) are kept besides in float16 (relative error
-        5e-4), so the learned part of the table loses almost nothing.
-        """
-        arrays = {}
-        for name, view in self.params.items():
-            if quantize and name.startswith("table.") and view.shape[0] >= QUANTIZE_ROWS:
-                scale = np.abs(view).max(axis=1) / 127.0
-                scale[scale == 0] = 1.0
-                arrays[f"param.{name}.q8"] = np.rint(view / scale[:, None]).astype(np.int8)
-                arrays[f"param.{name}.scale"] = scale.astype(np.float32)
-                if precise_rows is not None and name == "table.word":
-                    rows = np.unique(np.asarray(precise_rows, dtype=np.int32))
-                    arrays[f"param.{name}.f16_rows"] = rows
-                    arrays[f"param.{name}.f16"] = view[rows].astype(np.float16)
-            else:
-                arrays[f"param.{name}"] = view
-        arrays["vocab"] = io.encode_strings(self.features[0].vocab.words)
-        return arrays
-
-    def save(self, path, metadata=None, quantize=True, precise_rows=None):
-        # Stored, not deflated: the int8 table barely compresses (27.7 against 24.6 MB
-        # for the shipped model) and inflating it cost 0.1 s of every process start.
-        io.save_npz(path, io.MODEL_FORMAT, self.arrays(quantize, precise_rows),
-                    {"config": self.config(), "metadata": metadata or {}}, compress=False)
-
-    @classmethod
-    def from_arrays(cls, arrays, meta, path="<model>"):
-        try:
-            config = meta["config"]
-            vocab = Vocab(io.decode_strings(arrays["vocab"])[2:])
-            features = [build_feature(c, vocab) for c in config["features"]]
-            model = cls(features, TagSet(config["entity_types"]),
-                        half_window=config["half_window"], hidden=config["hidden"],
-                        activation=config["activation"], loss=config["loss"],
-                        dropout=config.get("dropout", 0.0))
-        except (KeyError, TypeError, ValueError) as err:
-            raise io.ModelFileError(f"{path}: model configuration is incomplete or invalid "
-                                    f"({type(err).__name__}: {err})") from None
-        for name, view in model.params.items():
-            stored = arrays.get(f"param.{name}")
-            if stored is None and f"param.{name}.q8" in arrays:
-                q8, scale = arrays[f"param.{name}.q8"], arrays.get(f"param.{name}.scale")
-                if (q8.dtype != np.int8 or scale is None or q8.ndim != 2
-                        or scale.shape != (q8.shape[0],)):
-                    raise io.ModelFileError(f"{path}: quantized parameter {name!r} is malformed")
-                if q8.shape != view.shape:
-                    raise io.ModelFileError(f"{path}: parameter {name!r} has shape {q8.shape}; "
-                                            f"the configuration needs {view.shape}")
-                np.multiply(q8, scale[:, None], out=view, casting="unsafe")  # no temporaries
-                rows, f16 = arrays.get(f"param.{name}.f16_rows"), arrays.get(f"param.{name}.f16")
-                if rows is not None:
-                    if (f16 is None or rows.ndim != 1 or f16.shape != (len(rows), view.shape[1])
-                            or (len(rows) and (rows.min() < 0 or rows.max() >= view.shape[0]))):
-                        raise io.ModelFileError(f"{path}: precise rows of {name!r} are malformed")
-                    view[rows] = f16
-                continue
-            if stored is None:
-                raise io.ModelFileError(f"{path}: parameter {name!r} is missing")
-            if stored.shape != view.shape:
-                raise io.ModelFileError(f"{path}: parameter {name!r} has shape {stored.shape}; "
-                                        f"the configuration needs {view.shape}")
-            view[...] = stored
-        if not np.all(np.isfinite(model.flat)):
-            raise io.ModelFileError(f"{path}: parameters contain NaN or infinity")
-        return model
-
-    @classmethod
-    def load(cls, path):
-        arrays, meta = io.load_npz(path, io.MODEL_FORMAT)
-        model = cls.from_arrays(arrays, meta, path)
-        model.metadata = meta.get("metadata", {})
-        return model
-
-
-def describe(model):
-    """A one-line summary for logs."""
-    return json.dumps({"params": int(model.flat.size), "K": model.K, "E": model.E,
-                       "H": model.hidden, "T": len(model.tagset), "loss": model.loss})

@@ -24,7 +24,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fastner.inference import InferenceScorer
 from fastner.model import WindowTagger
+from fastner.modelfile import load_model
 from fastner.settings import setting
 from fastner.threads import pin_blas_threads
 from fastner.tokenize import sentence_ends, tokenize
@@ -110,13 +112,17 @@ class Tagger:
     """A loaded model, ready to tag: ``fastner.load()`` returns one. Call it on a text,
     ``pipe`` it many texts, or give ``tag_sentences``/``tags`` pre-tokenised sentences."""
 
-    def __init__(self, model: WindowTagger, name: str = "model", metadata: dict | None = None):
-        self.model, self.name = model, name
+    def __init__(self, model: WindowTagger, name: str = "model", metadata: dict | None = None,
+                 scorer: InferenceScorer | None = None):
+        self.model, self.name, self.scorer = model, name, scorer
         self.metadata = metadata if metadata is not None else getattr(model, "metadata", {})
         # how long load() took: reading the file, building the inference cache
         self.load_seconds = {"read": None, "cache": None}
-        self.cache_bytes = 0
         self._tag_names = np.array(model.tagset.names, dtype=object)    # tag id → name
+
+    @property
+    def cache_bytes(self) -> int:
+        return self.scorer.nbytes if self.scorer is not None else 0
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None,
@@ -128,16 +134,24 @@ class Tagger:
         path = os.fspath(path or default_model_path())
         name = os.path.basename(path)
         started = time.perf_counter()
-        model = WindowTagger.load(path)
+        model = load_model(path)
         read = time.perf_counter()
         if cache_mb is None:
             cache_mb = setting("FASTNER_CACHE_MB")
-        cache_bytes = model.build_inference_cache(cache_mb) if cache_mb > 0 else 0
-        tagger = cls(model, name[:-4] if name.endswith(".npz") else name)
+        scorer = InferenceScorer(model, cache_mb) if cache_mb > 0 else None
+        tagger = cls(model, name[:-4] if name.endswith(".npz") else name, scorer=scorer)
         tagger.load_seconds = {"read": round(read - started, 3),
                                "cache": round(time.perf_counter() - read, 3)}
-        tagger.cache_bytes = cache_bytes
         return tagger
+
+    def _predict(self, tokens, lengths, docs=None, confidence=True):
+        """(tag ids, confidences or None) of sentences laid end to end, scored through
+        the inference cache when there is one."""
+        if len(tokens) == 0:
+            return np.zeros(0, np.int32), np.zeros(0, np.float32)
+        ids = self.model.sentence_windows(tokens, lengths, docs)
+        S = self.scorer.scores(ids) if self.scorer is not None else self.model.forward(ids)[0]
+        return self.model.decode(S, np.asarray(lengths, dtype=np.int32), confidence)
 
     def __call__(self, text: str, include_tokens: bool = False) -> Doc:
         """Tag one raw text."""
@@ -182,7 +196,7 @@ class Tagger:
         ends = ends[ends > 0]
         lengths = np.diff(ends, prepend=0)
         docs = np.searchsorted(first, ends - 1, side="right") - 1
-        tags, conf = self.model.tag_flat([t[0] for t in tokens], lengths, docs)
+        tags, conf = self._predict([t[0] for t in tokens], lengths, docs)
         ents = [[] for _ in texts]
         for d, a, b, label, score in self._entities(tags, conf, first):
             base, f = bases[d], first[d]
@@ -208,7 +222,9 @@ class Tagger:
         for i, sent in enumerate(sentences):
             _refuse_lone_string(sent, f"sentences[{i}]")
         sentences = [list(s) for s in sentences]
-        tags, conf, lengths = self.model.tag_ids(sentences, docs)
+        lengths = [len(s) for s in sentences]
+        tags, conf = self._predict(list(itertools.chain.from_iterable(sentences)), lengths,
+                                   docs)
         first = _firsts(lengths)
         starts = []                       # each token's offset in its joined sentence
         for tokens in sentences:
@@ -239,7 +255,8 @@ class Tagger:
     def flat_tags(self, sentences: Sequence[Sequence[str]],
                   docs: Sequence[int] | None = None) -> list[str]:
         """tags() laid end to end: one list for all the sentences' tokens."""
-        tags, _, _ = self.model.tag_ids(sentences, docs, confidence=False)
+        tags, _ = self._predict(list(itertools.chain.from_iterable(sentences)),
+                                [len(s) for s in sentences], docs, confidence=False)
         return self._tag_names[tags].tolist()
 
     def _entities(self, tags, conf, first):

@@ -17,6 +17,7 @@ from fastner import __version__, io
 from fastner.evaluate import entity_scores
 from fastner.features import PAD, UNK, Vocab, make_features, normalize_word
 from fastner.model import WindowTagger
+from fastner.modelfile import model_arrays, model_from_arrays, save_model
 from fastner.tags import TagSet
 
 OPTIMIZERS = ("sgd", "adagrad", "adam")
@@ -268,7 +269,7 @@ def evaluate_corpus(model, corpus):
     """Entity scores of the model on a Corpus (decoded with IOB-constrained Viterbi)."""
     if corpus.tokens == 0:
         return entity_scores([], [])
-    tags, _ = model.predict_ids(corpus.ids, corpus.lengths, confidence=False)
+    tags, _ = model.predict(corpus.ids, corpus.lengths, confidence=False)
     gold, pred = [], []
     for sent, start, n in zip(corpus.sentences, corpus.starts, corpus.lengths):
         gold.append(sent.tags)
@@ -307,7 +308,7 @@ class Trainer:
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
 
     def _save_checkpoint(self, model, opt, state):
-        arrays = model.arrays(quantize=False)      # resume must continue exactly
+        arrays = model_arrays(model)      # unquantized: resume must continue exactly
         arrays["best_flat"] = state["best_flat"]
         for k, v in opt.state.items():
             arrays[f"opt.{k}"] = v
@@ -329,7 +330,7 @@ class Trainer:
         self.cfg = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig)
                                   if f.name in saved})
         self.cfg.epochs = epochs
-        model = WindowTagger.from_arrays(arrays, meta, self.paths["checkpoint"])
+        model = model_from_arrays(arrays, meta, self.paths["checkpoint"])
         opt = Optimizer(model, self.cfg)
         for k in opt.state:
             opt.state[k][...] = arrays[f"opt.{k}"]
@@ -423,6 +424,6 @@ class Trainer:
         if test_sentences is not None:
             card["test"] = evaluate_corpus(model, Corpus(model, test_sentences))
         card.update(provenance or {})
-        model.save(self.paths["model"], card, precise_rows=self.trained_rows)
+        save_model(model, self.paths["model"], card, precise_rows=self.trained_rows)
         io.write_json_atomically(self.paths["card"], card)
         return card

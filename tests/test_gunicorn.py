@@ -66,9 +66,9 @@ def test_killed_worker_is_replaced_and_reload_swaps_the_model(tiny_model_path, t
         assert failures == 0
 
         # replace the model file with one whose card differs, then SIGHUP
-        from fastner.model import WindowTagger
-        replacement = WindowTagger.load(tiny_model_path)
-        replacement.save(model + ".new", {"command": "reloaded-model"})
+        from fastner.modelfile import load_model, save_model
+        replacement = load_model(tiny_model_path)
+        save_model(replacement, model + ".new", {"command": "reloaded-model"})
         os.replace(model + ".new", model)
         old_workers = server.worker_pids()
         server.proc.send_signal(signal.SIGHUP)

@@ -8,7 +8,9 @@ import pytest
 
 from fastner import _kernels, io, reference
 from fastner.features import AffixFeature, CapsFeature, ShapeFeature, Vocab, WordFeature
+from fastner.inference import InferenceScorer
 from fastner.model import WindowTagger
+from fastner.modelfile import load_model, model_arrays, save_model
 from fastner.tags import TagSet
 from gradcheck import central_difference, check_numeric
 
@@ -106,8 +108,8 @@ def test_decoding_gives_valid_iob2_and_probabilities(loss):
 def test_save_and_load_round_trip(tmp_path):
     model = tiny_model("crf", ops=_kernels, dtype=np.float32)
     path = str(tmp_path / "m.npz")
-    model.save(path, {"note": "hello"}, quantize=False)
-    loaded = WindowTagger.load(path)
+    save_model(model, path, {"note": "hello"}, quantize=False)
+    loaded = load_model(path)
     np.testing.assert_array_equal(loaded.flat, model.flat)
     assert loaded.config() == model.config()
     assert loaded.metadata == {"note": "hello"}
@@ -116,21 +118,21 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_quantized_tables_round_trip_within_half_a_step(tmp_path, monkeypatch):
-    import fastner.model
-    monkeypatch.setattr(fastner.model, "QUANTIZE_ROWS", 8)   # word: 9 rows, caps: 7
+    import fastner.modelfile
+    monkeypatch.setattr(fastner.modelfile, "QUANTIZE_ROWS", 8)   # word: 9 rows, caps: 7
     model = tiny_model("crf", ops=_kernels, dtype=np.float32)
     path = str(tmp_path / "q.npz")
-    model.save(path)
+    save_model(model, path)
     arrays, _ = io.load_npz(path, io.MODEL_FORMAT)
     assert arrays["param.table.word.q8"].dtype == np.int8 and "param.table.caps" in arrays
-    loaded = WindowTagger.load(path)
+    loaded = load_model(path)
     word = model.params["table.word"]
     step = np.abs(word).max(axis=1, keepdims=True) / 127.0
     assert np.all(np.abs(loaded.params["table.word"] - word) <= step / 2 + 1e-7)
     np.testing.assert_array_equal(loaded.params["W"], model.params["W"])
 
-    model.save(path, precise_rows=[3, 5])          # these rows survive to float16 precision
-    again = WindowTagger.load(path).params["table.word"]
+    save_model(model, path, precise_rows=[3, 5])          # these rows survive to float16 precision
+    again = load_model(path).params["table.word"]
     np.testing.assert_allclose(again[[3, 5]], word[[3, 5]], rtol=1e-3, atol=1e-4)
     np.testing.assert_array_equal(again[4], loaded.params["table.word"][4])
 
@@ -138,7 +140,7 @@ def test_quantized_tables_round_trip_within_half_a_step(tmp_path, monkeypatch):
 def test_bad_model_files_give_clear_errors(tmp_path):
     model = tiny_model(ops=_kernels, dtype=np.float32)
     good = str(tmp_path / "good.npz")
-    model.save(good)
+    save_model(model, good)
     data = (tmp_path / "good.npz").read_bytes()
 
     truncated = tmp_path / "truncated.npz"
@@ -148,7 +150,7 @@ def test_bad_model_files_give_clear_errors(tmp_path):
     foreign = str(tmp_path / "foreign.npz")
     np.savez(foreign, a=np.zeros(3))
     checkpoint = str(tmp_path / "ckpt.npz")
-    io.save_npz(checkpoint, io.CHECKPOINT_FORMAT, model.arrays(), {"config": model.config()})
+    io.save_npz(checkpoint, io.CHECKPOINT_FORMAT, model_arrays(model), {"config": model.config()})
     arrays, meta = io.load_npz(good, io.MODEL_FORMAT)
     arrays.pop("param.W")
     missing = str(tmp_path / "missing.npz")
@@ -159,34 +161,34 @@ def test_bad_model_files_give_clear_errors(tmp_path):
              (missing, "parameter 'W' is missing")]
     for path, message in cases:
         with pytest.raises(io.ModelFileError, match=message):
-            WindowTagger.load(path)
+            load_model(path)
 
 
 def test_newer_format_version_is_refused(tmp_path):
     model = tiny_model(ops=_kernels, dtype=np.float32)
     path = str(tmp_path / "future.npz")
-    payload = dict(model.arrays())
+    payload = dict(model_arrays(model))
     payload["__meta__"] = np.array(json.dumps({"format": io.MODEL_FORMAT, "format_version": 99}))
     np.savez(path, **payload)
     with pytest.raises(io.ModelFileError, match="format version 99 is not supported"):
-        WindowTagger.load(path)
+        load_model(path)
 
 
 def test_pickled_arrays_are_refused(tmp_path):
     path = str(tmp_path / "pickled.npz")
     np.savez(path, __meta__=np.array({"format": "fastner-model"}, dtype=object))
     with pytest.raises(io.ModelFileError):
-        WindowTagger.load(path)
+        load_model(path)
 
 
 def test_wrong_shapes_in_file_are_reported(tmp_path):
     model = tiny_model(ops=_kernels, dtype=np.float32)
-    arrays = model.arrays()
+    arrays = model_arrays(model)
     arrays["param.U"] = np.zeros((3, 3), np.float32)
     path = str(tmp_path / "shapes.npz")
     io.save_npz(path, io.MODEL_FORMAT, arrays, {"config": model.config()})
     with pytest.raises(io.ModelFileError, match="'U' has shape"):
-        WindowTagger.load(path)
+        load_model(path)
 
 
 @pytest.mark.parametrize("budget_mb", [0.0, 1e-4, 64.0])
@@ -194,21 +196,26 @@ def test_inference_cache_gives_the_same_tags(budget_mb):
     model = tiny_model("crf", ops=_kernels, dtype=np.float32)
     ids, _, lengths = batch(model)
     S_full, _ = model.forward(ids)
-    plain = model.predict_ids(ids, lengths)
-    size = model.build_inference_cache(budget_mb)
-    assert size > 0
+    plain = model.predict(ids, lengths)
+    scorer = InferenceScorer(model, budget_mb)
+    assert scorer.nbytes > 0
     # cached products are half precision (relative error ≤ 2⁻¹¹ each)
-    np.testing.assert_allclose(model.inference_scores(ids), S_full, rtol=2e-3, atol=2e-3)
-    cached = model.predict_ids(ids, lengths)
+    S_cached = scorer.scores(ids)
+    np.testing.assert_allclose(S_cached, S_full, rtol=2e-3, atol=2e-3)
+    cached = model.decode(S_cached, lengths)
     np.testing.assert_array_equal(cached[0], plain[0])
     np.testing.assert_allclose(cached[1], plain[1], rtol=2e-3, atol=2e-3)
+    # the model's own prediction never goes through a scorer built from it
+    model.params["U"][...] += 1.0
+    np.testing.assert_array_equal(model.predict(ids, lengths)[0],
+                                  model.decode(model.forward(ids)[0], lengths)[0])
 
 
 def test_inference_cache_refuses_products_beyond_half_precision():
     model = tiny_model("crf", ops=_kernels, dtype=np.float32)
     model.params["W"][0, 0] = 1e6     # the first word column's products overflow float16
     with pytest.raises(ValueError, match="exceeds half precision"):
-        model.build_inference_cache(64.0)
+        InferenceScorer(model, 64.0)
 
 
 @pytest.mark.parametrize("B", [1, 7, 64])
@@ -269,7 +276,7 @@ def test_forged_array_size_is_refused_before_allocation(tmp_path):
     from io import BytesIO
     model = tiny_model(ops=_kernels, dtype=np.float32)
     good = str(tmp_path / "good.npz")
-    model.save(good)
+    save_model(model, good)
     forged = str(tmp_path / "forged.npz")
     header = {"descr": "<f4", "fortran_order": False, "shape": (10**11,)}
     io_bytes = BytesIO()
@@ -280,14 +287,14 @@ def test_forged_array_size_is_refused_before_allocation(tmp_path):
             data = io_bytes.getvalue() if info.filename == "param.W.npy" else src.read(info)
             dst.writestr(info.filename, data)
     with pytest.raises(io.ModelFileError, match=r"'param.W' declares shape \(100000000000,\)"):
-        WindowTagger.load(forged)
+        load_model(forged)
 
 
 def test_complex_parameters_are_refused(tmp_path):
     model = tiny_model(ops=_kernels, dtype=np.float32)
-    arrays, meta = model.arrays(), {"config": model.config()}
+    arrays, meta = model_arrays(model), {"config": model.config()}
     arrays["param.W"] = arrays["param.W"].astype(np.complex64)
     path = str(tmp_path / "complex.npz")
     io.save_npz(path, io.MODEL_FORMAT, arrays, meta)
     with pytest.raises(io.ModelFileError, match="dtype complex64; fastner files hold real"):
-        WindowTagger.load(path)
+        load_model(path)

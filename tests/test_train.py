@@ -6,7 +6,7 @@ import pytest
 
 from fastner.conll import read_conll
 from fastner.io import load_npz, CHECKPOINT_FORMAT
-from fastner.model import WindowTagger
+from fastner.modelfile import load_model
 from fastner.train import TrainConfig, Trainer, artifact_paths
 
 
@@ -69,7 +69,7 @@ def test_artifacts_are_written(tmp_path, tiny_train_path, tiny_dev_path):
         saved_card = json.load(f)
     assert saved_card["dev"]["f1"] == card["dev"]["f1"] == card["test"]["f1"]
     assert saved_card["command"] == "test"
-    loaded = WindowTagger.load(out)
+    loaded = load_model(out)
     np.testing.assert_array_equal(loaded.flat, model.flat)
     assert loaded.metadata["best_epoch"] == state["best_epoch"]
 
