@@ -68,7 +68,7 @@ def test_training_epoch(benchmark):
     values, not the work."""
     import os
     from fastner.conll import read_conll
-    from fastner.train import Corpus, Optimizer, TrainConfig, build_model, train_epoch
+    from fastner.train import EncodedSentences, Optimizer, TrainConfig, build_model, train_epoch
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     train_path = os.path.join(root, "..", "shared", "data", "conll2003", "train.txt")
     if not os.path.exists(train_path):
@@ -76,12 +76,12 @@ def test_training_epoch(benchmark):
     sentences = read_conll(train_path)[:1000]
     cfg = TrainConfig(glove_words=0)
     model = build_model(cfg, sentences, log=lambda msg: None)
-    corpus = Corpus(model, sentences)
+    data = EncodedSentences(model, sentences)
     opt = Optimizer(model, cfg)
     rng = np.random.default_rng(0)
     flop_per_token = twins.flop_per_token_step(model.D, model.hidden, len(model.tagset))
     benchmark.group = "training epoch (shipped config)"
-    benchmark.extra_info.update(tokens=corpus.tokens, flop=flop_per_token * corpus.tokens)
-    loss, seen = benchmark.pedantic(train_epoch, args=(model, opt, corpus, cfg, 1e-3, rng),
+    benchmark.extra_info.update(tokens=data.tokens, flop=flop_per_token * data.tokens)
+    loss, seen = benchmark.pedantic(train_epoch, args=(model, opt, data, cfg, 1e-3, rng),
                                     rounds=5, warmup_rounds=1)
-    assert seen == corpus.tokens and np.isfinite(loss)
+    assert seen == data.tokens and np.isfinite(loss)

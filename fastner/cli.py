@@ -107,21 +107,20 @@ def cmd_train(args):
     from fastner.io import file_sha256
     from fastner.train import Trainer, TrainConfig
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    try:
-        cfg.validate()
-    except ValueError as err:
-        return _die(str(err), 2)
     if not args.out.endswith(".npz"):
         return _die(f"--out must end in .npz; got {args.out!r}", 2)
+    try:
+        trainer = Trainer(cfg, args.out, quiet=args.quiet)      # checks the settings
+    except ValueError as err:
+        return _die(str(err), 2)
     train = read_conll(args.train)
     dev = read_conll(args.dev)
     test = read_conll(args.test) if args.test else None
     provenance = {"command": "fastner " + " ".join(shlex.quote(a) for a in args.argv),
                   "data": {os.path.basename(p): file_sha256(p)
                            for p in (args.train, args.dev, args.test) if p}}
-    trainer = Trainer(cfg, args.out, quiet=args.quiet)
     model, state = trainer.run(train, dev, resume=args.resume)
-    card = trainer.finish(model, state, dev, test, provenance)
+    card = trainer.finish(model, state, test, provenance)
     summary = f"best epoch {card['best_epoch']}: dev F1 {card['dev']['f1']:.2f}"
     if test is not None:
         summary += f", test F1 {card['test']['f1']:.2f}"

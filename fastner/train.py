@@ -9,11 +9,12 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
 
-from fastner import __version__, io
+from fastner import __version__, _kernels, io
 from fastner.evaluate import entity_scores
 from fastner.features import PAD, UNK, Vocab, make_features, normalize_word
 from fastner.model import WindowTagger
@@ -78,8 +79,9 @@ def artifact_paths(out):
 
 # -- data ------------------------------------------------------------------
 
-class Corpus:
-    """A set of sentences turned into window ids, gold tag ids and lengths."""
+class EncodedSentences:
+    """Tagged sentences as the network sees them: per-feature window ids, gold tag ids
+    and sentence lengths (made once per run for the training and the dev data)."""
 
     def __init__(self, model, sentences):
         self.sentences = sentences
@@ -128,20 +130,20 @@ def build_model(cfg, train_sentences, log=print):
     return model
 
 
-def batches(corpus, cfg, rng):
+def batches(data, cfg, rng):
     """Rows (token indices) and sentence lengths of each batch of an epoch."""
     if cfg.loss == "softmax":
-        order = rng.permutation(corpus.tokens)
+        order = rng.permutation(data.tokens)
         for at in range(0, len(order), cfg.batch_size):
             yield order[at:at + cfg.batch_size], None
         return
     # CRF: whole sentences, shuffled, grouped until a batch holds batch_size tokens.
     rows, lengths, count = [], [], 0
-    for s in rng.permutation(len(corpus.lengths)):
-        n = int(corpus.lengths[s])
+    for s in rng.permutation(len(data.lengths)):
+        n = int(data.lengths[s])
         if n == 0:
             continue
-        rows.append(np.arange(corpus.starts[s], corpus.starts[s] + n))
+        rows.append(np.arange(data.starts[s], data.starts[s] + n))
         lengths.append(n)
         count += n
         if count >= cfg.batch_size:
@@ -153,109 +155,119 @@ def batches(corpus, cfg, rng):
 
 # -- optimiser -------------------------------------------------------------
 
+# The state each optimiser keeps per parameter, by name.
+SLOTS = {"sgd": ("momentum",), "adagrad": ("sum_sq",), "adam": ("m", "v")}
+ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
+
+
+class TableSlots(NamedTuple):
+    """One embedding table's parameter, gradient and optimiser slots (views)."""
+    param: np.ndarray
+    grad: np.ndarray
+    slots: dict
+
+
 class Optimizer:
     """SGD with momentum, AdaGrad or Adam over the flat parameter buffer.
 
     Dense parameters (W, b, U, c, transitions) are updated as one slice; the
     embedding tables only at the rows the batch touched ("lazy" sparse
-    updates: untouched rows and their optimiser state do not move).
+    updates: untouched rows and their optimiser state do not move; derivations
+    §U2). ``ops`` supplies the Adam kernels (fastner._kernels, or
+    fastner.reference for its NumPy twin).
     """
 
-    def __init__(self, model, cfg):
-        self.model, self.cfg = model, cfg
+    def __init__(self, model, cfg, ops=_kernels):
+        self.model, self.cfg, self.ops = model, cfg, ops
         self.grad = np.zeros_like(model.flat)
         self.grads = model.views(self.grad)
-        self.state = {}
-        if cfg.optimizer in ("sgd", "adagrad"):
-            self.state["m"] = np.zeros_like(model.flat)
-        if cfg.optimizer == "adam":
-            self.state["m"] = np.zeros_like(model.flat)
-            self.state["v"] = np.zeros_like(model.flat)
+        self.slots = {name: np.zeros_like(model.flat) for name in SLOTS[cfg.optimizer]}
         self.t = 0
         self.dense = slice(0, model.dense_size)
-        # per table: the parameter, its gradient and its optimiser state, as views
-        self.table_views = list(zip(model.tables(), model.tables(self.grads),
-                                    *[model.tables(model.views(v)) for v in self.state.values()]))
+        slot_tables = {name: model.tables(model.views(buf)) for name, buf in self.slots.items()}
+        self.tables = [TableSlots(param, grad, {name: slot_tables[name][i] for name in self.slots})
+                       for i, (param, grad) in enumerate(zip(model.tables(),
+                                                             model.tables(self.grads)))]
 
-    def _update(self, param, grad, state, lr):
+    def _update(self, param, grad, slots, lr):
         """SGD with momentum or AdaGrad on one slice (Adam goes through the kernels)."""
-        cfg = self.cfg
-        if cfg.optimizer == "sgd":
-            m = state["m"]
-            m *= cfg.momentum
-            m += grad
-            param -= lr * m
+        if self.cfg.optimizer == "sgd":
+            momentum = slots["momentum"]
+            momentum *= self.cfg.momentum
+            momentum += grad
+            param -= lr * momentum
         else:
-            h = state["m"]
-            h += grad * grad
-            param -= lr * grad / (np.sqrt(h) + 1e-8)
+            sum_sq = slots["sum_sq"]
+            sum_sq += grad * grad
+            param -= lr * grad / (np.sqrt(sum_sq) + 1e-8)
+
+    def clip_scale(self, touched):
+        """min(1, clip/‖g‖) over the dense gradient and the touched table rows (§U3)."""
+        if self.cfg.clip <= 0:
+            return 1.0
+        dense_g = self.grad[self.dense]
+        sq = float(np.dot(dense_g, dense_g))
+        for table, rows in zip(self.tables, touched):
+            sq += float(np.sum(table.grad[rows] ** 2))
+        norm = np.sqrt(sq)
+        return self.cfg.clip / norm if norm > self.cfg.clip else 1.0
 
     def step(self, touched, lr):
         """Apply the accumulated gradient, then zero it. touched: unique ids per table."""
         self.t += 1
-        cfg = self.cfg
-        dense_g = self.grad[self.dense]
-        scale = 1.0
-        if cfg.clip > 0:
-            sq = float(np.dot(dense_g, dense_g))
-            for (_, g, *_), rows in zip(self.table_views, touched):
-                sq += float(np.sum(g[rows] ** 2))
-            norm = np.sqrt(sq)
-            if norm > cfg.clip:
-                scale = cfg.clip / norm
-        if cfg.optimizer == "adam":
+        scale = self.clip_scale(touched)
+        if self.cfg.optimizer == "adam":
             self._adam_step(touched, lr, scale)
             return
+        dense_g = self.grad[self.dense]
         if scale != 1.0:
             dense_g *= scale
-            for (_, g, *_), rows in zip(self.table_views, touched):
-                g[rows] *= scale
-        dense_state = {k: v[self.dense] for k, v in self.state.items()}
-        self._update(self.model.flat[self.dense], dense_g, dense_state, lr)
+            for table, rows in zip(self.tables, touched):
+                table.grad[rows] *= scale
+        self._update(self.model.flat[self.dense], dense_g,
+                     {name: buf[self.dense] for name, buf in self.slots.items()}, lr)
         dense_g[...] = 0.0
-        names = list(self.state)
-        for (p, g, *states), rows in zip(self.table_views, touched):
-            if cfg.emb_lr_scale > 0:
-                rows_state = {k: st[rows] for k, st in zip(names, states)}
-                p_rows = p[rows]
-                self._update(p_rows, g[rows], rows_state, lr * cfg.emb_lr_scale)
-                p[rows] = p_rows
-                for k, st in zip(names, states):
-                    st[rows] = rows_state[k]
-            g[rows] = 0.0
+        for table, rows in zip(self.tables, touched):
+            if self.cfg.emb_lr_scale > 0:
+                row_slots = {name: slot[rows] for name, slot in table.slots.items()}
+                p_rows = table.param[rows]
+                self._update(p_rows, table.grad[rows], row_slots, lr * self.cfg.emb_lr_scale)
+                table.param[rows] = p_rows
+                for name, slot in table.slots.items():
+                    slot[rows] = row_slots[name]
+            table.grad[rows] = 0.0
 
     def _adam_step(self, touched, lr, scale):
         """Adam in one pass per slice (the ops' adam_update kernels): the dense
         parameters, then each table at its touched rows; gradients are consumed."""
-        ops, cfg = self.model.ops, self.cfg
-        b1, b2, eps = 0.9, 0.999, 1e-8
+        def step(lr):       # bias corrections folded into the step size (§U2)
+            return lr * np.sqrt(1 - ADAM_BETA2 ** self.t) / (1 - ADAM_BETA1 ** self.t)
 
-        def step(lr):       # bias corrections folded into the step size
-            return lr * np.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
-
-        dense = self.dense
-        ops.adam_update(self.model.flat[dense], self.grad[dense], self.state["m"][dense],
-                        self.state["v"][dense], step(lr), b1, b2, eps, scale)
-        for (p, g, m, v), rows in zip(self.table_views, touched):
+        dense, m, v = self.dense, self.slots["m"], self.slots["v"]
+        self.ops.adam_update(self.model.flat[dense], self.grad[dense], m[dense], v[dense],
+                             step(lr), ADAM_BETA1, ADAM_BETA2, ADAM_EPS, scale)
+        for table, rows in zip(self.tables, touched):
             rows = np.ascontiguousarray(rows, dtype=np.int32)
-            if cfg.emb_lr_scale > 0:
-                ops.adam_update_rows(p, g, m, v, rows, step(lr * cfg.emb_lr_scale),
-                                     b1, b2, eps, scale)
+            if self.cfg.emb_lr_scale > 0:
+                self.ops.adam_update_rows(table.param, table.grad, table.slots["m"],
+                                          table.slots["v"], rows,
+                                          step(lr * self.cfg.emb_lr_scale), ADAM_BETA1,
+                                          ADAM_BETA2, ADAM_EPS, scale)
             else:
-                g[rows] = 0.0
+                table.grad[rows] = 0.0
 
 
 # -- training --------------------------------------------------------------
 
-def train_epoch(model, opt, corpus, cfg, lr, rng, bar=None):
-    """One pass over the corpus in shuffled batches; returns (summed loss, tokens)."""
+def train_epoch(model, opt, data, cfg, lr, rng, bar=None):
+    """One pass over the training data in shuffled batches; returns (summed loss, tokens)."""
     total_loss, seen = 0.0, 0
-    for rows, lengths in batches(corpus, cfg, rng):
-        ids = [f[rows] for f in corpus.ids]
-        if cfg.word_dropout > 0:
+    for rows, lengths in batches(data, cfg, rng):
+        ids = [f[rows] for f in data.ids]
+        if cfg.word_dropout > 0:                     # derivations §U4
             drop = rng.random(ids[0].shape) < cfg.word_dropout
             ids[0][drop & (ids[0] > UNK)] = UNK
-        loss = model.loss_and_backward(ids, corpus.y[rows], lengths, opt.grads, rng)
+        loss = model.loss_and_backward(ids, data.y[rows], lengths, opt.grads, rng)
         opt.step([np.unique(f) for f in ids], lr)
         total_loss += loss * len(rows)
         seen += len(rows)
@@ -265,13 +277,14 @@ def train_epoch(model, opt, corpus, cfg, lr, rng, bar=None):
     return total_loss, seen
 
 
-def evaluate_corpus(model, corpus):
-    """Entity scores of the model on a Corpus (decoded with IOB-constrained Viterbi)."""
-    if corpus.tokens == 0:
+def evaluate(model, data):
+    """Entity scores of the model on EncodedSentences (IOB-constrained Viterbi; the
+    CRF's marginals are not computed)."""
+    if data.tokens == 0:
         return entity_scores([], [])
-    tags, _ = model.predict(corpus.ids, corpus.lengths, confidence=False)
+    tags, _ = model.predict(data.ids, data.lengths, confidence=False)
     gold, pred = [], []
-    for sent, start, n in zip(corpus.sentences, corpus.starts, corpus.lengths):
+    for sent, start, n in zip(data.sentences, data.starts, data.lengths):
         gold.append(sent.tags)
         pred.append(model.tagset.decode(tags[start:start + n]))
     return entity_scores(gold, pred)
@@ -301,6 +314,35 @@ def plot_history(history, path):
     return True
 
 
+@dataclass
+class RunState:
+    """Where a training run stands: what a checkpoint saves and a resume restores,
+    plus the encoded dev data and the trained word rows that ``finish`` needs."""
+    rng: np.random.Generator             # batch order, word and hidden dropout
+    best_flat: np.ndarray                # parameters of the best epoch so far
+    epoch: int = 0                       # epochs completed
+    best_f1: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0                  # epochs since dev F1 last improved
+    history: list = field(default_factory=list)    # one log record per epoch
+    train_seconds: float = 0.0
+    dev: EncodedSentences | None = None  # not checkpointed: rebuilt from the data
+    trained_rows: np.ndarray | None = None   # word rows training updates (precise in the file)
+
+    CHECKPOINTED = ("epoch", "best_f1", "best_epoch", "bad_epochs", "history", "train_seconds")
+
+    def to_meta(self):
+        meta = {name: getattr(self, name) for name in self.CHECKPOINTED}
+        meta["rng"] = self.rng.bit_generator.state
+        return meta
+
+    @classmethod
+    def from_meta(cls, meta, best_flat):
+        rng = np.random.default_rng()
+        rng.bit_generator.state = meta["rng"]
+        return cls(rng, best_flat, **{name: meta[name] for name in cls.CHECKPOINTED})
+
+
 class Trainer:
     def __init__(self, cfg, out, quiet=False, log=None):
         cfg.validate()
@@ -309,11 +351,10 @@ class Trainer:
 
     def _save_checkpoint(self, model, opt, state):
         arrays = model_arrays(model)      # unquantized: resume must continue exactly
-        arrays["best_flat"] = state["best_flat"]
-        for k, v in opt.state.items():
-            arrays[f"opt.{k}"] = v
-        meta = {"config": model.config(), "train": asdict(self.cfg),
-                "state": {k: v for k, v in state.items() if k != "best_flat"},
+        arrays["best_flat"] = state.best_flat
+        for name, buf in opt.slots.items():
+            arrays[f"opt.{name}"] = buf
+        meta = {"config": model.config(), "train": asdict(self.cfg), "state": state.to_meta(),
                 "opt_t": opt.t}
         io.save_npz(self.paths["checkpoint"], io.CHECKPOINT_FORMAT, arrays, meta, compress=False)
 
@@ -332,17 +373,15 @@ class Trainer:
         self.cfg.epochs = epochs
         model = model_from_arrays(arrays, meta, self.paths["checkpoint"])
         opt = Optimizer(model, self.cfg)
-        for k in opt.state:
-            opt.state[k][...] = arrays[f"opt.{k}"]
+        for name, buf in opt.slots.items():
+            buf[...] = arrays[f"opt.{name}"]
         opt.t = meta["opt_t"]
-        state = dict(meta["state"])
-        state["best_flat"] = arrays["best_flat"]
-        return model, opt, state
+        return model, opt, RunState.from_meta(meta["state"], arrays["best_flat"])
 
     def run(self, train_sentences, dev_sentences, resume=False):
-        """Train; returns (best model, state). Writes the log, plot and checkpoints;
+        """Train; returns (best model, RunState). Writes the log, plot and checkpoints;
         ``finish`` then writes the model and its card."""
-        cfg, paths = self.cfg, self.paths
+        paths = self.paths
         if not train_sentences:
             raise ValueError("the training data has no sentences")
         for path in paths.values():          # what a killed run left half-written
@@ -351,79 +390,78 @@ class Trainer:
                 self.log(f"removed {removed} unfinished temporary file(s) of {path}")
         if resume and os.path.exists(paths["checkpoint"]):
             model, opt, state = self._load_checkpoint()
-            cfg = self.cfg
-            rng = np.random.default_rng()
-            rng.bit_generator.state = state.pop("rng")
-            self.log(f"resuming from {paths['checkpoint']} after epoch {state['epoch']}")
+            self.log(f"resuming from {paths['checkpoint']} after epoch {state.epoch}")
         else:
             if resume:
                 self.log(f"no checkpoint at {paths['checkpoint']}; starting afresh")
-            model = build_model(cfg, train_sentences, self.log)
-            opt = Optimizer(model, cfg)
-            rng = np.random.default_rng(cfg.seed + 1)
-            state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0,
-                     "history": [], "train_seconds": 0.0, "best_flat": model.flat.copy()}
+            model = build_model(self.cfg, train_sentences, self.log)
+            opt = Optimizer(model, self.cfg)
+            state = RunState(np.random.default_rng(self.cfg.seed + 1), model.flat.copy())
             if os.path.exists(paths["log"]):
                 os.unlink(paths["log"])
-        train = Corpus(model, train_sentences)
-        dev = Corpus(model, dev_sentences)
-        # the word rows training updates; finish() keeps them precise in the int8 file
-        self.trained_rows = np.union1d(train.ids[0], [PAD, UNK])
+        cfg = self.cfg                       # the checkpoint's settings when resuming
+        train = EncodedSentences(model, train_sentences)
+        state.dev = EncodedSentences(model, dev_sentences)
+        state.trained_rows = np.union1d(train.ids[0], [PAD, UNK])
         self.log(f"train: {len(train_sentences)} sentences, {train.tokens} tokens; "
-                 f"dev: {len(dev_sentences)} sentences, {dev.tokens} tokens")
-        for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-            if state["bad_epochs"] >= cfg.patience:
+                 f"dev: {len(dev_sentences)} sentences, {state.dev.tokens} tokens")
+        for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            if state.bad_epochs >= cfg.patience:
                 break
-            lr = cfg.lr * cfg.lr_decay ** (epoch - 1)
-            started = time.perf_counter()
-            bar = tqdm(total=train.tokens, unit="tok", unit_scale=True,
-                       disable=True if self.quiet else None,   # None: only on a terminal
-                       desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr)
-            total_loss, seen = train_epoch(model, opt, train, cfg, lr, rng, bar)
-            bar.close()
-            seconds = time.perf_counter() - started
-            if not np.all(np.isfinite(model.flat)):
-                raise FloatingPointError(f"epoch {epoch}: parameters became NaN/inf; "
-                                         f"lower --lr or enable --clip")
-            scores = evaluate_corpus(model, dev)
-            state["train_seconds"] += seconds
-            record = {"epoch": epoch, "train_loss": total_loss / max(seen, 1),
-                      "dev_precision": scores["precision"], "dev_recall": scores["recall"],
-                      "dev_f1": scores["f1"], "lr": lr, "seconds": seconds,
-                      "tokens_per_second": seen / seconds if seconds else 0.0}
-            state["history"].append(record)
-            improved = scores["f1"] > state["best_f1"]
-            if improved:
-                state.update(best_f1=scores["f1"], best_epoch=epoch, bad_epochs=0)
-                state["best_flat"] = model.flat.copy()
-            else:
-                state["bad_epochs"] += 1
-            state["epoch"] = epoch
-            self.log(f"epoch {epoch}: loss {record['train_loss']:.4f}  dev F1 {scores['f1']:.2f}"
-                     f"{' *' if improved else ''}  ({seen / seconds:,.0f} tok/s, {seconds:.1f}s)")
-            state["rng"] = rng.bit_generator.state
-            self._save_checkpoint(model, opt, state)
-            state.pop("rng")
-            # after the checkpoint: the log holds exactly the epochs a resume continues from
-            io.write_lines_atomically(paths["log"], state["history"])
-        model.flat[...] = state["best_flat"]
-        plot_history(state["history"], paths["plot"])
+            self._epoch(model, opt, train, state, epoch)
+        model.flat[...] = state.best_flat
+        plot_history(state.history, paths["plot"])
         return model, state
 
-    def finish(self, model, state, dev_sentences, test_sentences=None, provenance=None):
-        """Score the best model of ``run``, write it with its card; returns the card."""
+    def _epoch(self, model, opt, train, state, epoch):
+        """Train one epoch, score dev, then commit the checkpoint and the log."""
+        cfg = self.cfg
+        lr = cfg.lr * cfg.lr_decay ** (epoch - 1)
+        started = time.perf_counter()
+        bar = tqdm(total=train.tokens, unit="tok", unit_scale=True,
+                   disable=True if self.quiet else None,   # None: only on a terminal
+                   desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr)
+        total_loss, seen = train_epoch(model, opt, train, cfg, lr, state.rng, bar)
+        bar.close()
+        seconds = time.perf_counter() - started
+        if not np.all(np.isfinite(model.flat)):
+            raise FloatingPointError(f"epoch {epoch}: parameters became NaN/inf; "
+                                     f"lower --lr or enable --clip")
+        scores = evaluate(model, state.dev)
+        state.train_seconds += seconds
+        record = {"epoch": epoch, "train_loss": total_loss / max(seen, 1),
+                  "dev_precision": scores["precision"], "dev_recall": scores["recall"],
+                  "dev_f1": scores["f1"], "lr": lr, "seconds": seconds,
+                  "tokens_per_second": seen / seconds if seconds else 0.0}
+        state.history.append(record)
+        improved = scores["f1"] > state.best_f1
+        if improved:
+            state.best_f1, state.best_epoch, state.bad_epochs = scores["f1"], epoch, 0
+            state.best_flat = model.flat.copy()
+        else:
+            state.bad_epochs += 1
+        state.epoch = epoch
+        self.log(f"epoch {epoch}: loss {record['train_loss']:.4f}  dev F1 {scores['f1']:.2f}"
+                 f"{' *' if improved else ''}  ({seen / seconds:,.0f} tok/s, {seconds:.1f}s)")
+        self._save_checkpoint(model, opt, state)
+        # after the checkpoint: the log holds exactly the epochs a resume continues from
+        io.write_lines_atomically(self.paths["log"], state.history)
+
+    def finish(self, model, state, test_sentences=None, provenance=None):
+        """Score the best model of ``run`` on its dev data (and ``test_sentences``), write
+        it with its card; returns the card."""
         card = {"name": os.path.basename(self.paths["model"])[:-4],
                 "fastner_version": __version__, "train_config": asdict(self.cfg),
                 "model_config": model.config(),
-                "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
-                "training_seconds": round(state["train_seconds"], 1),
-                "history": state["history"],
-                "dev": evaluate_corpus(model, Corpus(model, dev_sentences)),
+                "best_epoch": state.best_epoch, "epochs_run": state.epoch,
+                "training_seconds": round(state.train_seconds, 1),
+                "history": state.history,
+                "dev": evaluate(model, state.dev),
                 "versions": {"python": platform.python_version(), "numpy": np.__version__},
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
         if test_sentences is not None:
-            card["test"] = evaluate_corpus(model, Corpus(model, test_sentences))
+            card["test"] = evaluate(model, EncodedSentences(model, test_sentences))
         card.update(provenance or {})
-        save_model(model, self.paths["model"], card, precise_rows=self.trained_rows)
+        save_model(model, self.paths["model"], card, precise_rows=state.trained_rows)
         io.write_json_atomically(self.paths["card"], card)
         return card

@@ -30,7 +30,7 @@ def tiny_model_path(tmp_path_factory):
     train = read_conll(os.path.join(FIXTURES, "tiny_train.txt"))
     dev = read_conll(os.path.join(FIXTURES, "tiny_dev.txt"))
     model, state = trainer.run(train, dev)
-    trainer.finish(model, state, dev)
+    trainer.finish(model, state)
     return out
 
 
