@@ -18,7 +18,7 @@ extensions = [
         "fastner._kernels",
         ["fastner/_kernels.pyx"],
         include_dirs=[numpy.get_include(), "fastner"],
-        depends=["fastner/_half.h", "fastner/_adam.h", "fastner/_blas.pxd"],
+        depends=["fastner/_half.h", "fastner/_adam.h", "fastner/_blas.pxd", "fastner/_rows.pxd"],
         # -O3 without -ffast-math: the kernels rely on IEEE -inf (forbidden transitions)
         # and need no reassociation. Not trapping on FP exceptions (we never read them)
         # lets gcc if-convert clamps and vectorize the activation loops.
@@ -30,6 +30,7 @@ extensions = [
 setup(
     ext_modules=cythonize(
         extensions,
+        # the one place for the kernels' directives (they apply to the .pxd helpers too)
         compiler_directives={
             "language_level": 3,
             "boundscheck": False,

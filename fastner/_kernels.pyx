@@ -1,5 +1,9 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Cython kernels of the window classifier (math and derivations: docs/derivations.md).
+
+Layout: argument checking; then the kernels in the order of the network (1 lookup,
+2 affine + activation, 3 softmax, 4 Viterbi and CRF, 5 the fused SGD step, 6 fused
+inference, 7 Adam). Row helpers shared between kernels are inline functions in
+fastner/_rows.pxd, BLAS in fastner/_blas.pxd; compiler directives are in setup.py.
 
 Dimension letters, used in argument names (``ids_bk``, ``W_hd``, ...):
     B  windows in a batch (= tokens, one window per token)
@@ -22,39 +26,21 @@ the trainer zeroes them once per step. Gradients with respect to activations
 import numpy as np
 
 from libc.math cimport exp, log, INFINITY
-from libc.string cimport memcpy, memset
 from libc.stdint cimport uint16_t
+from libc.stdlib cimport free
+from libc.string cimport memcpy, memset
 
 from fastner._blas cimport gemm_rm
+from fastner._rows cimport (act_backward_row, activate_row, add_column_sums,
+                            bias_activate_row, fast_tanh, int_array, logsumexp_row,
+                            pointer_array)
 
 # Activation codes shared with fastner.reference.ACTIVATIONS.
 ACTIVATIONS = {"identity": 0, "tanh": 1, "hardtanh": 2, "relu": 3}
 
 
 # --------------------------------------------------------------------------
-# tanh as a rational function (the 13/6 minimax form used by Eigen; derivations §I4): branch-free,
-# so gcc vectorizes the activation loop; |error| ≤ 3.5e-7 against float64 tanh
-# (libm's tanhf is exact to 6e-8 but ~10x slower and blocks vectorization).
-
-cdef inline float fast_tanh(float x) noexcept nogil:
-    # float (not double) constants throughout, or the loop cannot be vectorized
-    cdef float x2, p, q
-    cdef float lo = -7.90531110763549805, hi = 7.90531110763549805
-    x = lo if x < lo else x
-    x = hi if x > hi else x
-    x2 = x * x
-    p = x2 * <float>-2.76076847742355e-16 + <float>2.00018790482477e-13
-    p = p * x2 + <float>-8.60467152213735e-11
-    p = p * x2 + <float>5.12229709037114e-08
-    p = p * x2 + <float>1.48572235717979e-05
-    p = p * x2 + <float>6.37261928875436e-04
-    p = p * x2 + <float>4.89352455891786e-03
-    p = p * x
-    q = x2 * <float>1.19825839466702e-06 + <float>1.18534705686654e-04
-    q = q * x2 + <float>2.26843463243900e-03
-    q = q * x2 + <float>4.89352518554385e-03
-    return p / q
-
+# windows onto inline helpers, for their tests
 
 def tanh(x):
     """The kernels' tanh on a float32 array (for tests): a new float32 array."""
@@ -108,23 +94,42 @@ def _activation_code(kernel, activation):
                          f"got {activation!r}") from None
 
 
-cdef Py_ssize_t _first_out_of_range(const int[:, ::1] ids, int V) noexcept nogil:
-    """Flat index of the first id outside [0, V), or -1."""
-    cdef Py_ssize_t i, n = ids.shape[0] * ids.shape[1]
-    cdef const int* p = &ids[0, 0] if n > 0 else NULL
-    for i in range(n):
-        if p[i] < 0 or p[i] >= V:
-            return i
+cdef Py_ssize_t _first_out_of_range(const int* ids, Py_ssize_t n, const int* limits,
+                                    Py_ssize_t columns) noexcept nogil:
+    """Index of the first of n ids outside [0, limit), or -1. The ids are rows of
+    ``columns`` values and column j's limit is limits[j] (one table per feature)."""
+    cdef Py_ssize_t r, j, at = 0
+    cdef int v
+    for r in range(n // columns):
+        for j in range(columns):
+            v = ids[at]
+            if v < 0 or v >= limits[j]:
+                return at
+            at += 1
     return -1
 
 
-def _check_ids(kernel, ids_bk, V):
-    cdef Py_ssize_t bad = _first_out_of_range(ids_bk, V)
+cdef _check_ids(kernel, name, ids, const int* data, const int* limits, Py_ssize_t columns,
+                what):
+    """The one id-range check of every kernel: IndexError naming the first entry of the
+    C-contiguous int32 array ``ids`` (``data``: its memory) outside [0, limit), with
+    ``what`` (formatted with column, limit, last) saying which range that is."""
+    cdef Py_ssize_t bad, n = ids.size
+    if n == 0:
+        return
+    with nogil:
+        bad = _first_out_of_range(data, n, limits, columns)
     if bad >= 0:
-        K = ids_bk.shape[1]
-        b, k = divmod(bad, K)
-        raise IndexError(f"{kernel}: ids_bk[{b}, {k}] = {ids_bk[b, k]} is out of range "
-                         f"for a table of {V} rows (valid ids are 0..{V - 1})")
+        index = ", ".join(str(i) for i in np.unravel_index(bad, ids.shape))
+        column = bad % columns
+        raise IndexError(f"{kernel}: {name}[{index}] = {ids.reshape(-1)[bad]} is out of range "
+                         f"for " + what.format(column=column, limit=limits[column],
+                                               last=limits[column] - 1))
+
+
+_TABLE_ROWS = "a table of {limit} rows (valid ids are 0..{last})"
+_FEATURE_ROWS = "table {column} of {limit} rows"
+_TAGS = "{limit} tags (valid tags are 0..{last})"
 
 
 def _check_positive(kernel, **sizes):
@@ -173,8 +178,9 @@ def lookup_forward(ids_bk, table_ve, out_bd=None, offset=0):
         out_bd = np.zeros((B, K * e), dtype=np.float32)
     _check_array(kernel, "out_bd", out_bd, np.float32, (("B", B), ("D", None)), writable=True)
     E = _check_window_slice(kernel, out_bd.shape[1], K, e, offset)
-    _check_ids(kernel, ids_bk, V)
     cdef const int[:, ::1] ids = ids_bk
+    cdef int V_ = V
+    _check_ids(kernel, "ids_bk", ids_bk, &ids[0, 0], &V_, 1, _TABLE_ROWS)
     cdef const float[:, ::1] table = table_ve
     cdef float[:, ::1] out = out_bd
     cdef int E_ = E, offset_ = offset
@@ -214,8 +220,9 @@ def lookup_backward(ids_bk, dX_bd, dtable_ve, offset=0):
                  writable=True)
     V, e = dtable_ve.shape
     E = _check_window_slice(kernel, dX_bd.shape[1], K, e, offset)
-    _check_ids(kernel, ids_bk, V)
     cdef const int[:, ::1] ids = ids_bk
+    cdef int V_ = V
+    _check_ids(kernel, "ids_bk", ids_bk, &ids[0, 0], &V_, 1, _TABLE_ROWS)
     cdef const float[:, ::1] dX = dX_bd
     cdef float[:, ::1] dtable = dtable_ve
     cdef int E_ = E, offset_ = offset
@@ -236,7 +243,7 @@ cdef void _affine_act_forward(const float[:, ::1] X_bd, const float[:, ::1] W_hd
     gemm_rm(False, True, B, H, D, 1.0, &X_bd[0, 0], D, &W_hd[0, 0], D, 0.0, &out_bh[0, 0], H)
     # H = f(Z + b), row by row while the row is in cache
     for i in range(B):
-        _bias_activate_row(&out_bh[i, 0], &b_h[0], H, act)
+        bias_activate_row(&out_bh[i, 0], &b_h[0], H, act)
 
 
 def affine_act_forward(X_bd, W_hd, b_h, activation="tanh", out_bh=None):
@@ -277,25 +284,7 @@ cdef void _act_backward(const float[:, ::1] dH_bh, const float[:, ::1] H_bh, int
     cdef Py_ssize_t i
     cdef int H = dH_bh.shape[1]
     for i in range(dH_bh.shape[0]):
-        _act_backward_row(&dH_bh[i, 0], &H_bh[i, 0], &dZ_bh[i, 0], H, act)
-
-
-cdef inline void _act_backward_row(const float* dH, const float* Hs, float* dZ, int H,
-                                   int act) noexcept nogil:
-    # one branch per row, so each loop vectorizes
-    cdef Py_ssize_t j
-    cdef float h, one = 1.0, minus_one = -1.0, zero = 0.0
-    if act == 1:
-        for j in range(H):
-            h = Hs[j]
-            dZ[j] = dH[j] * (one - h * h)
-    elif act == 2:
-        for j in range(H):
-            h = Hs[j]
-            dZ[j] = dH[j] if (h > minus_one and h < one) else zero
-    else:
-        for j in range(H):
-            dZ[j] = dH[j] if Hs[j] > zero else zero
+        act_backward_row(&dH_bh[i, 0], &H_bh[i, 0], &dZ_bh[i, 0], H, act)
 
 
 cdef void _affine_backward(const float[:, ::1] dZ_bh, const float[:, ::1] X_bd,
@@ -308,7 +297,7 @@ cdef void _affine_backward(const float[:, ::1] dZ_bh, const float[:, ::1] X_bd,
         # δ_X = δ_Z W       (NumPy: dX = dZ @ W)
         gemm_rm(False, False, B, D, H, 1.0, &dZ_bh[0, 0], H, &W_hd[0, 0], D, 0.0, dX, D)
     # ∂J/∂b += Σ_b δ_Z[b]
-    _add_column_sums(&db_h[0], &dZ_bh[0, 0], B, H, 1.0)
+    add_column_sums(&db_h[0], &dZ_bh[0, 0], B, H, 1.0)
 
 
 def affine_act_backward(dH_bh, H_bh, X_bd, W_hd, activation, dW_hd, db_h, dX_bd=None):
@@ -410,21 +399,15 @@ def softmax_xent_forward_backward(S_bt, y_b, dS_bt=None):
         return 0.0, dS_bt
     if T == 0:
         raise ValueError(f"{kernel}: S_bt must have at least one tag column; got {S_bt.shape}")
-    _check_tags(kernel, "y_b", y_b, T)
     cdef const float[:, ::1] S = S_bt
     cdef const int[::1] y = y_b
     cdef float[:, ::1] dS = dS_bt
+    cdef int T_ = T
+    _check_ids(kernel, "y_b", y_b, &y[0], &T_, 1, _TAGS)
     cdef double loss
     with nogil:
         loss = _softmax_xent(S, y, dS)
     return loss, dS_bt
-
-
-def _check_tags(kernel, name, y, T):
-    if y.size and (y.min() < 0 or y.max() >= T):
-        i = int(np.flatnonzero((y < 0) | (y >= T))[0])
-        raise IndexError(f"{kernel}: {name}[{i}] = {y[i]} is out of range for {T} tags "
-                         f"(valid tags are 0..{T - 1})")
 
 
 def softmax_forward(S_bt, out_bt=None):
@@ -628,12 +611,13 @@ def crf_forward_backward(S_bt, y_b, lengths_n, trans_tt, start_t, end_t,
     _check_array(kernel, "dend_t", dend_t, np.float32, (("T", T),), writable=True)
     if B == 0:
         return 0.0
-    _check_tags(kernel, "y_b", y_b, T)
+    cdef const int[::1] y = y_b
+    cdef int T_tags = T
+    _check_ids(kernel, "y_b", y_b, &y[0], &T_tags, 1, _TAGS)
     longest = int(lengths_n.max())
     alpha_buf = np.empty(longest * T, dtype=np.float64)
     beta_buf = np.empty(longest * T, dtype=np.float64)
     cdef const float[:, ::1] S = S_bt
-    cdef const int[::1] y = y_b
     cdef const int[::1] lengths = lengths_n
     cdef const float[:, ::1] A = trans_tt
     cdef const float[::1] start = start_t
@@ -751,74 +735,8 @@ def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
     return out_bt
 
 
-cdef inline void _activate_row(float* row, int H, int act) noexcept nogil:
-    # one branch per row, so each loop is a plain vectorizable loop
-    cdef Py_ssize_t j
-    cdef float z, one = 1.0, minus_one = -1.0, zero = 0.0
-    if act == 1:
-        for j in range(H):
-            row[j] = fast_tanh(row[j])
-    elif act == 2:
-        for j in range(H):
-            z = row[j]
-            z = minus_one if z < minus_one else z
-            row[j] = one if z > one else z
-    elif act == 3:
-        for j in range(H):
-            z = row[j]
-            row[j] = zero if z < zero else z
-
-
-cdef inline void _bias_activate_row(float* row, const float* bias, int H,
-                                    int act) noexcept nogil:
-    # row = f(row + b)   (derivations §F2, after the product)
-    cdef Py_ssize_t j
-    for j in range(H):
-        row[j] = row[j] + bias[j]
-    _activate_row(row, H, act)
-
-
-cdef inline void _add_column_sums(float* out, const float* M, int rows, int cols,
-                                  float alpha) noexcept nogil:
-    # out += Σ_i alpha·M[i]   (NumPy: out += alpha * M.sum(axis=0)): a bias gradient,
-    # or an SGD step on a bias with alpha = −lr
-    cdef Py_ssize_t i, j
-    cdef const float* m
-    for i in range(rows):
-        m = &M[i * cols]
-        for j in range(cols):
-            out[j] += alpha * m[j]
-
-
 # --------------------------------------------------------------------------
 # 5. a whole plain-SGD training step, fused (softmax loss; derivations §U1)
-
-from libc.stdlib cimport malloc, free
-
-
-cdef Py_ssize_t _first_bad_bkf(const int[:, :, ::1] ids, const int* rows) noexcept nogil:
-    """Flat index of the first ids[b, k, f] outside [0, rows[f]), or -1."""
-    cdef Py_ssize_t b, k, f, K = ids.shape[1], F = ids.shape[2]
-    cdef int v
-    for b in range(ids.shape[0]):
-        for k in range(K):
-            for f in range(F):
-                v = ids[b, k, f]
-                if v < 0 or v >= rows[f]:
-                    return (b * K + k) * F + f
-    return -1
-
-
-cdef _check_ids_bkf(kernel, ids_bkf, const int[:, :, ::1] ids, const int* rows):
-    cdef Py_ssize_t bad
-    with nogil:
-        bad = _first_bad_bkf(ids, rows)
-    if bad >= 0:
-        K, F = ids.shape[1], ids.shape[2]
-        b, rest = divmod(bad, K * F)
-        k, f = divmod(rest, F)
-        raise IndexError(f"{kernel}: ids_bkf[{b}, {k}, {f}] = {ids_bkf[b, k, f]} is out of "
-                         f"range for table {f} of {rows[f]} rows")
 
 
 cdef class SGDStep:
@@ -866,22 +784,18 @@ cdef class SGDStep:
                              f"got {len(tables)} tables and {len(offsets)} offsets")
         self.F, self.K, self.D, self.H, self.T = len(tables), K, D, H, T
         self.E = _check_window_slice(kernel, D, K, 0, 0)
-        self.table_ptr = <float**>malloc(self.F * sizeof(float*))
-        self.table_rows = <int*>malloc(self.F * sizeof(int))
-        self.table_dim = <int*>malloc(self.F * sizeof(int))
-        self.table_offset = <int*>malloc(self.F * sizeof(int))
-        if not (self.table_ptr and self.table_rows and self.table_dim and self.table_offset):
-            raise MemoryError()
         cdef float[:, ::1] view
         for f, (table, offset) in enumerate(zip(tables, offsets)):
             _check_array(kernel, f"tables[{f}]", table, np.float32, (("V", None), ("e", None)),
                          writable=True)
             _check_window_slice(kernel, D, K, table.shape[1], offset)
+        self.table_ptr = <float**>pointer_array(self.F)
+        self.table_rows = int_array([t.shape[0] for t in tables])
+        self.table_dim = int_array([t.shape[1] for t in tables])
+        self.table_offset = int_array(offsets)
+        for f, table in enumerate(tables):
             view = table
             self.table_ptr[f] = &view[0, 0]
-            self.table_rows[f] = table.shape[0]
-            self.table_dim[f] = table.shape[1]
-            self.table_offset[f] = offset
         self.arrays = (list(tables), W_hd, b_h, U_th, c_t)
         self.W, self.b, self.U, self.c = W_hd, b_h, U_th, c_t
         self.capacity = 0
@@ -915,15 +829,9 @@ cdef class SGDStep:
                              f"{tuple(y_b.shape)}")
         if B == 0:
             return 0.0
-        _check_ids_bkf(kernel, ids_bkf, ids, self.table_rows)
-        cdef Py_ssize_t bad = -1, i
-        with nogil:
-            for i in range(B):
-                if y[i] < 0 or y[i] >= self.T:
-                    bad = i
-                    break
-        if bad >= 0:
-            raise IndexError(f"{kernel}: y_b[{bad}] = {y_b[bad]} is out of range for {self.T} tags")
+        _check_ids(kernel, "ids_bkf", ids_bkf, &ids[0, 0, 0], self.table_rows, self.F,
+                   _FEATURE_ROWS)
+        _check_ids(kernel, "y_b", y_b, &y[0], &self.T, 1, _TAGS)
         if B > self.capacity:
             self.capacity = max(B, 2 * self.capacity)
             self.work = np.empty(self.capacity * (2 * self.D + 3 * self.H + self.T),
@@ -959,14 +867,14 @@ cdef class SGDStep:
         # forward 2–3: Hd = f(X Wᵀ + b), S = Hd Uᵀ + c
         gemm_rm(False, True, B, H, D, 1.0, X, D, &self.W[0, 0], D, 0.0, Hd, H)
         for i in range(B):
-            _bias_activate_row(&Hd[i * H], &self.b[0], H, self.act)
+            bias_activate_row(&Hd[i * H], &self.b[0], H, self.act)
         gemm_rm(False, True, B, T, H, 1.0, Hd, H, &self.U[0, 0], H, 0.0, S, T)
         # forward 4 and backward 1: loss, δ_S = (P − Y)/B (in place of S)
         for i in range(B):
             row = &S[i * T]
             for j in range(T):
                 row[j] = row[j] + self.c[j]
-            log_z = _logsumexp_row(row, T)
+            log_z = logsumexp_row(row, T)
             loss += log_z - row[y[i]]
             for j in range(T):
                 row[j] = <float>(exp(row[j] - log_z) * inv_b)
@@ -974,14 +882,14 @@ cdef class SGDStep:
         # backward 2: δ_H = δ_S U (before U moves), then U -= lr δ_Sᵀ Hd, c -= lr Σ δ_S
         gemm_rm(False, False, B, H, T, 1.0, S, T, &self.U[0, 0], H, 0.0, dH, H)
         gemm_rm(True, False, T, H, B, -lr, S, T, Hd, H, 1.0, &self.U[0, 0], H)
-        _add_column_sums(&self.c[0], S, B, T, -lr)
+        add_column_sums(&self.c[0], S, B, T, -lr)
         # backward 3: δ_Z = δ_H ⊙ f′ (from the stored output)
         for i in range(B):
-            _act_backward_row(&dH[i * H], &Hd[i * H], &dZ[i * H], H, self.act)
+            act_backward_row(&dH[i * H], &Hd[i * H], &dZ[i * H], H, self.act)
         # backward 4: δ_X = δ_Z W (before W moves), W -= lr δ_Zᵀ X, b -= lr Σ δ_Z
         gemm_rm(False, False, B, D, H, 1.0, dZ, H, &self.W[0, 0], D, 0.0, dX, D)
         gemm_rm(True, False, H, D, B, -lr, dZ, H, X, D, 1.0, &self.W[0, 0], D)
-        _add_column_sums(&self.b[0], dZ, B, H, -lr)
+        add_column_sums(&self.b[0], dZ, B, H, -lr)
         # backward 5: sparse update of the touched rows (repeats accumulate)
         for i in range(B):
             for k in range(K):
@@ -992,17 +900,6 @@ cdef class SGDStep:
                     for j in range(e):
                         row[j] -= lr * src[j]
         return loss / B
-
-
-cdef inline double _logsumexp_row(const float* s, int T) noexcept nogil:
-    cdef int j
-    cdef double m = s[0], total = 0.0
-    for j in range(1, T):
-        if s[j] > m:
-            m = s[j]
-    for j in range(T):
-        total += exp(s[j] - m)
-    return m + log(total)
 
 
 # --------------------------------------------------------------------------
@@ -1118,29 +1015,24 @@ cdef class CachedScorer:
                              f"{len(caches)}, {len(tables)} and {len(offsets)}")
         self.F, self.K, self.H, self.T = len(tables), K, H, T
         E = _check_window_slice(kernel, D, K, 0, 0)
-        n = self.F
-        self.cache_ptr = <uint16_t**>malloc(n * sizeof(uint16_t*))
-        self.cache_rows = <int*>malloc(n * sizeof(int))
-        self.table_rows = <int*>malloc(n * sizeof(int))
-        if not (self.cache_ptr and self.cache_rows and self.table_rows):
-            raise MemoryError()
-        cdef const uint16_t[:, :, ::1] cview
-        self.tables, self.row_products = [], []
         for f, (cache, table, offset) in enumerate(zip(caches, tables, offsets)):
             _check_array(kernel, f"tables[{f}]", table, np.float32, (("V", None), ("e", None)))
             _check_array(kernel, f"caches[{f}]", cache, np.float16,
                          (("N", None), ("K", K), ("H", H)))
             if cache.shape[0] > table.shape[0]:
                 raise ValueError(f"{kernel}: caches[{f}] has more rows than tables[{f}]")
-            e = table.shape[1]
-            _check_window_slice(kernel, D, K, e, offset)
-            self.cache_ptr[f] = NULL
+            _check_window_slice(kernel, D, K, table.shape[1], offset)
+        self.cache_ptr = <uint16_t**>pointer_array(self.F)
+        self.cache_rows = int_array([c.shape[0] for c in caches])
+        self.table_rows = int_array([t.shape[0] for t in tables])
+        cdef const uint16_t[:, :, ::1] cview
+        self.tables, self.row_products = [], []
+        for f, (cache, table, offset) in enumerate(zip(caches, tables, offsets)):
             if cache.shape[0] > 0:
                 cview = cache.view(np.uint16)
                 self.cache_ptr[f] = <uint16_t*>&cview[0, 0, 0]
-            self.cache_rows[f] = cache.shape[0]
-            self.table_rows[f] = table.shape[0]
             self.tables.append(table)
+            e = table.shape[1]
             # (e, K·H): row j holds Wᵀ's row for column j of this feature at every
             # position, so table[v] @ it = P_f[v] laid out like a cache row
             blocks = WT_dh.reshape(K, E, H)[:, offset:offset + e, :]
@@ -1164,7 +1056,8 @@ cdef class CachedScorer:
                                                            ("F", self.F)))
         cdef const int[:, :, ::1] ids = ids_bkf
         cdef int B = ids.shape[0]
-        _check_ids_bkf(kernel, ids_bkf, ids, self.table_rows)
+        _check_ids(kernel, "ids_bkf", ids_bkf, &ids[0, 0, 0], self.table_rows, self.F,
+                   _FEATURE_ROWS)
         out = np.empty((B, self.T), dtype=np.float32)
         for start in range(0, B, SCORER_CHUNK):
             chunk = ids_bkf[start:start + SCORER_CHUNK]
@@ -1246,7 +1139,7 @@ cdef class CachedScorer:
             memcpy(z, self.b, H * sizeof(float))
             fastner_add_half_rows(z, hit_rows, hits, H)
             _add_rows(z, miss_rows, misses, H)
-            _activate_row(z, H, self.act)
+            activate_row(z, H, self.act)
         # S = Z Uᵀ + c for the block (NumPy: S = Z @ U.T + c)
         for i in range(n):
             for t in range(T):
@@ -1321,16 +1214,15 @@ def adam_update_rows(table_ve, grad_ve, m_ve, v_ve, rows_r, step, beta1=0.9, bet
     _check_adam_hyper(kernel, beta1, beta2, eps, grad_scale)
     cdef const int[::1] rows = rows_r
     cdef Py_ssize_t r, bad = -1, R = rows.shape[0]
-    cdef long n_rows = V, width = e
+    cdef long width = e
+    cdef int V_ = V
+    _check_ids(kernel, "rows_r", rows_r, &rows[0], &V_, 1, _TABLE_ROWS)
     with nogil:
-        for r in range(R):
-            if rows[r] < 0 or rows[r] >= n_rows or (r > 0 and rows[r] <= rows[r - 1]):
+        for r in range(1, R):
+            if rows[r] <= rows[r - 1]:
                 bad = r
                 break
     if bad >= 0:
-        if rows_r[bad] < 0 or rows_r[bad] >= V:
-            raise IndexError(f"{kernel}: rows_r[{bad}] = {rows_r[bad]} is out of range for "
-                             f"a table of {V} rows")
         raise ValueError(f"{kernel}: rows_r must be strictly increasing (unique rows); "
                          f"rows_r[{bad - 1}] = {rows_r[bad - 1]}, rows_r[{bad}] = {rows_r[bad]}")
     if R == 0 or e == 0:
