@@ -326,7 +326,7 @@ def affine_act_backward(dH_bh, H_bh, X_bd, W_hd, activation, dW_hd, db_h, dX_bd=
         return dX_bd
     dZ_bh = dH_bh if act == 0 else np.empty((B, H), dtype=np.float32)
     cdef const float[:, ::1] dH = dH_bh
-    cdef const float[:, ::1] Hs = H_bh
+    cdef const float[:, ::1] hidden = H_bh
     cdef float[:, ::1] dZ = dZ_bh
     cdef const float[:, ::1] X = X_bd
     cdef const float[:, ::1] W = W_hd
@@ -341,7 +341,7 @@ def affine_act_backward(dH_bh, H_bh, X_bd, W_hd, activation, dW_hd, db_h, dX_bd=
     cdef bint want = want_dX
     with nogil:
         if act_ != 0:
-            _act_backward(dH, Hs, act_, dZ)
+            _act_backward(dH, hidden, act_, dZ)
         _affine_backward(dZ, X, W, dW, db, dX_ptr, want)
     return dX_bd
 
@@ -564,7 +564,7 @@ cdef double _crf_sentence(const float* s, const int* y, int n, int T, const floa
                           double* alpha, double* beta, float* ds, float[:, ::1] dA,
                           float[::1] dstart, float[::1] dend) noexcept nogil:
     # nll = log Z − score(gold). ∂/∂S = marginals − onehot(gold); ∂/∂A = expected minus
-    # gold transition counts; likewise start/end. All scaled by `scale`.
+    # gold transition counts; likewise start/end (derivations §C4). All scaled by `scale`.
     cdef int t, i, j
     cdef double log_z = _crf_alpha_beta(s, n, T, A, start, end, alpha, beta)
     cdef double gold = start[y[0]] + end[y[n - 1]], m
@@ -582,6 +582,9 @@ cdef double _crf_sentence(const float* s, const int* y, int n, int T, const floa
                 dend[j] += <float>(scale * m)
         ds[t * T + y[t]] -= scale
         if t > 0:
+            # pairwise marginal ξ_t[i, j] (derivations §C3): the prefixes ending in i at
+            # t−1 (alpha, emissions included), the step i → j, the emission of j at t
+            # (beta starts after t, so it is added here), the suffixes after t (beta)
             for i in range(T):
                 for j in range(T):
                     dA[i, j] += <float>(scale * exp(alpha[(t - 1) * T + i] + A[i, j]
@@ -847,8 +850,8 @@ cdef class SGDStep:
         cdef int K = self.K, E = self.E, D = self.D, H = self.H, T = self.T, F = self.F
         cdef float* X = work                       # (B, D)
         cdef float* dX = X + B * D                 # (B, D)
-        cdef float* Hd = dX + B * D                # (B, H)
-        cdef float* dH = Hd + B * H                # (B, H)
+        cdef float* hidden = dX + B * D            # (B, H)
+        cdef float* dH = hidden + B * H            # (B, H)
         cdef float* dZ = dH + B * H                # (B, H)
         cdef float* S = dZ + B * H                 # (B, T), then δ_S in place
         cdef Py_ssize_t i, j, k, f
@@ -864,11 +867,11 @@ cdef class SGDStep:
                     e = self.table_dim[f]
                     memcpy(&X[i * D + k * E + self.table_offset[f]],
                            &self.table_ptr[f][ids[i, k, f] * e], e * sizeof(float))
-        # forward 2–3: Hd = f(X Wᵀ + b), S = Hd Uᵀ + c
-        gemm_rm(False, True, B, H, D, 1.0, X, D, &self.W[0, 0], D, 0.0, Hd, H)
+        # forward 2–3: hidden = f(X Wᵀ + b), S = hidden Uᵀ + c
+        gemm_rm(False, True, B, H, D, 1.0, X, D, &self.W[0, 0], D, 0.0, hidden, H)
         for i in range(B):
-            bias_activate_row(&Hd[i * H], &self.b[0], H, self.act)
-        gemm_rm(False, True, B, T, H, 1.0, Hd, H, &self.U[0, 0], H, 0.0, S, T)
+            bias_activate_row(&hidden[i * H], &self.b[0], H, self.act)
+        gemm_rm(False, True, B, T, H, 1.0, hidden, H, &self.U[0, 0], H, 0.0, S, T)
         # forward 4 and backward 1: loss, δ_S = (P − Y)/B (in place of S)
         for i in range(B):
             row = &S[i * T]
@@ -879,13 +882,13 @@ cdef class SGDStep:
             for j in range(T):
                 row[j] = <float>(exp(row[j] - log_z) * inv_b)
             row[y[i]] -= inv_b
-        # backward 2: δ_H = δ_S U (before U moves), then U -= lr δ_Sᵀ Hd, c -= lr Σ δ_S
+        # backward 2: δ_H = δ_S U (before U moves), then U -= lr δ_Sᵀ hidden, c -= lr Σ δ_S
         gemm_rm(False, False, B, H, T, 1.0, S, T, &self.U[0, 0], H, 0.0, dH, H)
-        gemm_rm(True, False, T, H, B, -lr, S, T, Hd, H, 1.0, &self.U[0, 0], H)
+        gemm_rm(True, False, T, H, B, -lr, S, T, hidden, H, 1.0, &self.U[0, 0], H)
         add_column_sums(&self.c[0], S, B, T, -lr)
         # backward 3: δ_Z = δ_H ⊙ f′ (from the stored output)
         for i in range(B):
-            act_backward_row(&dH[i * H], &Hd[i * H], &dZ[i * H], H, self.act)
+            act_backward_row(&dH[i * H], &hidden[i * H], &dZ[i * H], H, self.act)
         # backward 4: δ_X = δ_Z W (before W moves), W -= lr δ_Zᵀ X, b -= lr Σ δ_Z
         gemm_rm(False, False, B, D, H, 1.0, dZ, H, &self.W[0, 0], D, 0.0, dX, D)
         gemm_rm(True, False, H, D, B, -lr, dZ, H, X, D, 1.0, &self.W[0, 0], D)

@@ -57,7 +57,7 @@ cdef inline void bias_activate_row(float* row, const float* bias, int H,
     activate_row(row, H, act)
 
 
-cdef inline void act_backward_row(const float* dH, const float* Hs, float* dZ, int H,
+cdef inline void act_backward_row(const float* dH, const float* hidden, float* dZ, int H,
                                   int act) noexcept nogil:
     # δ_Z = δ_H ⊙ f′ with f′ read from the stored output H (derivations §B3); one
     # branch per row, so each loop vectorizes. act 3 (relu) is the last case.
@@ -65,15 +65,15 @@ cdef inline void act_backward_row(const float* dH, const float* Hs, float* dZ, i
     cdef float h, one = 1.0, minus_one = -1.0, zero = 0.0
     if act == 1:
         for j in range(H):
-            h = Hs[j]
+            h = hidden[j]
             dZ[j] = dH[j] * (one - h * h)
     elif act == 2:
         for j in range(H):
-            h = Hs[j]
+            h = hidden[j]
             dZ[j] = dH[j] if (h > minus_one and h < one) else zero
     else:
         for j in range(H):
-            dZ[j] = dH[j] if Hs[j] > zero else zero
+            dZ[j] = dH[j] if hidden[j] > zero else zero
 
 
 cdef inline void add_column_sums(float* out, const float* M, int rows, int cols,

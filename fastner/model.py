@@ -149,25 +149,27 @@ class WindowTagger:
         X = np.empty((B, self.D), dtype=self.dtype)
         for f_ids, table, offset in zip(ids, self.tables(), self.offsets):
             ops.lookup_forward(f_ids, table, X, offset)
-        Hd = ops.affine_act_forward(X, p["W"], p["b"], self.activation)
+        hidden = ops.affine_act_forward(X, p["W"], p["b"], self.activation)
         keep = None
-        Hin = Hd
+        output_in = hidden                   # the output layer's input: hidden after dropout
         if rng is not None and self.dropout > 0.0:
-            keep = (rng.random(Hd.shape) >= self.dropout).astype(self.dtype)
+            keep = (rng.random(hidden.shape) >= self.dropout).astype(self.dtype)
             keep /= (1.0 - self.dropout)
-            Hin = Hd * keep
-        S = ops.affine_act_forward(Hin, p["U"], p["c"], "identity")
-        return S, (ids, X, Hd, Hin, keep, S)
+            output_in = hidden * keep
+        S = ops.affine_act_forward(output_in, p["U"], p["c"], "identity")
+        return S, (ids, X, hidden, output_in, keep, S)
 
     def backward(self, cache, dS, grads):
         """Add ∂J/∂θ into the named gradient views ``grads`` from δ_S (derivations §B2–§B5)."""
         ops, p = self.ops, self.params
-        ids, X, Hd, Hin, keep, S = cache
-        dHin = np.empty_like(Hin)
-        ops.affine_act_backward(dS, S, Hin, p["U"], "identity", grads["U"], grads["c"], dHin)
-        dHd = dHin if keep is None else dHin * keep
+        ids, X, hidden, output_in, keep, S = cache
+        d_output_in = np.empty_like(output_in)
+        ops.affine_act_backward(dS, S, output_in, p["U"], "identity", grads["U"], grads["c"],
+                                d_output_in)
+        d_hidden = d_output_in if keep is None else d_output_in * keep
         dX = np.empty_like(X)
-        ops.affine_act_backward(dHd, Hd, X, p["W"], self.activation, grads["W"], grads["b"], dX)
+        ops.affine_act_backward(d_hidden, hidden, X, p["W"], self.activation, grads["W"],
+                                grads["b"], dX)
         for f_ids, dtable, offset in zip(ids, self.tables(grads), self.offsets):
             ops.lookup_backward(f_ids, dX, dtable, offset)
 

@@ -229,8 +229,8 @@ class CachedScorer:
                 Z[hit] += cache[v[hit], k].astype(np.float32)
                 W_k_T = self.WT[k * E + offset:k * E + offset + e]       # (e, H)
                 Z[~hit] += table[v[~hit]] @ W_k_T
-        Hd = activate(Z, self.activation)
-        return (Hd @ self.U.T + self.c).astype(np.float32)
+        hidden = activate(Z, self.activation)
+        return (hidden @ self.U.T + self.c).astype(np.float32)
 
 
 class SGDStep:
@@ -250,13 +250,13 @@ class SGDStep:
         X = np.empty((B, self.K * self.E), dtype=self.W.dtype)
         for f, (table, offset) in enumerate(zip(self.tables, self.offsets)):
             lookup_forward(np.ascontiguousarray(ids_bkf[:, :, f]), table, X, offset)
-        Hd = activate(X @ self.W.T + self.b, self.activation)
-        S = Hd @ self.U.T + self.c
+        hidden = activate(X @ self.W.T + self.b, self.activation)
+        S = hidden @ self.U.T + self.c
         loss, dS = softmax_xent_forward_backward(S, y_b)
         dH = dS @ self.U                        # δ_H before U moves
-        self.U -= lr * (dS.T @ Hd)
+        self.U -= lr * (dS.T @ hidden)
         self.c -= lr * dS.sum(axis=0)
-        dZ = dH * activation_derivative(Hd, self.activation)
+        dZ = dH * activation_derivative(hidden, self.activation)
         dX = dZ @ self.W                        # δ_X before W moves
         self.W -= lr * (dZ.T @ X)
         self.b -= lr * dZ.sum(axis=0)
@@ -269,7 +269,8 @@ class SGDStep:
 
 def adam_update(param_n, grad_n, m_n, v_n, step, beta1=0.9, beta2=0.999, eps=1e-8,
                 grad_scale=1.0):
-    """One Adam step in place; the caller folds the bias corrections into
+    """One Adam step in place (derivations §U2), in the order the kernel rounds: scale
+    g, decay and add into m, then v, then move the parameter; the caller folds the bias corrections into
     step = lr·√(1−β2ᵗ)/(1−β1ᵗ). The gradient is scaled (clipping), used, zeroed.
     m and v are float32; g·grad_scale and step·m/(√v + ε) are formed in float64
     (the trainer's scalars are NumPy float64s, so NumPy promotes) and rounded once."""
@@ -277,9 +278,9 @@ def adam_update(param_n, grad_n, m_n, v_n, step, beta1=0.9, beta2=0.999, eps=1e-
     if grad_scale != 1.0:
         grad_n *= np.float64(grad_scale)
     m_n *= beta1
-    m_n += (1 - beta1) * grad_n                  # m = β1·m + (1−β1)·g
+    m_n += (1 - beta1) * grad_n
     v_n *= beta2
-    v_n += (1 - beta2) * grad_n * grad_n         # v = β2·v + (1−β2)·g²
+    v_n += (1 - beta2) * grad_n * grad_n
     param_n -= step * m_n / (np.sqrt(v_n) + eps)
     grad_n[...] = 0.0
 

@@ -83,11 +83,19 @@ class TagSet:
         is_begin = np.array([n.startswith("B-") for n in self.names])[tags]
         is_inside = np.array([n.startswith("I-") for n in self.names])[tags]
         starts = np.flatnonzero(is_begin)
-        stops = np.append(np.flatnonzero(~is_inside), len(tags))     # where a run ends
+        # An entity starting at s ends at the first position after s that is not I-:
+        # the sorted non-I positions (and N, for an entity that runs to the end) are the
+        # candidates, and searchsorted finds, for every start at once, the first one
+        # past it. The B at s itself is a non-I position; side="right" skips it.
+        stops = np.append(np.flatnonzero(~is_inside), len(tags))
         ends = stops[np.searchsorted(stops, starts, side="right")]
+        # The minimum over each [start, end): reduceat over the interleaved bounds
+        # (start0, end0, start1, end1, ...) reduces every [start, end) at even slots
+        # (odd slots are the gaps between entities, discarded). An end may equal N,
+        # which reduceat cannot take as an index, hence one +inf of padding.
         bounds = np.empty(2 * len(starts), dtype=np.int64)
         bounds[0::2], bounds[1::2] = starts, ends
-        padded = np.append(confidence, np.inf)                         # reduceat may index N
+        padded = np.append(confidence, np.inf)
         lowest = np.minimum.reduceat(padded, bounds)[0::2] if len(starts) else padded[:0]
         return starts, ends, kind_of[tags[starts]], lowest
 
