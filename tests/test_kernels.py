@@ -12,6 +12,7 @@ from fastner import _kernels as K
 from fastner import reference as R
 from gradcheck import central_difference, check_numeric
 from kernel_registry import KERNELS
+from test_model import batch, tiny_model
 
 ACTS = ["identity", "tanh", "hardtanh", "relu"]
 f32 = np.float32
@@ -378,6 +379,60 @@ def test_bad_arguments_raise_clear_errors(what, call, error, message):
     with pytest.raises(error) as info:
         call()
     assert message in str(info.value)
+
+
+# --------------------------------------------------------------------------
+# 5. the fused plain-SGD step, against its twin and the unfused trainer path
+
+@pytest.mark.parametrize("B", [1, 7, 64])
+def test_fused_sgd_step_equals_numpy_twin_and_trainer(B):
+    """SGDStep (Cython) == R.SGDStep (NumPy) == model backward + Optimizer("sgd")."""
+    from fastner.train import Optimizer, TrainConfig
+    models = [tiny_model("softmax", ops=K, dtype=np.float32) for _ in range(3)]
+    rng = np.random.default_rng(B)
+    ids_list, y, _ = batch(models[0])
+    rows = rng.integers(0, len(y), B)
+    ids = [f[rows] for f in ids_list]
+    ids_bkf = np.ascontiguousarray(np.stack(ids, axis=2))
+    y = y[rows]
+    steppers = []
+    for ops, model in zip((K, R), models[:2]):
+        p = model.params
+        steppers.append(ops.SGDStep(model.tables(), p["W"], p["b"], p["U"], p["c"], "tanh",
+                                    model.offsets, model.K))
+    cfg = TrainConfig(optimizer="sgd", momentum=0.0, clip=0.0, lr=0.05)
+    opt = Optimizer(models[2], cfg)
+    for _ in range(3):
+        losses = [s.step(ids_bkf, y, 0.05) for s in steppers]
+        losses.append(models[2].loss_and_backward(ids, y, None, opt.grads))
+        opt.step([np.unique(f) for f in ids], 0.05)
+        assert max(losses) - min(losses) < 1e-5, losses
+    for other in models[1:]:
+        np.testing.assert_allclose(models[0].flat, other.flat, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_sgd_step_rejects_bad_arguments():
+    model = tiny_model("softmax", ops=K, dtype=np.float32)
+    p = model.params
+    step = K.SGDStep(model.tables(), p["W"], p["b"], p["U"], p["c"], "tanh",
+                            model.offsets, model.K)
+    ids = np.zeros((2, model.K, len(model.features)), np.int32)
+    y = np.zeros(2, np.int32)
+    before = model.flat.copy()
+    with pytest.raises(ValueError, match="ids_bkf must be a C-contiguous int32"):
+        step.step(ids.astype(np.int64), y, 0.1)
+    with pytest.raises(ValueError, match="ids_bkf must have shape"):
+        step.step(np.zeros((2, model.K, 1), np.int32), y, 0.1)
+    bad = ids.copy()
+    bad[1, 2, 0] = len(model.features[0].vocab)
+    with pytest.raises(IndexError, match=r"ids_bkf\[1, 2, 0\]"):
+        step.step(bad, y, 0.1)
+    with pytest.raises(IndexError, match=r"y_b\[0\] = 9"):
+        step.step(ids, np.array([9, 0], np.int32), 0.1)
+    np.testing.assert_array_equal(model.flat, before)      # nothing moved
+    with pytest.raises(ValueError, match="W_hd must be a C-contiguous float32"):
+        K.SGDStep(model.tables(), p["W"].astype(np.float64), p["b"], p["U"], p["c"],
+                         "tanh", model.offsets, model.K)
 
 
 # --------------------------------------------------------------------------

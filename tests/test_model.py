@@ -218,57 +218,6 @@ def test_inference_cache_refuses_products_beyond_half_precision():
         InferenceScorer(model, 64.0)
 
 
-@pytest.mark.parametrize("B", [1, 7, 64])
-def test_fused_sgd_step_equals_numpy_twin_and_trainer(B):
-    """SGDStep (Cython) == reference.SGDStep (NumPy) == model backward + Optimizer("sgd")."""
-    from fastner.train import Optimizer, TrainConfig
-    models = [tiny_model("softmax", ops=_kernels, dtype=np.float32) for _ in range(3)]
-    rng = np.random.default_rng(B)
-    ids_list, y, _ = batch(models[0])
-    rows = rng.integers(0, len(y), B)
-    ids = [f[rows] for f in ids_list]
-    ids_bkf = np.ascontiguousarray(np.stack(ids, axis=2))
-    y = y[rows]
-    steppers = []
-    for ops, model in zip((_kernels, reference), models[:2]):
-        p = model.params
-        steppers.append(ops.SGDStep(model.tables(), p["W"], p["b"], p["U"], p["c"], "tanh",
-                                    model.offsets, model.K))
-    cfg = TrainConfig(optimizer="sgd", momentum=0.0, clip=0.0, lr=0.05)
-    opt = Optimizer(models[2], cfg)
-    for _ in range(3):
-        losses = [s.step(ids_bkf, y, 0.05) for s in steppers]
-        losses.append(models[2].loss_and_backward(ids, y, None, opt.grads))
-        opt.step([np.unique(f) for f in ids], 0.05)
-        assert max(losses) - min(losses) < 1e-5, losses
-    for other in models[1:]:
-        np.testing.assert_allclose(models[0].flat, other.flat, rtol=1e-4, atol=1e-6)
-
-
-def test_fused_sgd_step_rejects_bad_arguments():
-    model = tiny_model("softmax", ops=_kernels, dtype=np.float32)
-    p = model.params
-    step = _kernels.SGDStep(model.tables(), p["W"], p["b"], p["U"], p["c"], "tanh",
-                            model.offsets, model.K)
-    ids = np.zeros((2, model.K, len(model.features)), np.int32)
-    y = np.zeros(2, np.int32)
-    before = model.flat.copy()
-    with pytest.raises(ValueError, match="ids_bkf must be a C-contiguous int32"):
-        step.step(ids.astype(np.int64), y, 0.1)
-    with pytest.raises(ValueError, match="ids_bkf must have shape"):
-        step.step(np.zeros((2, model.K, 1), np.int32), y, 0.1)
-    bad = ids.copy()
-    bad[1, 2, 0] = len(model.features[0].vocab)
-    with pytest.raises(IndexError, match=r"ids_bkf\[1, 2, 0\]"):
-        step.step(bad, y, 0.1)
-    with pytest.raises(IndexError, match=r"y_b\[0\] = 9"):
-        step.step(ids, np.array([9, 0], np.int32), 0.1)
-    np.testing.assert_array_equal(model.flat, before)      # nothing moved
-    with pytest.raises(ValueError, match="W_hd must be a C-contiguous float32"):
-        _kernels.SGDStep(model.tables(), p["W"].astype(np.float64), p["b"], p["U"], p["c"],
-                         "tanh", model.offsets, model.K)
-
-
 def test_forged_array_size_is_refused_before_allocation(tmp_path):
     """A header declaring 10^11 float32 elements in a file of a few bytes: refused by
     reading the header, not by a 400 GB allocation."""
