@@ -19,6 +19,16 @@ def main(path):
     info = run.get("machine_info", {})
     print(f"# {info.get('cpu', {}).get('brand_raw', '?')}, {info.get('cpu', {}).get('count', '?')} "
           f"cores, Python {info.get('python_version', '?')}; {run.get('datetime', '')}")
+    for lib in info.get("blas", []):
+        source = lib["filepath"].split("site-packages/")[-1] if lib.get("filepath") else "?"
+        print(f"# BLAS: {lib['internal_api']} {lib['version']}, kernel {lib['architecture']}, "
+              f"{lib['num_threads']} thread(s) ({source})")
+    steering = info.get("blas_environment")
+    print(f"# environment: {' '.join(f'{k}={v}' for k, v in steering.items()) or 'none'}"
+          if steering is not None else "# environment: not recorded")
+    if "fastner_half_path" in info:
+        print(f"# kernels: FASTNER_MARCH={steering.get('FASTNER_MARCH', '(portable)')}, "
+              f"half-precision cache via {info['fastner_half_path']}")
     groups = {}
     for bench in run["benchmarks"]:
         groups.setdefault(bench["group"] or bench["name"], []).append(bench)
