@@ -53,6 +53,10 @@ class TrainConfig:
     glove_words: int = _option(400000, "most frequent GloVe words kept (0: random word "
                                        "vectors, no GloVe)")
     word_dim: int = _option(50, "word vector size (50 with GloVe)")
+    case_lower: float = _option(0.0, "chance that a training sentence is seen all lower-case "
+                                     "in an epoch (case-robust training)")
+    case_upper: float = _option(0.0, "chance that a training sentence is seen all upper-case "
+                                     "in an epoch")
 
     def validate(self):
         if self.optimizer not in OPTIMIZERS:
@@ -66,6 +70,10 @@ class TrainConfig:
             raise ValueError(f"lr must be positive; got {self.lr}")
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"word_dropout must be in [0, 1); got {self.word_dropout}")
+        if not (0.0 <= self.case_lower and 0.0 <= self.case_upper
+                and self.case_lower + self.case_upper <= 1.0):
+            raise ValueError(f"case_lower and case_upper must be chances summing to at most 1; "
+                             f"got {self.case_lower} and {self.case_upper}")
         if self.glove_words and self.word_dim != 50:
             raise ValueError("GloVe 6B vectors are 50-d: use --word-dim 50 or --glove-words 0")
 
@@ -81,13 +89,18 @@ def artifact_paths(out):
 
 class EncodedSentences:
     """Tagged sentences as the network sees them: per-feature window ids, gold tag ids
-    and sentence lengths (made once per run for the training and the dev data)."""
+    and sentence lengths (made once per run for the training and the dev data).
+    ``cases`` adds the window ids of the same sentences written all lower-case
+    and/or all upper-case, for case-robust training (train_epoch)."""
 
-    def __init__(self, model, sentences):
+    def __init__(self, model, sentences, cases=()):
         self.sentences = sentences
         self.lengths = np.array([len(s.tokens) for s in sentences], dtype=np.int32)
-        self.ids = model.windows(model.sentences_ids([s.tokens for s in sentences],
-                                                     [s.doc for s in sentences]))
+        docs = [s.doc for s in sentences]
+        self.ids = model.windows(model.sentences_ids([s.tokens for s in sentences], docs))
+        self.cased_ids = {case: model.windows(model.sentences_ids(
+            [[getattr(t, case)() for t in s.tokens] for s in sentences], docs))
+            for case in cases}
         self.y = (np.concatenate([model.tagset.encode(s.tags) for s in sentences])
                   if sentences else np.zeros(0, np.int32))
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
@@ -264,6 +277,8 @@ def train_epoch(model, opt, data, cfg, lr, rng, bar=None):
     total_loss, seen = 0.0, 0
     for rows, lengths in batches(data, cfg, rng):
         ids = [f[rows] for f in data.ids]
+        if cfg.case_lower > 0 or cfg.case_upper > 0:
+            _recase(ids, rows, lengths, data, cfg, rng)
         if cfg.word_dropout > 0:                     # derivations §U4
             drop = rng.random(ids[0].shape) < cfg.word_dropout
             ids[0][drop & (ids[0] > UNK)] = UNK
@@ -275,6 +290,22 @@ def train_epoch(model, opt, data, cfg, lr, rng, bar=None):
             bar.update(len(rows))
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
     return total_loss, seen
+
+
+def _recase(ids, rows, lengths, data, cfg, rng):
+    """Show some sentences of a batch all lower-case or all upper-case (each with its
+    chance; per window for the softmax loss, whose batches mix sentences): their
+    windows are taken from the re-cased copies. Mayhew et al. (2019) found such
+    mixed-case training keeps cased accuracy and recovers most uncased accuracy."""
+    draw = rng.random(len(lengths) if lengths is not None else len(rows))
+    if lengths is not None:
+        draw = np.repeat(draw, lengths)              # one draw per sentence, for its windows
+    for case, chosen in (("lower", draw < cfg.case_lower),
+                         ("upper", (draw >= cfg.case_lower)
+                          & (draw < cfg.case_lower + cfg.case_upper))):
+        if chosen.any():
+            for f, cased in zip(ids, data.cased_ids[case]):
+                f[chosen] = cased[rows[chosen]]
 
 
 def evaluate(model, data):
@@ -400,7 +431,8 @@ class Trainer:
             if os.path.exists(paths["log"]):
                 os.unlink(paths["log"])
         cfg = self.cfg                       # the checkpoint's settings when resuming
-        train = EncodedSentences(model, train_sentences)
+        cases = [c for c, p in (("lower", cfg.case_lower), ("upper", cfg.case_upper)) if p > 0]
+        train = EncodedSentences(model, train_sentences, cases)
         state.dev = EncodedSentences(model, dev_sentences)
         state.trained_rows = np.union1d(train.ids[0], [PAD, UNK])
         self.log(f"train: {len(train_sentences)} sentences, {train.tokens} tokens; "

@@ -164,3 +164,29 @@ def test_resumed_log_has_each_epoch_once(tmp_path, tiny_train_path, tiny_dev_pat
     out, _, state, _ = train(tmp_path, "k", tiny_train_path, tiny_dev_path, epochs=3, resume=True)
     with open(artifact_paths(out)["log"], encoding="utf-8") as f:
         assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]
+
+
+def test_case_augmentation_takes_whole_sentences_from_the_recased_copies(tiny_train_path):
+    from fastner.train import EncodedSentences, _recase, batches, build_model
+    sentences = read_conll(tiny_train_path)
+    cfg = TrainConfig(glove_words=0, hidden=8, case_lower=0.5, case_upper=0.5)
+    model = build_model(cfg, sentences, log=lambda msg: None)
+    data = EncodedSentences(model, sentences, ["lower", "upper"])
+    caps = [f.name for f in model.features].index("caps")
+    rng = np.random.default_rng(0)
+    seen = set()
+    for rows, lengths in batches(data, cfg, rng):
+        ids = [f[rows] for f in data.ids]
+        _recase(ids, rows, lengths, data, cfg, rng)
+        at = 0
+        for n in lengths:            # every sentence entirely lower-case or upper-case
+            span = slice(at, at + n)
+            kinds = [case for case in ("lower", "upper")
+                     if np.array_equal(ids[caps][span], data.cased_ids[case][caps][rows[span]])]
+            assert kinds, "a sentence mixes cases"
+            seen.update(kinds)
+            np.testing.assert_array_equal(ids[0][span], data.ids[0][rows[span]])  # words
+            at += n
+    assert seen == {"lower", "upper"}
+    with pytest.raises(ValueError, match="summing to at most 1"):
+        TrainConfig(case_lower=0.8, case_upper=0.3).validate()
