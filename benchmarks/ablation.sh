@@ -34,12 +34,13 @@ declare -A ARGS=(
   [window_7]="--half-window 3"
   [seed_1]="--seed 1"
   [seed_2]="--seed 2"
+  [no_case]="--case-lower 0 --case-upper 0"
   [case_mix]="--case-lower 0.25 --case-upper 0.1"
   [case_lower_40]="--case-lower 0.4 --case-upper 0.1"
 )
 ORDER=(shipped no_crf no_caps no_word_dropout no_lr_decay no_glove glove_100k plus_affix_shape
        plus_doccase plus_dropout hardtanh lr_2e-3 lr_decay_0.9 emb_lr_half word_dropout_0.2
-       batch_16 window_7 seed_1 seed_2 case_mix case_lower_40)
+       batch_16 window_7 seed_1 seed_2 no_case case_mix case_lower_40)
 SEEDS=${SEEDS:-0}
 NAMES=("$@")
 [ ${#NAMES[@]} -eq 0 ] && NAMES=("${ORDER[@]}")

@@ -53,10 +53,10 @@ class TrainConfig:
     glove_words: int = _option(400000, "most frequent GloVe words kept (0: random word "
                                        "vectors, no GloVe)")
     word_dim: int = _option(50, "word vector size (50 with GloVe)")
-    case_lower: float = _option(0.0, "chance that a training sentence is seen all lower-case "
-                                     "in an epoch (case-robust training)")
-    case_upper: float = _option(0.0, "chance that a training sentence is seen all upper-case "
-                                     "in an epoch")
+    case_lower: float = _option(0.15, "chance that a training sentence is seen all lower-case "
+                                      "in an epoch (case-robust training; 0 turns it off)")
+    case_upper: float = _option(0.05, "chance that a training sentence is seen all upper-case "
+                                      "in an epoch")
 
     def validate(self):
         if self.optimizer not in OPTIMIZERS:
