@@ -272,8 +272,25 @@ class Optimizer:
 
 # -- training --------------------------------------------------------------
 
-def train_epoch(model, opt, data, cfg, lr, rng, bar=None):
-    """One pass over the training data in shuffled batches; returns (summed loss, tokens)."""
+def fused_sgd_step(model, cfg):
+    """The fused SGDStep kernel for this model, when the configuration is exactly what
+    it computes (plain SGD on the softmax loss: no momentum, clipping, hidden dropout
+    or embedding rate; derivations §U1), else None. Word dropout and re-casing change
+    the ids before the step, so they combine with it."""
+    if not (cfg.optimizer == "sgd" and cfg.loss == "softmax" and cfg.momentum == 0
+            and cfg.clip == 0 and cfg.dropout == 0 and cfg.emb_lr_scale == 1.0
+            and model.ops is _kernels and model.dtype == np.float32):
+        return None
+    p = model.params
+    return _kernels.SGDStep(model.tables(), p["W"], p["b"], p["U"], p["c"], model.activation,
+                            model.offsets, model.K)
+
+
+def train_epoch(model, opt, data, cfg, lr, rng, bar=None, fused=True):
+    """One pass over the training data in shuffled batches; returns (summed loss, tokens).
+    Through the fused SGDStep kernel where it applies (``fused``), else the model's
+    backward and the Optimizer."""
+    fused_step = fused_sgd_step(model, cfg) if fused else None
     total_loss, seen = 0.0, 0
     for rows, lengths in batches(data, cfg, rng):
         ids = [f[rows] for f in data.ids]
@@ -282,8 +299,12 @@ def train_epoch(model, opt, data, cfg, lr, rng, bar=None):
         if cfg.word_dropout > 0:                     # derivations §U4
             drop = rng.random(ids[0].shape) < cfg.word_dropout
             ids[0][drop & (ids[0] > UNK)] = UNK
-        loss = model.loss_and_backward(ids, data.y[rows], lengths, opt.grads, rng)
-        opt.step([np.unique(f) for f in ids], lr)
+        if fused_step is not None:
+            loss = fused_step.step(np.ascontiguousarray(np.stack(ids, axis=2)), data.y[rows],
+                                   lr)
+        else:
+            loss = model.loss_and_backward(ids, data.y[rows], lengths, opt.grads, rng)
+            opt.step([np.unique(f) for f in ids], lr)
         total_loss += loss * len(rows)
         seen += len(rows)
         if bar is not None:

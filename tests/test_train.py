@@ -190,3 +190,26 @@ def test_case_augmentation_takes_whole_sentences_from_the_recased_copies(tiny_tr
     assert seen == {"lower", "upper"}
     with pytest.raises(ValueError, match="summing to at most 1"):
         TrainConfig(case_lower=0.8, case_upper=0.3).validate()
+
+
+def test_plain_sgd_softmax_training_runs_through_the_fused_kernel(tiny_train_path):
+    """--optimizer sgd --loss softmax --momentum 0 --clip 0 trains through SGDStep; an
+    epoch equals the unfused path (model backward + Optimizer) to float32 rounding
+    (the fused kernel sums in another order), and other settings keep the unfused path."""
+    from fastner.train import (EncodedSentences, Optimizer, build_model, fused_sgd_step,
+                               train_epoch)
+    sentences = read_conll(tiny_train_path)
+    cfg = TrainConfig(glove_words=0, hidden=16, optimizer="sgd", loss="softmax", momentum=0.0,
+                      clip=0.0, lr=0.05, case_lower=0.0, case_upper=0.0)
+    models = [build_model(cfg, sentences, log=lambda msg: None) for _ in range(2)]
+    assert fused_sgd_step(models[0], cfg) is not None
+    assert fused_sgd_step(models[0], TrainConfig(optimizer="sgd", loss="softmax")) is None
+    losses = []
+    for model, fused in zip(models, (True, False)):
+        data = EncodedSentences(model, sentences)
+        losses.append(train_epoch(model, Optimizer(model, cfg), data, cfg, 0.05,
+                                  np.random.default_rng(0), fused=fused)[0])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    np.testing.assert_allclose(models[0].flat, models[1].flat, rtol=1e-3, atol=1e-5)
+    assert not np.array_equal(models[0].flat, build_model(cfg, sentences,
+                                                          log=lambda msg: None).flat)
