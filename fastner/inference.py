@@ -39,6 +39,8 @@ class InferenceScorer:
         self._kernel = _kernels.CachedScorer(self.caches, model.tables(), WT, p["b"], p["U"],
                                              p["c"], model.activation, model.offsets, model.K)
         self.nbytes = sum(c.nbytes for c in self.caches) + WT.nbytes
+        # the decoder's transition scores, snapshot like the products
+        self.transitions = model.transitions()
 
     @staticmethod
     def _products(model, table, offset, n):

@@ -201,14 +201,16 @@ class WindowTagger:
 
     # -- decoding -----------------------------------------------------------
 
-    def decode(self, S, lengths, confidence=True):
+    def decode(self, S, lengths, confidence=True, transitions=None):
         """Best IOB2-valid tag ids and each token's confidence in its tag (None when
         ``confidence`` is False: the CRF's marginals are then not computed).
 
         The confidence is the model's probability of that tag for that token:
         the softmax output (loss "softmax") or the CRF marginal (loss "crf").
+        ``transitions``: this model's ``transitions()`` computed earlier (a tagger
+        keeps them with its inference cache), else computed here.
         """
-        trans, start, end = self.transitions()
+        trans, start, end = self.transitions() if transitions is None else transitions
         if self.loss == "crf" and not confidence:
             return self.ops.viterbi_decode(S, lengths, trans, start, end), None
         if self.loss == "softmax":

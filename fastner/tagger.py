@@ -150,8 +150,11 @@ class Tagger:
         if len(tokens) == 0:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)
         ids = self.model.sentence_windows(tokens, lengths, docs)
-        S = self.scorer.scores(ids) if self.scorer is not None else self.model.forward(ids)[0]
-        return self.model.decode(S, np.asarray(lengths, dtype=np.int32), confidence)
+        lengths = np.asarray(lengths, dtype=np.int32)
+        if self.scorer is None:
+            return self.model.decode(self.model.forward(ids)[0], lengths, confidence)
+        return self.model.decode(self.scorer.scores(ids), lengths, confidence,
+                                 self.scorer.transitions)
 
     def __call__(self, text: str, include_tokens: bool = False) -> Doc:
         """Tag one raw text."""
@@ -189,13 +192,18 @@ class Tagger:
         tokens = tokenize("\n".join(texts))
         if max_tokens is not None and len(tokens) > max_tokens:
             raise TooManyTokens(len(tokens), max_tokens)
-        starts = np.fromiter((t[1] for t in tokens), np.int64, len(tokens))
-        first = np.searchsorted(starts, bases)      # each text's first token, then the total
-        # sentences end where the splitter says and at every text's end
-        ends = np.union1d(sentence_ends(tokens), first[1:])
-        ends = ends[ends > 0]
-        lengths = np.diff(ends, prepend=0)
-        docs = np.searchsorted(first, ends - 1, side="right") - 1
+        if len(texts) == 1:                          # one request's text: no merging
+            first = np.array([0, len(tokens)])
+            ends = sentence_ends(tokens)
+            lengths, docs = np.diff(ends, prepend=0), np.zeros(len(ends), np.int64)
+        else:
+            starts = np.fromiter((t[1] for t in tokens), np.int64, len(tokens))
+            first = np.searchsorted(starts, bases)   # each text's first token, then the total
+            # sentences end where the splitter says and at every text's end
+            ends = np.union1d(sentence_ends(tokens), first[1:])
+            ends = ends[ends > 0]
+            lengths = np.diff(ends, prepend=0)
+            docs = np.searchsorted(first, ends - 1, side="right") - 1
         tags, conf = self._predict([t[0] for t in tokens], lengths, docs)
         ents = [[] for _ in texts]
         for d, a, b, label, score in self._entities(tags, conf, first):

@@ -49,6 +49,10 @@ class TagSet:
         for kind in self.entity_types:
             self.names += [f"B-{kind}", f"I-{kind}"]
         self.index = {name: i for i, name in enumerate(self.names)}
+        # per tag id: opens an entity, continues one, and which entity type (-1 for O)
+        self._is_begin = np.array([n.startswith("B-") for n in self.names])
+        self._is_inside = np.array([n.startswith("I-") for n in self.names])
+        self._kind_of = np.array([-1] + [i // 2 for i in range(2 * len(self.entity_types))])
 
     def __len__(self):
         return len(self.names)
@@ -79,9 +83,7 @@ class TagSet:
         Valid IOB2 (as Viterbi under transition_mask produces) means an entity is a
         B-X followed by its run of I-X, and no run crosses a sentence boundary.
         """
-        kind_of = np.array([-1] + [i // 2 for i in range(2 * len(self.entity_types))])
-        is_begin = np.array([n.startswith("B-") for n in self.names])[tags]
-        is_inside = np.array([n.startswith("I-") for n in self.names])[tags]
+        is_begin, is_inside = self._is_begin[tags], self._is_inside[tags]
         starts = np.flatnonzero(is_begin)
         # An entity starting at s ends at the first position after s that is not I-:
         # the sorted non-I positions (and N, for an entity that runs to the end) are the
@@ -97,7 +99,7 @@ class TagSet:
         bounds[0::2], bounds[1::2] = starts, ends
         padded = np.append(confidence, np.inf)
         lowest = np.minimum.reduceat(padded, bounds)[0::2] if len(starts) else padded[:0]
-        return starts, ends, kind_of[tags[starts]], lowest
+        return starts, ends, self._kind_of[tags[starts]], lowest
 
     def transition_mask(self):
         """Additive masks forbidding invalid IOB2 moves: (trans (T, T), start (T,)).
