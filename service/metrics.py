@@ -1,6 +1,6 @@
 """Prometheus metrics, correct across gunicorn workers.
 
-gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before anything imports
+service/gunicorn_conf.py sets PROMETHEUS_MULTIPROC_DIR before anything imports
 prometheus_client; each worker then writes its samples there and /metrics
 aggregates them with a MultiProcessCollector. Without that variable (tests,
 `flask run`) the process-local default registry is served.
