@@ -15,7 +15,6 @@ import random
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRST = ["Maria", "Tom", "Ahmed", "Li", "Anna", "Peter", "Clara", "Yuki", "Omar", "Eva"]
 LAST = ["Lopez", "Baker", "Khan", "Wei", "Berg", "Olsen", "Dubois", "Tanaka", "Haddad", "Novak"]
 PLACES = ["Paris", "Berlin", "Nairobi", "Lima", "Oslo", "Cairo", "Toronto", "New York", "Seoul"]
@@ -46,28 +45,23 @@ def peak_worker_memory_mb(client):
     return sorted(round(v, 1) for v in client.run(peak).values())
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--docs", type=int, default=100_000)
-    ap.add_argument("--model", default=os.path.join(ROOT, "models", "fastner-conll03.npz"))
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--partition-size", type=int, default=5_000)
-    args = ap.parse_args()
+def measure(docs, model, workers, partition_size):
+    """Tag a generated corpus of ``docs`` documents once per worker count; the report."""
     from distributed import Client, LocalCluster
     from fastner.corpus import tag_corpus
     tmp = tempfile.mkdtemp(prefix="fastner-corpus-")
     corpus = os.path.join(tmp, "corpus.txt")
-    make_corpus(corpus, args.docs)
-    report = {"docs": args.docs, "machine": f"{os.cpu_count()} cores", "runs": []}
+    make_corpus(corpus, docs)
+    report = {"docs": docs, "machine": f"{os.cpu_count()} cores", "runs": []}
     outputs = []
-    for n in args.workers:
+    for n in workers:
         out = os.path.join(tmp, f"out-{n}")
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                           dashboard_address=None, env={"OPENBLAS_NUM_THREADS": "1"}) as cluster, \
                 Client(cluster) as client:
             started = time.perf_counter()
-            totals = tag_corpus(corpus, out, args.model, scheduler=cluster.scheduler_address,
-                                partition_size=args.partition_size, progress=False,
+            totals = tag_corpus(corpus, out, model, scheduler=cluster.scheduler_address,
+                                partition_size=partition_size, progress=False,
                                 log=lambda m: None)
             seconds = time.perf_counter() - started
             memory = peak_worker_memory_mb(client)
@@ -82,7 +76,19 @@ def main():
         run["speedup"] = round(run["docs_per_second"] / base["docs_per_second"], 2)
         run["efficiency"] = round(run["speedup"] * base["workers"] / run["workers"], 2)
     report["outputs_identical"] = all(o == outputs[0] for o in outputs)
-    print(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv=None):
+    from fastner.tagger import default_model_path
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--docs", type=int, default=100_000)
+    ap.add_argument("--model", default=default_model_path())
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--partition-size", type=int, default=5_000)
+    args = ap.parse_args(argv)
+    print(json.dumps(measure(args.docs, args.model, args.workers, args.partition_size),
+                     indent=2))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,12 @@ class TrainConfig:
     case_upper: float = _option(0.05, "chance that a training sentence is seen all upper-case "
                                       "in an epoch")
 
+    @property
+    def cases(self):
+        """The re-cased copies of the training data this configuration draws from."""
+        return [case for case, share in (("lower", self.case_lower), ("upper", self.case_upper))
+                if share > 0]
+
     def validate(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
@@ -452,8 +458,7 @@ class Trainer:
             if os.path.exists(paths["log"]):
                 os.unlink(paths["log"])
         cfg = self.cfg                       # the checkpoint's settings when resuming
-        cases = [c for c, p in (("lower", cfg.case_lower), ("upper", cfg.case_upper)) if p > 0]
-        train = EncodedSentences(model, train_sentences, cases)
+        train = EncodedSentences(model, train_sentences, cfg.cases)
         state.dev = EncodedSentences(model, dev_sentences)
         state.trained_rows = np.union1d(train.ids[0], [PAD, UNK])
         self.log(f"train: {len(train_sentences)} sentences, {train.tokens} tokens; "
