@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import random
+import shutil
 import tempfile
 import time
 
@@ -45,6 +46,11 @@ def peak_worker_memory_mb(client):
     return sorted(round(v, 1) for v in client.run(peak).values())
 
 
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def measure(docs, model, workers, partition_size):
     """Tag a generated corpus of ``docs`` documents once per worker count; the report."""
     from distributed import Client, LocalCluster
@@ -70,12 +76,13 @@ def measure(docs, model, workers, partition_size):
                                "tokens_per_second": round(totals["tokens"] / seconds),
                                "worker_peak_rss_mb": memory})
         parts = sorted(glob.glob(os.path.join(out, "part-*.jsonl")))
-        outputs.append([open(p, encoding="utf-8").read() for p in parts])
+        outputs.append([_read(p) for p in parts])
     base = report["runs"][0]
     for run in report["runs"]:
         run["speedup"] = round(run["docs_per_second"] / base["docs_per_second"], 2)
         run["efficiency"] = round(run["speedup"] * base["workers"] / run["workers"], 2)
     report["outputs_identical"] = all(o == outputs[0] for o in outputs)
+    shutil.rmtree(tmp, ignore_errors=True)
     return report
 
 
