@@ -246,8 +246,11 @@ def tag_corpus(input_glob, output_dir, model_path, fmt="lines", scheduler=None, 
         bar.close()
         totals["seconds"] = round(time.perf_counter() - started, 2)
         # every partition is committed: what a killed task left half-written is rubbish
-        for leftover in glob.glob(os.path.join(glob.escape(output_dir), "*.tmp-*")):
-            os.unlink(leftover)
+        # (partitions' own temps are NAME.tmp-*; fastner.io's for stats and the manifest,
+        # .NAME.tmp-*, which a plain * does not match)
+        for pattern in ("*.tmp-*", ".*.tmp-*"):
+            for leftover in glob.glob(os.path.join(glob.escape(output_dir), pattern)):
+                os.unlink(leftover)
     finally:
         client.close()
         if cluster is not None:

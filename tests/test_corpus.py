@@ -65,7 +65,7 @@ def test_output_equals_single_process_and_resume_skips(cluster, tiny_model_path,
     assert totals["documents"] == totals["tagged"] == 600 and totals["skipped"] == 0
     assert totals["partitions"] == 10
     assert read_output(out) == expected(tiny_model_path, pattern)
-    assert not glob.glob(os.path.join(out, "*.tmp-*"))
+    assert not glob.glob(os.path.join(out, "*.tmp-*")) + glob.glob(os.path.join(out, ".*.tmp-*"))
 
     os.unlink(os.path.join(out, "part-00003.jsonl"))        # as if killed before commit
     messages = []
@@ -106,7 +106,7 @@ def test_killed_worker_changes_nothing(cluster, tiny_model_path, tmp_path):
     rows = read_output(out)
     assert rows == read_output(clean)
     assert len({r["id"] for r in rows}) == len(rows) == 2000 == totals["documents"]
-    assert not glob.glob(os.path.join(out, "*.tmp-*"))
+    assert not glob.glob(os.path.join(out, "*.tmp-*")) + glob.glob(os.path.join(out, ".*.tmp-*"))
 
 
 def test_bad_input_is_counted_not_dropped(tiny_model_path, tmp_path, cluster):
