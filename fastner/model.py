@@ -255,8 +255,10 @@ class WindowTagger:
         if None in rows:
             missed = list({t for t, row in zip(tokens, rows) if row is None})
             columns = [f.ids(missed).tolist() for f in self.features]
-            memo.update(zip(missed, zip(*columns)))
-            rows = [get(t) for t in tokens]
+            found = dict(zip(missed, zip(*columns)))
+            memo.update(found)
+            # from ``found``, not the memo: another thread may have cleared it meanwhile
+            rows = [found[t] if row is None else row for t, row in zip(tokens, rows)]
         return np.array(rows, dtype=np.int32).reshape(len(tokens), len(self.features))
 
     def tag(self, sentences, docs=None):
