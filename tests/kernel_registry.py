@@ -19,8 +19,8 @@ import numpy as np
 f32 = np.float32
 
 
-def rand(rng, *shape):
-    return rng.normal(size=shape).astype(f32)
+def rand(rng, *shape, dtype=f32):
+    return rng.normal(size=shape).astype(dtype)
 
 
 @dataclass
@@ -129,17 +129,23 @@ def _run_sgd_step(module, tables, W_hd, b_h, U_th, c_t, offsets, K, ids_bkf, y_b
     return step.step(ids_bkf, y_b, lr)
 
 
-def _cached_scorer(rng, B=40, Kw=3, cached=(3, 6)):
-    tables, offsets, E, W, b, U, c = _model_arrays(rng, Kw)
+def scorer_inputs(rng, N, Kw=3, H=7, T=4):
+    """CachedScorer's arguments for two tables (10 × 4 and 6 × 2), the first cached for
+    its first N rows, the second whole: (caches, tables, Wᵀ, b, U, c, offsets, K, W)."""
+    tables, offsets, E, W, b, U, c = _model_arrays(rng, Kw, H, T)
     caches = []
-    for table, offset, n in zip(tables, offsets, cached):
+    for table, offset, n in zip(tables, offsets, (N, 6)):
         d = table.shape[1]
         caches.append(np.ascontiguousarray(np.stack(
             [table[:n] @ W[:, k * E + offset:k * E + offset + d].T for k in range(Kw)],
             axis=1).astype(np.float16)))
-    return {"caches": caches, "tables": tables, "WT_dh": np.ascontiguousarray(W.T), "b_h": b,
-            "U_th": U, "c_t": c, "offsets": offsets, "K": Kw,
-            "ids_bkf": _ids_bkf(rng, B, Kw, (10, 6))}
+    return caches, tables, np.ascontiguousarray(W.T), b, U, c, offsets, Kw, W
+
+
+def _cached_scorer(rng, B=40, Kw=3):
+    caches, tables, WT, b, U, c, offsets, Kw, _ = scorer_inputs(rng, 3, Kw)
+    return {"caches": caches, "tables": tables, "WT_dh": WT, "b_h": b, "U_th": U, "c_t": c,
+            "offsets": offsets, "K": Kw, "ids_bkf": _ids_bkf(rng, B, Kw, (10, 6))}
 
 
 def _run_cached_scorer(module, caches, tables, WT_dh, b_h, U_th, c_t, offsets, K, ids_bkf):

@@ -11,15 +11,11 @@ import pytest
 from fastner import _kernels as K
 from fastner import reference as R
 from gradcheck import central_difference, check_numeric
-from kernel_registry import KERNELS
+from kernel_registry import KERNELS, rand, scorer_inputs
 from test_model import batch, tiny_model
 
 ACTS = ["identity", "tanh", "hardtanh", "relu"]
 f32 = np.float32
-
-
-def rand(rng, *shape, dtype=f32):
-    return rng.normal(size=shape).astype(dtype)
 
 
 def assert_close(a, b, what, rtol=1e-5, atol=1e-6):
@@ -438,24 +434,11 @@ def test_fused_sgd_step_rejects_bad_arguments():
 # --------------------------------------------------------------------------
 # 6. inference: cached first layer, fused
 
-def _scorer_inputs(rng, N, Kw=3, H=7, T=4):
-    tables = [rand(rng, 10, 4), rand(rng, 6, 2)]
-    offsets, E = [0, 4], 6
-    W, b, U, c = rand(rng, H, Kw * E), rand(rng, H), rand(rng, T, H), rand(rng, T)
-    caches = []
-    for table, offset, n in zip(tables, offsets, (N, 6)):
-        e = table.shape[1]
-        caches.append(np.ascontiguousarray(np.stack(
-            [table[:n] @ W[:, k * E + offset:k * E + offset + e].T for k in range(Kw)],
-            axis=1).astype(np.float16).reshape(n, Kw, H)))
-    return caches, tables, np.ascontiguousarray(W.T), b, U, c, offsets, Kw, W
-
-
 @pytest.mark.parametrize("N", [0, 3, 10])
 @pytest.mark.parametrize("B", [1, 9, 600])          # 600 spans several blocks
 def test_cached_scorer_matches_reference_and_full_forward(N, B):
     rng = np.random.default_rng(N + B)
-    caches, tables, WT, b, U, c, offsets, Kw, W = _scorer_inputs(rng, N)
+    caches, tables, WT, b, U, c, offsets, Kw, W = scorer_inputs(rng, N)
     ids = np.stack([rng.integers(0, 10, (B, Kw)), rng.integers(0, 6, (B, Kw))],
                    axis=2).astype(np.int32)
     fast = K.CachedScorer(caches, tables, WT, b, U, c, "tanh", offsets, Kw).scores(ids)
@@ -473,7 +456,7 @@ def test_cached_scorer_matches_reference_and_full_forward(N, B):
 def test_cached_scorer_half_paths_agree(portable):
     # the F16C and the portable half conversions give the same scores
     rng = np.random.default_rng(11)
-    caches, tables, WT, b, U, c, offsets, Kw, _ = _scorer_inputs(rng, 7, H=37)
+    caches, tables, WT, b, U, c, offsets, Kw, _ = scorer_inputs(rng, 7, H=37)
     ids = np.stack([rng.integers(0, 10, (300, Kw)), rng.integers(0, 6, (300, Kw))],
                    axis=2).astype(np.int32)
     try:
@@ -499,7 +482,7 @@ def test_half_to_float_is_exact_for_every_half():
 def test_cached_scorer_over_several_chunks_leaves_the_ids_alone():
     # 9000 windows: three chunks of misses (SCORER_CHUNK = 4096), each row missed often
     rng = np.random.default_rng(5)
-    caches, tables, WT, b, U, c, offsets, Kw, _ = _scorer_inputs(rng, 3)
+    caches, tables, WT, b, U, c, offsets, Kw, _ = scorer_inputs(rng, 3)
     ids = np.stack([rng.integers(0, 10, (9000, Kw)), rng.integers(0, 6, (9000, Kw))],
                    axis=2).astype(np.int32)
     before = ids.copy()
@@ -511,7 +494,7 @@ def test_cached_scorer_over_several_chunks_leaves_the_ids_alone():
 
 def test_cached_scorer_rejects_bad_arguments():
     rng = np.random.default_rng(0)
-    caches, tables, WT, b, U, c, offsets, Kw, _ = _scorer_inputs(rng, 3)
+    caches, tables, WT, b, U, c, offsets, Kw, _ = scorer_inputs(rng, 3)
     scorer = K.CachedScorer(caches, tables, WT, b, U, c, "tanh", offsets, Kw)
     ids = np.zeros((2, Kw, 2), np.int32)
     ids[1, 2, 1] = 6
