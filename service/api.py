@@ -11,7 +11,6 @@ from flask import Blueprint, current_app, jsonify, render_template, request
 from fastner.service.errors import ApiError
 from fastner.service.metrics import count_tagged
 from fastner.service.openapi import spec
-from fastner.settings import setting
 from fastner.tagger import TooManyTokens
 from fastner.tokenize import is_valid_token
 
@@ -26,7 +25,8 @@ def _tagger():
     return current_app.extensions["fastner_tagger"]
 
 
-def _limit(name):
+def _config(name):
+    """A setting read once by create_app (fastner.settings)."""
     return current_app.config[name]
 
 
@@ -40,7 +40,7 @@ def _read_body():
     client that stops early) is the client's error, not ours: 400, or 408 when
     it stops arriving.
     """
-    limit = _limit("FASTNER_MAX_BODY_BYTES")
+    limit = _config("FASTNER_MAX_BODY_BYTES")
     too_large = ApiError(413, "payload_too_large", f"the request body is over the limit of "
                                                    f"{limit} bytes")
     length = request.content_length
@@ -50,7 +50,7 @@ def _read_body():
     if client is not None:
         # a client that stops sending mid-body would hold a sync worker until gunicorn
         # kills it (30 s); give up on the body after FASTNER_CLIENT_TIMEOUT instead
-        client.settimeout(setting("FASTNER_CLIENT_TIMEOUT"))
+        client.settimeout(_config("FASTNER_CLIENT_TIMEOUT"))
     try:
         body = request.environ["wsgi.input"]    # werkzeug's wrapper hides timeouts
         if length is not None:
@@ -138,7 +138,7 @@ def parse_tag_request(body):
         raise ApiError(422, "invalid_request", "'include_tokens' must be true or false")
     kind = given[0]
     value = body[kind]
-    max_texts = _limit("FASTNER_MAX_TEXTS")
+    max_texts = _config("FASTNER_MAX_TEXTS")
     if kind == "text":
         if not isinstance(value, str):
             raise ApiError(422, "invalid_request",
@@ -167,14 +167,14 @@ def parse_tag_request(body):
     if kind != "text" and len(value) > max_texts:
         raise ApiError(413, "too_many_texts", f"'{kind}' holds {len(value)} items; the limit "
                                               f"is {max_texts} per request")
-    max_chars = _limit("FASTNER_MAX_CHARS")
+    max_chars = _config("FASTNER_MAX_CHARS")
     if n_chars > max_chars:
         raise ApiError(413, "too_many_chars", f"the request holds {n_chars} characters of "
                                               f"text; the limit is {max_chars}: split it into "
                                               f"smaller requests")
     if kind == "tokens":
         n_tokens = sum(len(s) for s in value)
-        if n_tokens > _limit("FASTNER_MAX_TOKENS"):
+        if n_tokens > _config("FASTNER_MAX_TOKENS"):
             raise _too_many_tokens(n_tokens)
     return kind, value, include_tokens
 
@@ -188,7 +188,7 @@ def tag():
     else:
         texts = [value] if kind == "text" else value
         try:       # tokenizing is linear and the characters were bounded above
-            docs = tagger.tag_texts(texts, include_tokens, _limit("FASTNER_MAX_TOKENS"))
+            docs = tagger.tag_texts(texts, include_tokens, _config("FASTNER_MAX_TOKENS"))
         except TooManyTokens as err:
             raise _too_many_tokens(err.n_tokens) from None
     count_tagged(sum(d.n_tokens for d in docs), sum(len(d.ents) for d in docs))
@@ -199,7 +199,7 @@ def tag():
 
 def _too_many_tokens(n_tokens):
     return ApiError(413, "too_many_tokens", f"the request holds {n_tokens} tokens; the limit "
-                                            f"is {_limit('FASTNER_MAX_TOKENS')}: split it into "
+                                            f"is {_config('FASTNER_MAX_TOKENS')}: split it into "
                                             f"smaller requests")
 
 
@@ -232,7 +232,7 @@ def healthz():
 
 @site.get("/readyz")
 def readyz():
-    drain_file = setting("FASTNER_DRAIN_FILE")
+    drain_file = _config("FASTNER_DRAIN_FILE")
     if drain_file and os.path.exists(drain_file):
         raise ApiError(503, "draining", "this instance is shutting down; it still answers "
                                         "requests until its grace period ends")

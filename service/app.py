@@ -15,7 +15,8 @@ from fastner.tagger import Tagger, default_model_path
 
 # The settings the app itself reads (gunicorn's config reads the process ones).
 APP_SETTINGS = ("FASTNER_MODEL", "FASTNER_MAX_BODY_BYTES", "FASTNER_MAX_CHARS",
-                "FASTNER_MAX_TEXTS", "FASTNER_MAX_TOKENS")
+                "FASTNER_MAX_TEXTS", "FASTNER_MAX_TOKENS", "FASTNER_CLIENT_TIMEOUT",
+                "FASTNER_DRAIN_FILE")
 
 
 class OrjsonProvider(JSONProvider):
