@@ -25,18 +25,11 @@ import tempfile
 import threading
 import time
 
+from loadtest import SENTENCE, free_port
+
 from fastner.service import gunicorn_argv
 from fastner.tagger import default_model_path
 
-SENTENCE = ("The European Commission said on Thursday it disagreed with German advice to "
-            "consumers to shun British lamb until scientists determine whether mad cow disease "
-            "can be transmitted.")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(port, proc, timeout=60):
