@@ -300,7 +300,7 @@ def train_epoch(model, opt, data, cfg, lr, rng, bar=None, fused=True):
     total_loss, seen = 0.0, 0
     for rows, lengths in batches(data, cfg, rng):
         ids = [f[rows] for f in data.ids]
-        if cfg.case_lower > 0 or cfg.case_upper > 0:
+        if cfg.cases:
             _recase(ids, rows, lengths, data, cfg, rng)
         if cfg.word_dropout > 0:                     # derivations §U4
             drop = rng.random(ids[0].shape) < cfg.word_dropout
