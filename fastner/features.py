@@ -5,6 +5,7 @@ table; id 0 is the sentence-edge padding and id 1 "unknown" in every table.
 A feature is described by a JSON-able config, saved in the model file, so a
 loaded model extracts exactly the ids it was trained with.
 """
+import os
 import re
 
 import numpy as np
@@ -242,7 +243,76 @@ class DocCaseFeature:
         return {"kind": self.kind, "dim": self.dim}
 
 
-def build_feature(config, vocab):
+GAZETTEER_LISTS = ("loc", "misc", "first", "last")
+GAZETTEER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gazetteers")
+
+
+def read_gazetteer(name, folder=GAZETTEER_DIR):
+    """Entries of one list built by fastner.gazetteers.build: tokens lower-cased and
+    joined by single spaces."""
+    path = os.path.join(folder, f"{name}.txt")
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+class GazetteerFeature:
+    """Whether a token lies in a name from one list (derivations §F5): the list's
+    longest match starting at each token, taken left to right without overlap, marks
+    its tokens B(egin), I(nside), E(nd), or S(ingle) for a one-token match; other
+    tokens are NONE. Matching is on lower-cased tokens, so lower-case text matches
+    too; the caps feature beside it tells the network how the text was cased.
+
+    A function of the sentence, not of the token alone (``per_token`` is False). The
+    entries are saved in the model file (``strings``, beside the vocabulary), so a
+    model matches exactly what it learned on.
+    """
+    kind = "gazetteer"
+    per_token = False
+    CLASSES = ("<pad>", "<unk>", "none", "B", "I", "E", "S")
+    NONE, B, I, E, S = 2, 3, 4, 5, 6
+
+    def __init__(self, list_name, dim, entries):
+        self.list_name, self.dim = list_name, dim
+        self.name = f"gaz_{list_name}"
+        self.size = len(self.CLASSES)
+        self.entries = frozenset(entries)
+        self.longest = {}             # first token → most tokens of an entry starting with it
+        for entry in self.entries:
+            words = entry.split(" ")
+            if self.longest.get(words[0], 0) < len(words):
+                self.longest[words[0]] = len(words)
+
+    def ids(self, tokens, context=None):
+        n = len(tokens)
+        out = np.full(n, self.NONE, dtype=np.int32)
+        low = [t.lower() for t in tokens]
+        longest, entries = self.longest, self.entries
+        end = 0                                     # matches do not overlap
+        for i in [i for i, w in enumerate(low) if w in longest]:
+            if i < end:
+                continue
+            for length in range(min(longest[low[i]], n - i), 0, -1):
+                if " ".join(low[i:i + length]) in entries:
+                    if length == 1:
+                        out[i] = self.S
+                    else:
+                        out[i], out[i + 1:i + length - 1], out[i + length - 1] = \
+                            self.B, self.I, self.E
+                    end = i + length
+                    break
+        return out
+
+    def config(self):
+        return {"kind": self.kind, "list": self.list_name, "dim": self.dim}
+
+    def strings(self):
+        """The string lists this feature needs saved with the model, by name."""
+        return {self.name: sorted(self.entries)}
+
+
+def build_feature(config, vocab, strings):
+    """The feature ``config`` describes; ``vocab`` is the model's vocabulary and
+    ``strings`` the string lists saved with the model (name → list of strings)."""
     kind = config.get("kind")
     if kind == "word":
         return WordFeature(vocab, config["dim"])
@@ -254,6 +324,9 @@ def build_feature(config, vocab):
         return ShapeFeature(config["dim"], config["values"])
     if kind == "doccase":
         return DocCaseFeature(config["dim"])
+    if kind == "gazetteer":
+        return GazetteerFeature(config["list"], config["dim"],
+                                strings[f"gaz_{config['list']}"])
     raise ValueError(f"unknown feature kind {kind!r}")
 
 
@@ -287,7 +360,12 @@ def make_features(spec, sentences, vocab, word_dim):
             features.append(ShapeFeature(dim, collect_values(sentences, _shape_key, 2)))
         elif name == "doccase":
             features.append(DocCaseFeature(dim))
+        elif name == "gazetteers" or (name.startswith("gaz_") and name[4:] in GAZETTEER_LISTS):
+            lists = GAZETTEER_LISTS if name == "gazetteers" else [name.removeprefix("gaz_")]
+            features += [GazetteerFeature(g, dim, read_gazetteer(g)) for g in lists]
         else:
             raise ValueError(f"unknown feature {name!r} in {spec!r}; known: caps, suffixN, "
-                             f"prefixN, shape (N = 1..9), doccase, each as name:dim")
+                             f"prefixN, shape (N = 1..9), doccase, gazetteers (every list) "
+                             f"or gaz_LIST (LIST: {', '.join(GAZETTEER_LISTS)}), "
+                             f"each as name:dim")
     return features

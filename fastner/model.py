@@ -51,7 +51,11 @@ class WindowTagger:
         self.params = self.views(self.flat)
         self.dense_size = sum(int(np.prod(s)) for n, s in self.layout if n in DENSE)
         self.mask_trans, self.mask_start = tagset.transition_mask()
-        self._ids_memo = {}              # token → its id under every feature (sentence_windows)
+        # features whose id is a function of the token alone go through one memo
+        # (sentence_windows); the others (gazetteers) look at the whole sentence
+        self._per_token = [i for i, f in enumerate(self.features)
+                           if getattr(f, "per_token", True)]
+        self._ids_memo = {}              # token → its id under every per-token feature
 
     # -- parameters -------------------------------------------------------
 
@@ -240,13 +244,22 @@ class WindowTagger:
             bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
             sentences = [tokens[a:b] for a, b in zip(bounds, bounds[1:])]
             return self.windows(self.sentences_ids(sentences, docs))
-        # every feature is a function of the token alone: one pass over all tokens
-        return self.windows_flat(list(self._feature_ids(tokens).T), lengths)
+        # per-token features: one pass over all tokens; the others: one per sentence
+        columns = [None] * len(self.features)
+        for i, column in zip(self._per_token, self._feature_ids(tokens).T):
+            columns[i] = column
+        if len(self._per_token) < len(self.features):
+            bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+            sentences = [tokens[a:b] for a, b in zip(bounds, bounds[1:])]
+            for i, f in enumerate(self.features):
+                if columns[i] is None:
+                    columns[i] = np.concatenate([f.ids(s) for s in sentences])
+        return self.windows_flat(columns, lengths)
 
     def _feature_ids(self, tokens):
-        """(N, features) int32 ids of tokens, through one memo for all features: a
-        repeated token costs one dict lookup instead of one per feature. Bounded like
-        the features' own memos."""
+        """(N, per-token features) int32 ids of tokens, through one memo for all those
+        features: a repeated token costs one dict lookup instead of one per feature.
+        Bounded like the features' own memos."""
         memo = self._ids_memo
         if len(memo) > MEMO_LIMIT:
             memo.clear()
@@ -254,12 +267,12 @@ class WindowTagger:
         rows = [get(t) for t in tokens]
         if None in rows:
             missed = list({t for t, row in zip(tokens, rows) if row is None})
-            columns = [f.ids(missed).tolist() for f in self.features]
+            columns = [self.features[i].ids(missed).tolist() for i in self._per_token]
             found = dict(zip(missed, zip(*columns)))
             memo.update(found)
             # from ``found``, not the memo: another thread may have cleared it meanwhile
             rows = [found[t] if row is None else row for t, row in zip(tokens, rows)]
-        return np.array(rows, dtype=np.int32).reshape(len(tokens), len(self.features))
+        return np.array(rows, dtype=np.int32).reshape(len(tokens), len(self._per_token))
 
     def tag(self, sentences, docs=None):
         """Tag lists of tokens: list over sentences of (tag names, confidences)."""

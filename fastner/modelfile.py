@@ -3,7 +3,8 @@ written by fastner.io (atomic, no pickle), and every check on what is read.
 
 A model file holds the configuration (``WindowTagger.config()``) and metadata
 (the model card) in its ``__meta__`` entry, the vocabulary as one UTF-8 array,
-and one array per parameter, ``param.NAME``. Tables of QUANTIZE_ROWS rows or more
+any string lists a feature needs (a gazetteer's entries) as ``strings.NAME``, UTF-8
+arrays too, and one array per parameter, ``param.NAME``. Tables of QUANTIZE_ROWS rows or more
 are stored as ``param.NAME.q8`` (int8) with ``param.NAME.scale`` (one float32 per
 row; |error| ≤ scale/2 = max|row|/254), and the word-table rows training changed
 besides as ``param.NAME.f16`` at ``param.NAME.f16_rows``: the 400k-word GloVe
@@ -36,6 +37,9 @@ def model_arrays(model, quantize=False, precise_rows=None):
         else:
             arrays[f"param.{name}"] = view
     arrays["vocab"] = io.encode_strings(model.features[0].vocab.words)
+    for f in model.features:
+        for name, strings in getattr(f, "strings", dict)().items():
+            arrays[f"strings.{name}"] = io.encode_strings(strings)
     return arrays
 
 
@@ -53,7 +57,9 @@ def model_from_arrays(arrays, meta, path="<model>"):
     try:
         config = meta["config"]
         vocab = Vocab(io.decode_strings(arrays["vocab"])[2:])
-        features = [build_feature(c, vocab) for c in config["features"]]
+        strings = {name.removeprefix("strings."): io.decode_strings(array)
+                   for name, array in arrays.items() if name.startswith("strings.")}
+        features = [build_feature(c, vocab, strings) for c in config["features"]]
         model = WindowTagger(features, TagSet(config["entity_types"]),
                              half_window=config["half_window"], hidden=config["hidden"],
                              activation=config["activation"], loss=config["loss"],

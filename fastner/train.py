@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from fastner import __version__, _kernels, io
 from fastner.evaluate import entity_scores
-from fastner.features import PAD, UNK, Vocab, make_features, normalize_word
+from fastner.features import PAD, UNK, GazetteerFeature, Vocab, make_features, normalize_word
 from fastner.model import WindowTagger
 from fastner.modelfile import model_arrays, model_from_arrays, save_model
 from fastner.tags import TagSet
@@ -49,7 +49,8 @@ class TrainConfig:
     dropout: float = _option(0.0, "dropout on the hidden layer")
     word_dropout: float = _option(0.1, "chance of replacing a training word by UNK")
     features: str = _option("caps:5", "feature embeddings besides the word, KIND:DIM,... "
-                                      "(caps, suffixN, prefixN, shape, doccase) or none")
+                                      "(caps, suffixN, prefixN, shape, doccase, "
+                                      "gazetteers, gaz_LIST) or none")
     glove_words: int = _option(400000, "most frequent GloVe words kept (0: random word "
                                        "vectors, no GloVe)")
     word_dim: int = _option(50, "word vector size (50 with GloVe)")
@@ -57,6 +58,9 @@ class TrainConfig:
                                       "in an epoch (case-robust training; 0 turns it off)")
     case_upper: float = _option(0.05, "chance that a training sentence is seen all upper-case "
                                       "in an epoch")
+    gazetteer_dropout: float = _option(0.0, "chance that a gazetteer match in a training "
+                                            "window is hidden (the network learns not to "
+                                            "trust the lists blindly)")
 
     @property
     def cases(self):
@@ -76,6 +80,9 @@ class TrainConfig:
             raise ValueError(f"lr must be positive; got {self.lr}")
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"word_dropout must be in [0, 1); got {self.word_dropout}")
+        if not 0.0 <= self.gazetteer_dropout < 1.0:
+            raise ValueError(f"gazetteer_dropout must be in [0, 1); got "
+                             f"{self.gazetteer_dropout}")
         if not (0.0 <= self.case_lower and 0.0 <= self.case_upper
                 and self.case_lower + self.case_upper <= 1.0):
             raise ValueError(f"case_lower and case_upper must be chances summing to at most 1; "
@@ -305,6 +312,8 @@ def train_epoch(model, opt, data, cfg, lr, rng, bar=None, fused=True):
         if cfg.word_dropout > 0:                     # derivations §U4
             drop = rng.random(ids[0].shape) < cfg.word_dropout
             ids[0][drop & (ids[0] > UNK)] = UNK
+        if cfg.gazetteer_dropout > 0:
+            _hide_gazetteer_matches(ids, model, cfg.gazetteer_dropout, rng)
         if fused_step is not None:
             loss = fused_step.step(np.ascontiguousarray(np.stack(ids, axis=2)), data.y[rows],
                                    lr)
@@ -317,6 +326,16 @@ def train_epoch(model, opt, data, cfg, lr, rng, bar=None, fused=True):
             bar.update(len(rows))
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
     return total_loss, seen
+
+
+def _hide_gazetteer_matches(ids, model, share, rng):
+    """Show each matched position of a gazetteer feature in the batch's windows as
+    unmatched (NONE) with chance ``share``: the lists miss names and hold common
+    words, so the network should not lean on them alone (Collobert et al. 2011)."""
+    for f, feature in zip(ids, model.features):
+        if feature.kind == "gazetteer":
+            hide = rng.random(f.shape) < share
+            f[hide & (f > GazetteerFeature.NONE)] = GazetteerFeature.NONE
 
 
 def _recase(ids, rows, lengths, data, cfg, rng):
