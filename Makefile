@@ -3,6 +3,7 @@
 # make test  — same set-up, then the whole test suite (and the benchmarks once, quickly)
 # make bench — the benchmark suite, single-threaded, pinned to one core where taskset exists
 # make lock  — re-resolve requirements/*.txt (bump LOCK_DATE to take newer releases)
+# make gazetteers — rebuild fastner/gazetteers/*.txt from their source packages
 # make wheel — dist/: an sdist, and a portable wheel built from it in isolation (pinned build tools)
 
 PYTHON ?= python3
@@ -17,7 +18,7 @@ PIP_VERSION := 26.3
 LOCK_DATE   := 2026-11-28T00:00:00Z
 KERNEL_SOURCES := $(wildcard fastner/*.pyx fastner/*.pxd fastner/*.h)
 
-.PHONY: serve serve-proxy test bench build install lock wheel clean
+.PHONY: serve serve-proxy test bench build install lock gazetteers wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +66,11 @@ bench: build
 
 lock: $(STAMP)
 	LOCK_DATE=$(LOCK_DATE) requirements/lock.sh $(BIN)/uv
+
+# The lists come from the locked versions of their packages (fastner[gazetteers]), so
+# the same lock gives the same files (tests/test_gazetteers.py rebuilds and compares).
+gazetteers: $(STAMP)
+	$(BIN)/python -m fastner.gazetteers.build
 
 # From the sdist, so the wheel holds only what a release would: no stray build/ objects.
 # FASTNER_MARCH is emptied: a wheel must run on any x86-64 machine.

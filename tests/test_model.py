@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from fastner import _kernels, io, reference
-from fastner.features import AffixFeature, CapsFeature, ShapeFeature, Vocab, WordFeature
+from fastner.features import (AffixFeature, CapsFeature, GazetteerFeature, ShapeFeature, Vocab,
+                              WordFeature)
 from fastner.inference import InferenceScorer
 from fastner.model import WindowTagger
 from fastner.modelfile import load_model, model_arrays, save_model
@@ -24,7 +25,9 @@ def tiny_model(loss="softmax", activation="tanh", ops=reference, dtype=np.float6
                dropout=0.0):
     vocab = Vocab(["eu", "rejects", "german", "call", ".", "the", "said"])
     features = [WordFeature(vocab, 3), CapsFeature(2), AffixFeature("suffix", 2, 2, ["al", "ts"]),
-                ShapeFeature(2, ["Xx", "x"])]
+                ShapeFeature(2, ["Xx", "x"]),
+                # a feature of the sentence, not the token: "the EU" matches whole
+                GazetteerFeature("loc", 2, ["brussels", "eu", "the eu", "peter blackburn"])]
     model = WindowTagger(features, TagSet(), half_window=1, hidden=5, activation=activation,
                          loss=loss, dropout=dropout, ops=ops, dtype=dtype)
     model.init_params(np.random.default_rng(seed))
