@@ -276,30 +276,41 @@ class GazetteerFeature:
         self.name = f"gaz_{list_name}"
         self.size = len(self.CLASSES)
         self.entries = frozenset(entries)
-        self.longest = {}             # first token → most tokens of an entry starting with it
+        # a trie over words, as sets of strings: ``prefixes`` holds every proper prefix
+        # of an entry ("new", "new york" for "new york city"), ``starts`` every word an
+        # entry starts with; a match grows word by word while it is still a prefix
+        self.prefixes = set()
         for entry in self.entries:
             words = entry.split(" ")
-            if self.longest.get(words[0], 0) < len(words):
-                self.longest[words[0]] = len(words)
+            self.prefixes.update(" ".join(words[:k]) for k in range(1, len(words)))
+        self.starts = {entry.split(" ", 1)[0] for entry in self.entries}
 
     def ids(self, tokens, context=None):
-        n = len(tokens)
-        out = np.full(n, self.NONE, dtype=np.int32)
-        low = [t.lower() for t in tokens]
-        longest, entries = self.longest, self.entries
+        return self.match([t.lower() for t in tokens], [len(tokens)] * len(tokens))
+
+    def match(self, lowered, ends):
+        """ids of sentences' tokens laid end to end: ``lowered`` the tokens lower-cased,
+        ``ends[i]`` the index just past token i's sentence (no match crosses it). The
+        model lower-cases once for all its gazetteer features."""
+        out = np.full(len(lowered), self.NONE, dtype=np.int32)
+        entries, prefixes, starts = self.entries, self.prefixes, self.starts
         end = 0                                     # matches do not overlap
-        for i in [i for i, w in enumerate(low) if w in longest]:
+        for i in [i for i, w in enumerate(lowered) if w in starts]:
             if i < end:
                 continue
-            for length in range(min(longest[low[i]], n - i), 0, -1):
-                if " ".join(low[i:i + length]) in entries:
-                    if length == 1:
-                        out[i] = self.S
-                    else:
-                        out[i], out[i + 1:i + length - 1], out[i + length - 1] = \
-                            self.B, self.I, self.E
-                    end = i + length
-                    break
+            key = lowered[i]
+            length = 1 if key in entries else 0     # of the longest match so far
+            j, stop = i + 1, ends[i]
+            while j < stop and key in prefixes:
+                key = key + " " + lowered[j]
+                j += 1
+                if key in entries:
+                    length = j - i
+            if length == 1:
+                out[i] = self.S
+            elif length:
+                out[i], out[i + 1:i + length - 1], out[i + length - 1] = self.B, self.I, self.E
+            end = i + length
         return out
 
     def config(self):

@@ -249,11 +249,13 @@ class WindowTagger:
         for i, column in zip(self._per_token, self._feature_ids(tokens).T):
             columns[i] = column
         if len(self._per_token) < len(self.features):
-            bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
-            sentences = [tokens[a:b] for a, b in zip(bounds, bounds[1:])]
+            # gazetteers: one pass each over the tokens lower-cased once; no match
+            # runs past the end of its sentence
+            lowered = [t.lower() for t in tokens]
+            ends = np.repeat(np.cumsum(lengths), lengths).tolist()
             for i, f in enumerate(self.features):
                 if columns[i] is None:
-                    columns[i] = np.concatenate([f.ids(s) for s in sentences])
+                    columns[i] = f.match(lowered, ends)
         return self.windows_flat(columns, lengths)
 
     def _feature_ids(self, tokens):

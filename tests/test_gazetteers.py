@@ -129,3 +129,30 @@ def test_coverage_script_counts_distinct_names(tmp_path, capsys):
         {"PER": (1, 1), "LOC": (1, 2), "MISC": (1, 1)}
     gazetteer_coverage.main([str(data)])
     assert "| mini.txt | 100.0% of 1 | 50.0% of 2 | 100.0% of 1 |" in capsys.readouterr().out
+
+
+def brute_force(entries, tokens):
+    """The definition, spelled out: at each free position the longest entry starting
+    there, every length tried."""
+    low, out, i = [t.lower() for t in tokens], [NONE] * len(tokens), 0
+    while i < len(low):
+        found = [n for n in range(1, len(low) - i + 1) if " ".join(low[i:i + n]) in entries]
+        if not found:
+            i += 1
+            continue
+        n = max(found)
+        out[i:i + n] = [S] if n == 1 else [B] + [I] * (n - 2) + [E]
+        i += n
+    return out
+
+
+def test_matching_agrees_with_the_definition_on_random_sentences():
+    rng = np.random.default_rng(0)
+    words = ["new", "york", "city", "san", "jose", "de", "la", "paz", "x"]
+    entries = ["new york", "new york city", "york", "san jose", "la paz", "de la paz x",
+               "san", "city of x"]
+    g = GazetteerFeature("loc", 2, entries)
+    for _ in range(300):
+        tokens = [words[k].upper() if rng.random() < 0.2 else words[k]
+                  for k in rng.integers(0, len(words), rng.integers(0, 12))]
+        assert g.ids(tokens).tolist() == brute_force(set(entries), tokens), tokens
