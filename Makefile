@@ -39,9 +39,9 @@ install: $(STAMP)
 $(EXT): $(STAMP) $(KERNEL_SOURCES) setup.py
 	$(BIN)/python setup.py -q build_ext --force --build-lib build/ext
 	$(BIN)/python -c "import glob, os, shutil; \
-	    src = glob.glob('build/ext/fastner/_kernels*.so')[0]; \
-	    dst = os.path.join('fastner', os.path.basename(src)); \
-	    shutil.copy2(src, dst + '.tmp'); os.replace(dst + '.tmp', dst)"
+	    [(shutil.copy2(src, dst + '.tmp'), os.replace(dst + '.tmp', dst)) \
+	     for src in glob.glob('build/ext/fastner/*.so') \
+	     for dst in [os.path.join('fastner', os.path.basename(src))]]"
 	touch $(EXT)
 
 build: $(EXT)

@@ -1,4 +1,4 @@
-"""Build the Cython kernels. Metadata lives in pyproject.toml.
+"""Build the Cython kernels and the tokenizer's scan. Metadata lives in pyproject.toml.
 
 BLAS comes from scipy.linalg.cython_blas at import time, so there are no
 link flags here.
@@ -25,6 +25,8 @@ extensions = [
         extra_compile_args=["-O3", "-fno-trapping-math", "-fno-math-errno"] + MARCH,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
+    # the tokenizer's scan over white space (no NumPy, no BLAS)
+    Extension("fastner._text", ["fastner/_text.pyx"], extra_compile_args=["-O2"]),
 ]
 
 setup(

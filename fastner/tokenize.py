@@ -10,6 +10,8 @@ base letter, so offsets always index the original string.
 """
 import re
 
+from fastner._text import scan
+
 # Letters and digits plus combining marks (which belong to the preceding letter).
 _L = r"[^\W_]"
 _MARK = r"[\u0300-\u036f\u0483-\u0489\u0591-\u05bd\u0610-\u061a\u064b-\u065f\u0900-\u0903" \
@@ -70,11 +72,18 @@ def tokenize(text):
     No rule matches across a separator, so each white-space-delimited chunk is
     tokenized on its own; the common chunk of one character, only letters or only
     digits is a token as it stands, and only the rest goes through the full
-    pattern. Chunks come from str.split(), whose white space is the regex's \\s,
-    unless the text holds a zero-width separator.
+    pattern. The scan over chunks runs in C (fastner._text.scan; its Python twin is
+    _tokenize_python); text holding a zero-width separator, which str.split does not
+    split on, takes _tokenize_chunks.
     """
     if _ZERO_WIDTH_RE.search(text):
         return _tokenize_chunks(text)
+    return scan(text, _TOKEN_RE.finditer)
+
+
+def _tokenize_python(text):
+    """tokenize() for text without zero-width separators, in Python: the twin of
+    fastner._text.scan (chunks from str.split(), whose white space is the regex's \\s)."""
     out = []
     append = out.append
     find = text.find

@@ -32,6 +32,30 @@ def test_offsets_always_index_the_text(text):
         previous_end = end
 
 
+# white space str.split() knows, digits str.isdecimal() knows and letters of several
+# scripts, so the C scan's character classes are compared with Python's own
+_CLASSES = list("aZéß東Ⅷ١٣1²½_.,'-$ \t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u2000\u2028\u3000\u0301😀")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(), st.lists(st.sampled_from(_CLASSES + ["U.S.", "n't", "1,000"]))
+                 .map("".join)))
+def test_c_scan_equals_its_python_twin(text):
+    from fastner.tokenize import _tokenize_python
+    if "\u200b" not in text and "\ufeff" not in text and "\u2060" not in text \
+            and not any("\u200b" <= ch <= "\u200d" for ch in text):
+        assert tokenize(text) == _tokenize_python(text)
+
+
+def test_c_scan_refuses_what_is_not_a_string():
+    from fastner._text import scan
+    from fastner.tokenize import _TOKEN_RE
+    with pytest.raises(TypeError):
+        scan(b"bytes", _TOKEN_RE.finditer)
+    with pytest.raises(TypeError):
+        scan(None, _TOKEN_RE.finditer)
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.lists(st.sampled_from(list("aZé1.,'-$%:/ \n\u200b\u0301😀東") +
                                 ["n't", "'s", "U.S.", "Mr.", "http://x.y/z", "don"])).map("".join))
