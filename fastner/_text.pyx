@@ -13,13 +13,13 @@ from cpython.unicode cimport Py_UNICODE_ISALPHA, Py_UNICODE_ISDECIMAL, Py_UNICOD
 
 
 def scan(str text not None, finditer):
-    """List of (token, start, end) of ``text``: each chunk between white space as it
-    stands when it is one character, all letters or all digits, else the matches of
-    ``finditer`` (the token pattern's finditer) over it, shifted to the chunk."""
+    """(tokens, starts, ends) of ``text`` as three lists: each chunk between white space
+    as it stands when it is one character, all letters or all digits, else the matches
+    of ``finditer`` (the token pattern's finditer) over it, shifted to the chunk."""
     cdef Py_ssize_t n = len(text), i = 0, start
     cdef Py_UCS4 ch
     cdef bint alpha, decimal
-    out = []
+    tokens, starts, ends = [], [], []
     while i < n:
         ch = text[i]
         if Py_UNICODE_ISSPACE(ch):
@@ -35,8 +35,12 @@ def scan(str text not None, finditer):
             decimal = decimal and Py_UNICODE_ISDECIMAL(ch)
             i += 1
         if i - start == 1 or alpha or decimal:
-            out.append((text[start:i], start, i))
+            tokens.append(text[start:i])
+            starts.append(start)
+            ends.append(i)
         else:
-            out.extend([(m.group(), start + m.start(), start + m.end())
-                        for m in finditer(text[start:i])])
-    return out
+            for m in finditer(text[start:i]):
+                tokens.append(m.group())
+                starts.append(start + m.start())
+                ends.append(start + m.end())
+    return tokens, starts, ends

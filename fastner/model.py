@@ -274,7 +274,10 @@ class WindowTagger:
             memo.update(found)
             # from ``found``, not the memo: another thread may have cleared it meanwhile
             rows = [found[t] if row is None else row for t, row in zip(tokens, rows)]
-        return np.array(rows, dtype=np.int32).reshape(len(tokens), len(self._per_token))
+        F = len(self._per_token)
+        # fromiter over the flattened tuples: 2-3x np.array on a list of tuples
+        return np.fromiter(itertools.chain.from_iterable(rows), np.int32,
+                           len(rows) * F).reshape(len(rows), F)
 
     def tag(self, sentences, docs=None):
         """Tag lists of tokens: list over sentences of (tag names, confidences)."""

@@ -29,7 +29,7 @@ from fastner.model import WindowTagger
 from fastner.modelfile import load_model
 from fastner.settings import setting
 from fastner.threads import pin_blas_threads
-from fastner.tokenize import sentence_ends, tokenize
+from fastner.tokenize import sentence_ends, tokenize_columns
 
 DEFAULT_MODEL = "fastner-conll03.npz"
 
@@ -189,26 +189,25 @@ class Tagger:
         # One tokenizer pass over all texts joined by line ends: no token crosses white
         # space, so each text's tokens are what tokenize(text) gives, shifted by its base.
         bases = list(itertools.accumulate([len(t) + 1 for t in texts], initial=0))
-        tokens = tokenize("\n".join(texts))
+        tokens, starts, stops = tokenize_columns("\n".join(texts))
         if max_tokens is not None and len(tokens) > max_tokens:
             raise TooManyTokens(len(tokens), max_tokens)
         if len(texts) == 1:                          # one request's text: no merging
             first = np.array([0, len(tokens)])
-            ends = sentence_ends(tokens)
+            ends = sentence_ends(tokens, starts, stops)
             lengths, docs = np.diff(ends, prepend=0), np.zeros(len(ends), np.int64)
         else:
-            starts = np.fromiter((t[1] for t in tokens), np.int64, len(tokens))
             first = np.searchsorted(starts, bases)   # each text's first token, then the total
             # sentences end where the splitter says and at every text's end
-            ends = np.union1d(sentence_ends(tokens), first[1:])
+            ends = np.union1d(sentence_ends(tokens, starts, stops), first[1:])
             ends = ends[ends > 0]
             lengths = np.diff(ends, prepend=0)
             docs = np.searchsorted(first, ends - 1, side="right") - 1
-        tags, conf = self._predict([t[0] for t in tokens], lengths, docs)
+        tags, conf = self._predict(tokens, lengths, docs)
         ents = [[] for _ in texts]
         for d, a, b, label, score in self._entities(tags, conf, first):
             base, f = bases[d], first[d]
-            start, end = tokens[f + a][1] - base, tokens[f + b - 1][2] - base
+            start, end = starts[f + a] - base, stops[f + b - 1] - base
             ents[d].append(Entity(texts[d][start:end], label, start, end, a, b, score))
         counts = np.diff(first).tolist()
         if not include_tokens:
@@ -216,8 +215,8 @@ class Tagger:
         names = self._tag_names[tags].tolist()
         first = first.tolist()
         return [Doc(text, tuple(ents[d]), counts[d],
-                    tuple(Token(tok, s - bases[d], e - bases[d], names[i]) for i, (tok, s, e)
-                          in enumerate(tokens[first[d]:first[d + 1]], first[d])))
+                    tuple(Token(tokens[i], starts[i] - bases[d], stops[i] - bases[d], names[i])
+                          for i in range(first[d], first[d + 1])))
                 for d, text in enumerate(texts)]
 
     def tag_sentences(self, sentences: Sequence[Sequence[str]], include_tokens: bool = False,

@@ -76,8 +76,14 @@ def tokenize(text):
     _tokenize_python); text holding a zero-width separator, which str.split does not
     split on, takes _tokenize_chunks.
     """
+    return list(zip(*tokenize_columns(text)))
+
+
+def tokenize_columns(text):
+    """tokenize() as three lists: (tokens, starts, ends)."""
     if _ZERO_WIDTH_RE.search(text):
-        return _tokenize_chunks(text)
+        triples = _tokenize_chunks(text)
+        return [t[0] for t in triples], [t[1] for t in triples], [t[2] for t in triples]
     return scan(text, _TOKEN_RE.finditer)
 
 
@@ -118,29 +124,28 @@ _CLOSERS = frozenset(("'", '"', ")", "''", "]", "’", "”"))
 _BOUNDARY = _ENDERS | _CLOSERS
 
 
-def sentence_ends(tokens):
-    """Where each sentence of (token, start, end) triples ends (exclusive indices; the
-    last is len(tokens)). A sentence ends at . ! ? or ...; a quote or bracket that
-    touches the end mark (no space between) closes the same sentence ("Why?" stays
-    whole); one after a space opens the next. Only the few tokens that can end a
-    sentence are looked at."""
-    ends, start, n = [], 0, len(tokens)
-    for i in [i for i, tok in enumerate(tokens) if tok[0] in _BOUNDARY]:
-        word, tok_start, tok_end = tokens[i]
-        if word not in _ENDERS:          # a closer ends a sentence right after an ender
-            before = tokens[i - 1]
-            if not (i > start and before[0] in _ENDERS and before[2] == tok_start):
+def sentence_ends(tokens, starts, ends):
+    """Where each sentence of a text's tokens ends (exclusive indices; the last is
+    len(tokens)), given each token's start and end offsets. A sentence ends at . ! ? or
+    ...; a quote or bracket that touches the end mark (no space between) closes the
+    same sentence ("Why?" stays whole); one after a space opens the next. Only the few
+    tokens that can end a sentence are looked at."""
+    out, first, n = [], 0, len(tokens)
+    for i in [i for i, tok in enumerate(tokens) if tok in _BOUNDARY]:
+        if tokens[i] not in _ENDERS:     # a closer ends a sentence right after an ender
+            if not (i > first and tokens[i - 1] in _ENDERS and ends[i - 1] == starts[i]):
                 continue
-        if i + 1 < n and tokens[i + 1][0] in _CLOSERS and tokens[i + 1][1] == tok_end:
+        if i + 1 < n and tokens[i + 1] in _CLOSERS and starts[i + 1] == ends[i]:
             continue                     # the closer after it ends the sentence instead
-        ends.append(i + 1)
-        start = i + 1
-    if start < n:
-        ends.append(n)
-    return ends
+        out.append(i + 1)
+        first = i + 1
+    if first < n:
+        out.append(n)
+    return out
 
 
 def split_sentences(tokens):
     """Group (token, start, end) triples into sentences (see sentence_ends)."""
-    starts = [0, *sentence_ends(tokens)]
-    return [tokens[a:b] for a, b in zip(starts, starts[1:])]
+    bounds = [0, *sentence_ends([t[0] for t in tokens], [t[1] for t in tokens],
+                                [t[2] for t in tokens])]
+    return [tokens[a:b] for a, b in zip(bounds, bounds[1:])]
