@@ -1,15 +1,21 @@
-"""The tokenizer's scan over white space, in C (fastner.tokenize is the one entry point).
+"""The per-token work between raw text and the kernels, in C: the tokenizer's scan over
+white space, the candidate positions of sentence ends, and the memo lookup of each
+token's feature ids. Each has a Python twin (named in its docstring) that
+tests/test_tokenize.py and tests/test_model.py compare it with.
 
 fastner.tokenize.tokenize splits text into white-space-delimited chunks and runs the
 token pattern only over chunks that are not one character, all letters or all digits;
-in news text nearly every chunk is one of those. This module does the same scan with
-the same character classes as Python's str methods (str.split's white space is
+in news text nearly every chunk is one of those. scan() does the same with the same
+character classes as Python's str methods (str.split's white space is
 Py_UNICODE_ISSPACE, str.isalpha's letters Py_UNICODE_ISALPHA, str.isdecimal's digits
 Py_UNICODE_ISDECIMAL), without an interpreter step per character or per chunk.
-fastner.tokenize._tokenize_python is its Python twin; tests/test_tokenize.py checks
-they agree on generated text.
 """
+cimport cython
+from cpython.dict cimport PyDict_GetItem
+from cpython.object cimport PyObject
 from cpython.unicode cimport Py_UNICODE_ISALPHA, Py_UNICODE_ISDECIMAL, Py_UNICODE_ISSPACE
+
+import numpy as np
 
 
 def scan(str text not None, finditer):
@@ -44,3 +50,38 @@ def scan(str text not None, finditer):
                 starts.append(start + m.start())
                 ends.append(start + m.end())
     return tokens, starts, ends
+
+
+def positions_in(list tokens not None, frozenset wanted not None):
+    """Indices of the tokens that are in ``wanted`` (Python twin: the list
+    comprehension [i for i, t in enumerate(tokens) if t in wanted])."""
+    cdef Py_ssize_t i
+    return [i for i in range(len(tokens)) if tokens[i] in wanted]
+
+
+@cython.boundscheck(True)
+def memo_rows(list tokens not None, dict memo not None, int columns):
+    """(ids, missed): int32 (len(tokens), columns) holding each token's tuple of
+    ``columns`` ids from ``memo``, and the indices of the tokens not in it, whose rows
+    are left 0 for the caller to fill (Python twin: WindowTagger._feature_ids_python).
+    A memo value that is not a tuple of ``columns`` ints raises TypeError/ValueError."""
+    if columns < 1:
+        raise ValueError(f"memo_rows: columns must be at least 1; got {columns}")
+    cdef Py_ssize_t n = len(tokens), i, j
+    out = np.zeros((n, columns), dtype=np.int32)
+    cdef int[:, ::1] ids = out
+    cdef PyObject* found
+    cdef tuple row
+    missed = []
+    for i in range(n):
+        found = PyDict_GetItem(memo, tokens[i])
+        if found == NULL:
+            missed.append(i)
+            continue
+        row = <tuple?><object>found
+        if len(row) != columns:
+            raise ValueError(f"memo_rows: the memo holds {len(row)} ids for "
+                             f"{tokens[i]!r}; expected {columns}")
+        for j in range(columns):
+            ids[i, j] = row[j]
+    return out, missed

@@ -10,6 +10,7 @@ import itertools
 import numpy as np
 
 from fastner import _kernels
+from fastner._text import memo_rows
 from fastner.features import MEMO_LIMIT, PAD, DocumentContext
 
 DENSE = ("W", "b", "U", "c", "trans", "start", "end")
@@ -260,24 +261,37 @@ class WindowTagger:
 
     def _feature_ids(self, tokens):
         """(N, per-token features) int32 ids of tokens, through one memo for all those
-        features: a repeated token costs one dict lookup instead of one per feature.
-        Bounded like the features' own memos."""
+        features: a repeated token costs one dict lookup instead of one per feature
+        (the lookups run in C: fastner._text.memo_rows). Bounded like the features'
+        own memos."""
         memo = self._ids_memo
         if len(memo) > MEMO_LIMIT:
             memo.clear()
-        get = memo.get
-        rows = [get(t) for t in tokens]
-        if None in rows:
-            missed = list({t for t, row in zip(tokens, rows) if row is None})
-            columns = [self.features[i].ids(missed).tolist() for i in self._per_token]
-            found = dict(zip(missed, zip(*columns)))
-            memo.update(found)
-            # from ``found``, not the memo: another thread may have cleared it meanwhile
-            rows = [found[t] if row is None else row for t, row in zip(tokens, rows)]
-        F = len(self._per_token)
-        # fromiter over the flattened tuples: 2-3x np.array on a list of tuples
-        return np.fromiter(itertools.chain.from_iterable(rows), np.int32,
-                           len(rows) * F).reshape(len(rows), F)
+        tokens = tokens if isinstance(tokens, list) else list(tokens)
+        ids, missed = memo_rows(tokens, memo, len(self._per_token))
+        if missed:
+            self._fill_missed(tokens, ids, missed)
+        return ids
+
+    def _fill_missed(self, tokens, ids, missed):
+        """Compute the rows of the tokens the memo lacked, write them into ``ids`` and
+        remember them."""
+        new = list({tokens[i] for i in missed})
+        columns = [self.features[f].ids(new).tolist() for f in self._per_token]
+        found = dict(zip(new, zip(*columns)))
+        self._ids_memo.update(found)
+        # from ``found``, not the memo: another thread may have cleared it meanwhile
+        ids[missed] = [found[tokens[i]] for i in missed]
+
+    def _feature_ids_python(self, tokens):
+        """_feature_ids without the C lookup: the twin tests compare it with."""
+        rows = [self._ids_memo.get(t) for t in tokens]
+        missed = [i for i, row in enumerate(rows) if row is None]
+        ids = np.array([row or (0,) * len(self._per_token) for row in rows],
+                       dtype=np.int32).reshape(len(tokens), len(self._per_token))
+        if missed:
+            self._fill_missed(list(tokens), ids, missed)
+        return ids
 
     def tag(self, sentences, docs=None):
         """Tag lists of tokens: list over sentences of (tag names, confidences)."""

@@ -205,10 +205,15 @@ class Tagger:
             docs = np.searchsorted(first, ends - 1, side="right") - 1
         tags, conf = self._predict(tokens, lengths, docs)
         ents = [[] for _ in texts]
-        for d, a, b, label, score in self._entities(tags, conf, first):
-            base, f = bases[d], first[d]
-            start, end = starts[f + a] - base, stops[f + b - 1] - base
-            ents[d].append(Entity(texts[d][start:end], label, start, end, a, b, score))
+        # offsets of every entity at once; one Python step per entity builds it
+        groups, a, b, labels, scores = self._entity_columns(tags, conf, first)
+        base = np.asarray(bases)[groups]
+        columns = (groups.tolist(), (np.asarray(starts)[a] - base).tolist(),
+                   (np.asarray(stops)[b - 1] - base).tolist(), labels,
+                   (a - first[groups]).tolist(), (b - first[groups]).tolist(), scores)
+        for d, start, end, label, token_start, token_end, score in zip(*columns):
+            ents[d].append(Entity(texts[d][start:end], label, start, end, token_start,
+                                  token_end, score))
         counts = np.diff(first).tolist()
         if not include_tokens:
             return [Doc(text, tuple(ents[d]), counts[d]) for d, text in enumerate(texts)]
@@ -241,7 +246,9 @@ class Tagger:
                 at += len(tok) + 1
             starts.append(offsets)
         ents = [[] for _ in sentences]
-        for s, a, b, label, score in self._entities(tags, conf, first):
+        groups, a_flat, b_flat, labels, scores = self._entity_columns(tags, conf, first)
+        for s, a, b, label, score in zip(groups.tolist(), (a_flat - first[groups]).tolist(),
+                                         (b_flat - first[groups]).tolist(), labels, scores):
             start, end = starts[s][a], starts[s][b - 1] + len(sentences[s][b - 1])
             ents[s].append(Entity(" ".join(sentences[s][a:b]), label, start, end, a, b, score))
         names = self.model.tagset.names
@@ -266,17 +273,16 @@ class Tagger:
                                 [len(s) for s in sentences], docs, confidence=False)
         return self._tag_names[tags].tolist()
 
-    def _entities(self, tags, conf, first):
-        """(group, start, end, label, score) of each entity in the flat tag array, with
-        start/end counted from the first token of its group (sentence or text);
-        ``first``: each group's first flat token, then the total."""
+    def _entity_columns(self, tags, conf, first):
+        """Each entity in the flat tag array as columns: its group (sentence or text;
+        ``first`` holds each group's first flat token, then the total), its first and
+        one-past-last flat token (arrays), its label and its score rounded to 4 places
+        (lists)."""
         starts, ends, kinds, scores = self.model.tagset.entity_runs(tags, conf)
         group = np.searchsorted(first, starts, side="right") - 1
         types = self.model.tagset.entity_types
-        for g, a, b, k, score in zip(group.tolist(), (starts - first[group]).tolist(),
-                                     (ends - first[group]).tolist(), kinds.tolist(),
-                                     scores.tolist()):
-            yield g, a, b, types[k], round(score, 4)
+        return (group, starts, ends, [types[k] for k in kinds.tolist()],
+                [round(x, 4) for x in scores.tolist()])
 
 
 def _refuse_lone_string(value, where):

@@ -10,7 +10,7 @@ base letter, so offsets always index the original string.
 """
 import re
 
-from fastner._text import scan
+from fastner._text import positions_in, scan
 
 # Letters and digits plus combining marks (which belong to the preceding letter).
 _L = r"[^\W_]"
@@ -131,7 +131,7 @@ def sentence_ends(tokens, starts, ends):
     same sentence ("Why?" stays whole); one after a space opens the next. Only the few
     tokens that can end a sentence are looked at."""
     out, first, n = [], 0, len(tokens)
-    for i in [i for i, tok in enumerate(tokens) if tok in _BOUNDARY]:
+    for i in positions_in(tokens, _BOUNDARY):
         if tokens[i] not in _ENDERS:     # a closer ends a sentence right after an ender
             if not (i > first and tokens[i - 1] in _ENDERS and ends[i - 1] == starts[i]):
                 continue

@@ -105,3 +105,39 @@ def test_blas_threads_are_pinned_by_the_library(tiny_model_path, setting, expect
     assert done.returncode == 0, done.stderr
     threads = json.loads(done.stdout)
     assert threads and all(n == expected for n in threads), threads
+
+
+def _entities_the_slow_way(nlp, text):
+    """The raw-text path spelled out in Python: the tokenizer's Python twin, the
+    sentence splitter over triples, IOB2 tags per sentence, entity spans from the tags."""
+    from fastner.tags import spans
+    from fastner.tokenize import _tokenize_chunks, _tokenize_python, split_sentences
+    zero_width = any(ch in text for ch in "\u200b\u200c\u200d\u2060\ufeff")
+    triples = _tokenize_chunks(text) if zero_width else _tokenize_python(text)
+    sentences = split_sentences(triples)
+    tags = nlp.tags([[t[0] for t in s] for s in sentences]) if sentences else []
+    out, before = [], 0
+    for sent, sent_tags in zip(sentences, tags):
+        for label, a, b in spans(sent_tags):
+            start, end = sent[a][1], sent[b - 1][2]
+            out.append((text[start:end], label, start, end, before + a, before + b))
+        before += len(sent)
+    return out
+
+
+EDGE_TEXTS = ["", "   \n ", "Why? Maria Lopez left Lisbon.", "\"Go!\" said Tom Baker (Oslo).",
+              "U.S. officials met EU's Jean Blanc in Paris on 1996-08-22 ...",
+              "Maria\u200bLopez visited\u2060Lisbon", "naïve Zoë Ünal in Zürich ’s café",
+              "Lisbon" * 3 + " . " * 5 + "Maria"]
+
+
+def test_raw_text_path_equals_the_slow_way(nlp, tiny_dev_path):
+    from fastner.conll import read_conll
+    texts = EDGE_TEXTS + [" ".join(s.tokens) for s in read_conll(tiny_dev_path)]
+    for text in texts:
+        got = [(e.text, e.label, e.start, e.end, e.token_start, e.token_end)
+               for e in nlp(text).ents]
+        assert got == _entities_the_slow_way(nlp, text), text
+    assert sum(len(nlp(t).ents) for t in texts) > 10       # the comparison saw entities
+    batch = nlp.tag_texts(texts)
+    assert [d.ents for d in batch] == [nlp(t).ents for t in texts]

@@ -250,3 +250,30 @@ def test_complex_parameters_are_refused(tmp_path):
     io.save_npz(path, io.MODEL_FORMAT, arrays, meta)
     with pytest.raises(io.ModelFileError, match="dtype complex64; fastner files hold real"):
         load_model(path)
+
+
+def test_feature_ids_in_c_equal_the_python_twin():
+    model = tiny_model("crf", ops=_kernels, dtype=np.float32)
+    tokens = [t for s in SENTENCES for t in s] + ["unseen", "EU", "Brussels"] * 3
+    first = model._feature_ids_python(tokens)            # fills the memo as it goes
+    np.testing.assert_array_equal(model._feature_ids(tokens), first)
+    model._ids_memo.clear()
+    np.testing.assert_array_equal(model._feature_ids(tokens), first)      # from empty
+    np.testing.assert_array_equal(model._feature_ids(tuple(tokens)), first)
+    assert model._feature_ids([]).shape == (0, len(model._per_token))
+
+
+def test_memo_rows_refuses_bad_arguments():
+    from fastner._text import memo_rows
+    with pytest.raises(ValueError, match="columns must be at least 1"):
+        memo_rows(["a"], {}, 0)
+    with pytest.raises(ValueError, match="holds 1 ids for 'a'; expected 2"):
+        memo_rows(["a"], {"a": (3,)}, 2)
+    with pytest.raises(TypeError):
+        memo_rows(["a"], {"a": [3, 4]}, 2)
+    with pytest.raises(TypeError):
+        memo_rows(("a",), {}, 1)
+    with pytest.raises(TypeError):
+        memo_rows(["a"], None, 1)
+    ids, missed = memo_rows(["a", "b", "a"], {"a": (7, 8)}, 2)
+    assert ids.tolist() == [[7, 8], [0, 0], [7, 8]] and missed == [1]

@@ -47,6 +47,17 @@ def test_c_scan_equals_its_python_twin(text):
         assert tokenize(text) == _tokenize_python(text)
 
 
+def test_boundary_positions_in_c_equal_the_list_comprehension():
+    from fastner._text import positions_in
+    tokens = ["Why", "?", "''", "He", "left", ".", "...", ")", "x"] * 3
+    wanted = frozenset((".", "?", "''", ")"))
+    assert positions_in(tokens, wanted) == [i for i, t in enumerate(tokens) if t in wanted]
+    with pytest.raises(TypeError):
+        positions_in(tuple(tokens), wanted)
+    with pytest.raises(TypeError):
+        positions_in(tokens, set(wanted))
+
+
 def test_c_scan_refuses_what_is_not_a_string():
     from fastner._text import scan
     from fastner.tokenize import _TOKEN_RE
