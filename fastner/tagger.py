@@ -195,7 +195,7 @@ class Tagger:
         if len(texts) == 1:                          # one request's text: no merging
             first = np.array([0, len(tokens)])
             ends = sentence_ends(tokens, starts, stops)
-            lengths, docs = np.diff(ends, prepend=0), np.zeros(len(ends), np.int64)
+            lengths, docs = [b - a for a, b in zip([0, *ends], ends)], None   # one document
         else:
             first = np.searchsorted(starts, bases)   # each text's first token, then the total
             # sentences end where the splitter says and at every text's end
