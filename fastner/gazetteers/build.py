@@ -32,8 +32,7 @@ SOURCES = {
 }
 TYPES = {
     "loc": "places: countries, their capitals, provinces and alternative spellings, "
-           "continents, US states, cities of 15,000+ people with their ASCII "
-           "alternative names",
+           "continents, US states, cities of 15,000+ people",
     "misc": "nationalities: each country's demonym and its plural",
     "first": "first names: US Census 1990 (male, female) and Faker's Latin-script locales",
     "last": "surnames: US Census 1990 and Faker's Latin-script locales",
@@ -80,8 +79,9 @@ def places():
         names += [s["name"] for s in json.load(f).values()]
     with open(os.path.join(geo, "cities15000.json"), encoding="utf-8") as f:
         for city in json.load(f).values():
+            # the main name only: the alternate names (transliterations, old and local
+            # names) triple the list and match person names and common words
             names.append(city["name"])
-            names += [a for a in city["alternatenames"] if a.isascii() and a[:1].isupper()]
     for country in _countryinfo():
         names += [country.get("name", ""), country.get("capital", "")]
         names += [s for s in country.get("altSpellings", []) if len(s) > 3]
