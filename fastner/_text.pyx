@@ -19,13 +19,19 @@ import numpy as np
 
 
 def scan(str text not None, finditer):
-    """(tokens, starts, ends) of ``text`` as three lists: each chunk between white space
-    as it stands when it is one character, all letters or all digits, else the matches
-    of ``finditer`` (the token pattern's finditer) over it, shifted to the chunk."""
-    cdef Py_ssize_t n = len(text), i = 0, start
+    """(tokens, starts, ends) of ``text``: a list of strings and two int64 arrays. Each
+    chunk between white space is a token as it stands when it is one character, all
+    letters or all digits, else the matches of ``finditer`` (the token pattern's
+    finditer) over it, shifted to the chunk."""
+    cdef Py_ssize_t n = len(text), i = 0, start, count = 0
     cdef Py_UCS4 ch
     cdef bint alpha, decimal
-    tokens, starts, ends = [], [], []
+    # a token holds at least one character: n slots are enough
+    starts_buf = np.empty(n, dtype=np.int64)
+    ends_buf = np.empty(n, dtype=np.int64)
+    cdef long long[::1] starts = starts_buf
+    cdef long long[::1] ends = ends_buf
+    tokens = []
     while i < n:
         ch = text[i]
         if Py_UNICODE_ISSPACE(ch):
@@ -42,14 +48,14 @@ def scan(str text not None, finditer):
             i += 1
         if i - start == 1 or alpha or decimal:
             tokens.append(text[start:i])
-            starts.append(start)
-            ends.append(i)
+            starts[count], ends[count] = start, i
+            count += 1
         else:
             for m in finditer(text[start:i]):
                 tokens.append(m.group())
-                starts.append(start + m.start())
-                ends.append(start + m.end())
-    return tokens, starts, ends
+                starts[count], ends[count] = start + m.start(), start + m.end()
+                count += 1
+    return tokens, starts_buf[:count].copy(), ends_buf[:count].copy()
 
 
 def positions_in(list tokens not None, frozenset wanted not None):

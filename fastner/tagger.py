@@ -208,8 +208,8 @@ class Tagger:
         # offsets of every entity at once; one Python step per entity builds it
         groups, a, b, labels, scores = self._entity_columns(tags, conf, first)
         base = np.asarray(bases)[groups]
-        columns = (groups.tolist(), (np.asarray(starts)[a] - base).tolist(),
-                   (np.asarray(stops)[b - 1] - base).tolist(), labels,
+        columns = (groups.tolist(), (starts[a] - base).tolist(), (stops[b - 1] - base).tolist(),
+                   labels,
                    (a - first[groups]).tolist(), (b - first[groups]).tolist(), scores)
         for d, start, end, label, token_start, token_end, score in zip(*columns):
             ents[d].append(Entity(texts[d][start:end], label, start, end, token_start,
@@ -218,7 +218,7 @@ class Tagger:
         if not include_tokens:
             return [Doc(text, tuple(ents[d]), counts[d]) for d, text in enumerate(texts)]
         names = self._tag_names[tags].tolist()
-        first = first.tolist()
+        first, starts, stops = first.tolist(), starts.tolist(), stops.tolist()
         return [Doc(text, tuple(ents[d]), counts[d],
                     tuple(Token(tokens[i], starts[i] - bases[d], stops[i] - bases[d], names[i])
                           for i in range(first[d], first[d + 1])))

@@ -10,6 +10,8 @@ base letter, so offsets always index the original string.
 """
 import re
 
+import numpy as np
+
 from fastner._text import positions_in, scan
 
 # Letters and digits plus combining marks (which belong to the preceding letter).
@@ -76,14 +78,16 @@ def tokenize(text):
     _tokenize_python); text holding a zero-width separator, which str.split does not
     split on, takes _tokenize_chunks.
     """
-    return list(zip(*tokenize_columns(text)))
+    tokens, starts, ends = tokenize_columns(text)
+    return list(zip(tokens, starts.tolist(), ends.tolist()))
 
 
 def tokenize_columns(text):
-    """tokenize() as three lists: (tokens, starts, ends)."""
+    """tokenize() as columns: (tokens, starts, ends), a list and two int64 arrays."""
     if _ZERO_WIDTH_RE.search(text):
         triples = _tokenize_chunks(text)
-        return [t[0] for t in triples], [t[1] for t in triples], [t[2] for t in triples]
+        return ([t[0] for t in triples], np.array([t[1] for t in triples], np.int64),
+                np.array([t[2] for t in triples], np.int64))
     return scan(text, _TOKEN_RE.finditer)
 
 
