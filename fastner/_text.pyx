@@ -10,7 +10,6 @@ character classes as Python's str methods (str.split's white space is
 Py_UNICODE_ISSPACE, str.isalpha's letters Py_UNICODE_ISALPHA, str.isdecimal's digits
 Py_UNICODE_ISDECIMAL), without an interpreter step per character or per chunk.
 """
-cimport cython
 from cpython.dict cimport PyDict_GetItem
 from cpython.object cimport PyObject
 from cpython.unicode cimport Py_UNICODE_ISALPHA, Py_UNICODE_ISDECIMAL, Py_UNICODE_ISSPACE
@@ -65,12 +64,12 @@ def positions_in(list tokens not None, frozenset wanted not None):
     return [i for i in range(len(tokens)) if tokens[i] in wanted]
 
 
-@cython.boundscheck(True)
 def memo_rows(list tokens not None, dict memo not None, int columns):
     """(ids, missed): int32 (len(tokens), columns) holding each token's tuple of
     ``columns`` ids from ``memo``, and the indices of the tokens not in it, whose rows
     are left 0 for the caller to fill (Python twin: WindowTagger._feature_ids_python).
-    A memo value that is not a tuple of ``columns`` ints raises TypeError/ValueError."""
+    A memo value that is not a tuple of ``columns`` ints raises TypeError/ValueError
+    (its length is checked before any item is read)."""
     if columns < 1:
         raise ValueError(f"memo_rows: columns must be at least 1; got {columns}")
     cdef Py_ssize_t n = len(tokens), i, j

@@ -209,8 +209,7 @@ class Tagger:
         groups, a, b, labels, scores = self._entity_columns(tags, conf, first)
         base = np.asarray(bases)[groups]
         columns = (groups.tolist(), (starts[a] - base).tolist(), (stops[b - 1] - base).tolist(),
-                   labels,
-                   (a - first[groups]).tolist(), (b - first[groups]).tolist(), scores)
+                   labels, (a - first[groups]).tolist(), (b - first[groups]).tolist(), scores)
         for d, start, end, label, token_start, token_end, score in zip(*columns):
             ents[d].append(Entity(texts[d][start:end], label, start, end, token_start,
                                   token_end, score))
