@@ -90,3 +90,39 @@ def test_viterbi(benchmark, impl, data):
     end = np.zeros(T, f32)
     tags = benchmark(IMPLS[impl].viterbi_decode, d["S"], lengths, trans, start, end)
     np.testing.assert_array_equal(tags, _kernels.viterbi_decode(d["S"], lengths, trans, start, end))
+
+
+# the character convolution at the sizes: words of ~6 characters (one
+# position per character), 16-d characters, 30 filters of width 3; B words
+CHAR_V, CHAR_E, CHAR_J, CHAR_K = 100, 16, 30, 3
+
+
+def char_inputs(B, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, 11, B).astype(np.int32)
+    P = int(lengths.sum())
+    return {"chars": rng.integers(0, CHAR_V, (P, CHAR_K)).astype(np.int32), "lengths": lengths,
+            "table": rng.normal(size=(CHAR_V, CHAR_E)).astype(f32),
+            "Wc": (rng.normal(size=(CHAR_J, CHAR_K * CHAR_E)) * 0.1).astype(f32),
+            "bc": rng.normal(size=CHAR_J).astype(f32),
+            "dV": rng.normal(size=(B, CHAR_J)).astype(f32)}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_char_cnn_forward_backward(benchmark, impl, data):
+    B, _ = data
+    benchmark.group = f"char_cnn forward+backward B={B} words"
+    d = char_inputs(B)
+    ops = IMPLS[impl]
+
+    def step():
+        out, argmax = ops.char_cnn_forward(d["chars"], d["lengths"], d["table"], d["Wc"],
+                                           d["bc"])
+        grads = (np.zeros_like(d["table"]), np.zeros_like(d["Wc"]), np.zeros_like(d["bc"]))
+        ops.char_cnn_backward(d["dV"], argmax, d["chars"], d["table"], d["Wc"], *grads)
+        return out, grads
+
+    out, grads = benchmark(step)
+    ref_out, ref_argmax = reference.char_cnn_forward(d["chars"], d["lengths"], d["table"],
+                                                     d["Wc"], d["bc"])
+    np.testing.assert_allclose(out, ref_out, rtol=1e-4, atol=1e-5)

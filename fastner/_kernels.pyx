@@ -2,8 +2,9 @@
 
 Layout: argument checking; then the kernels in the order of the network (1 lookup,
 2 affine + activation, 3 softmax, 4 Viterbi and CRF, 5 the fused SGD step, 6 fused
-inference, 7 Adam). Row helpers shared between kernels are inline functions in
-fastner/_rows.pxd, BLAS in fastner/_blas.pxd; compiler directives are in setup.py.
+inference, 7 Adam), and 8 the convolution of character features. Row helpers shared
+between kernels are inline functions in fastner/_rows.pxd, BLAS in fastner/_blas.pxd;
+compiler directives are in setup.py.
 
 Dimension letters, used in argument names (``ids_bk``, ``W_hd``, ...):
     B  windows in a batch (= tokens, one window per token)
@@ -12,6 +13,7 @@ Dimension letters, used in argument names (``ids_bk``, ``W_hd``, ...):
     E  per-position input width (the sum of the feature widths)
     D  = K·E, the width of a concatenated window
     H  hidden units;  T tags;  V rows of a table;  N sentences in a batch
+    P  character-filter positions, J filters (character features: N is then words)
 
 Each kernel is a pair: a ``def`` wrapper that checks dtype, ndim, layout,
 shapes and id ranges and allocates outputs (raising ValueError/IndexError
@@ -1243,3 +1245,148 @@ def adam_update_rows(table_ve, grad_ve, m_ve, v_ve, rows_r, step, beta1=0.9, bet
             row = rows[r]
             fastner_adam_row(&p[row, 0], &g[row, 0], &m[row, 0], &v[row, 0], width, scale,
                              b1, c1, b2, c2, s, eps_f)
+
+
+# --------------------------------------------------------------------------
+# 8. character features: a convolution over each word's characters and max-over-time
+#    pooling (derivations §W1–W4)
+
+cdef void _max_over_positions(const float[:, ::1] Z_pj, const int[::1] lengths_n,
+                              const float[::1] bc_j, float[:, ::1] out_nj,
+                              int[:, ::1] argmax_nj) noexcept nogil:
+    # out[n, j] = max over word n's positions p of Z[p, j], + bc[j]; the first p that
+    # attains it is remembered for the backward pass   (derivations §W2)
+    cdef Py_ssize_t n, j, p, at = 0
+    cdef int best
+    for n in range(lengths_n.shape[0]):
+        for j in range(Z_pj.shape[1]):
+            best = <int>at
+            for p in range(at + 1, at + lengths_n[n]):
+                if Z_pj[p, j] > Z_pj[best, j]:
+                    best = <int>p
+            argmax_nj[n, j] = best
+            out_nj[n, j] = Z_pj[best, j] + bc_j[j]
+        at += lengths_n[n]
+
+
+def _check_char_positions(kernel, chars_pk, table_ve):
+    _check_array(kernel, "chars_pk", chars_pk, np.int32, (("P", None), ("K", None)))
+    _check_array(kernel, "table_ve", table_ve, np.float32, (("V", None), ("e", None)))
+    cdef const int[:, ::1] chars = chars_pk
+    cdef int V = table_ve.shape[0]
+    _check_ids(kernel, "chars_pk", chars_pk, &chars[0, 0] if chars_pk.size else NULL, &V, 1,
+               _TABLE_ROWS)
+    P, K = chars_pk.shape
+    return P, K, table_ve.shape[1]
+
+
+def char_cnn_forward(chars_pk, lengths_n, table_ve, Wc_jd, bc_j, out_nj=None, argmax_nj=None):
+    """Character vectors of N words: a width-K convolution over each word's characters,
+    max over its positions, plus a bias (derivations §W1, §W2).
+
+    chars_pk: int32 (P, K), the character ids (rows of table_ve) under the K-wide
+    filter at each of the P positions of all words laid end to end (a word of m
+    characters between its begin and end marks has m positions); lengths_n: int32
+    (N,), each word's positions, each ≥ 1, summing to P; table_ve: float32 (V, e)
+    character embeddings; Wc_jd: float32 (J, D = K·e) filters; bc_j: float32 (J,).
+    Returns (out_nj, argmax_nj): float32 (N, J) vectors and int32 (N, J) the position
+    p each maximum came from (the first, on ties), both allocated when None.
+    """
+    kernel = "char_cnn_forward"
+    P, K, e = _check_char_positions(kernel, chars_pk, table_ve)
+    D = K * e
+    _check_array(kernel, "lengths_n", lengths_n, np.int32, (("N", None),))
+    N = lengths_n.shape[0]
+    _check_array(kernel, "Wc_jd", Wc_jd, np.float32, (("J", None), ("D", D)))
+    J = Wc_jd.shape[0]
+    _check_array(kernel, "bc_j", bc_j, np.float32, (("J", J),))
+    _check_positive(kernel, J=J, e=e, K=K)
+    if N and (lengths_n.min() < 1 or int(lengths_n.sum()) != P):
+        raise ValueError(f"{kernel}: lengths_n must be at least 1 each and sum to P = {P}; "
+                         f"got {lengths_n.tolist()[:10]} (sum {int(lengths_n.sum())})")
+    if not N and P:
+        raise ValueError(f"{kernel}: lengths_n is empty but chars_pk has {P} positions")
+    if out_nj is None:
+        out_nj = np.empty((N, J), dtype=np.float32)
+    if argmax_nj is None:
+        argmax_nj = np.empty((N, J), dtype=np.int32)
+    _check_array(kernel, "out_nj", out_nj, np.float32, (("N", N), ("J", J)), writable=True)
+    _check_array(kernel, "argmax_nj", argmax_nj, np.int32, (("N", N), ("J", J)),
+                 writable=True)
+    if P == 0:
+        return out_nj, argmax_nj
+    X_pd = np.empty((P, D), dtype=np.float32)
+    Z_pj = np.empty((P, J), dtype=np.float32)
+    cdef const int[:, ::1] chars = chars_pk
+    cdef const float[:, ::1] table = table_ve
+    cdef const float[:, ::1] Wc = Wc_jd
+    cdef const float[::1] bc = bc_j
+    cdef const int[::1] lengths = lengths_n
+    cdef float[:, ::1] X = X_pd
+    cdef float[:, ::1] Z = Z_pj
+    cdef float[:, ::1] out = out_nj
+    cdef int[:, ::1] argmax = argmax_nj
+    cdef int P_ = P, J_ = J, D_ = D, e_ = e
+    with nogil:
+        _lookup_forward(chars, table, X, e_, 0)                 # X[p] = [C[c₀]; …; C[c_K−1]]
+        gemm_rm(False, True, P_, J_, D_, 1.0, &X[0, 0], D_, &Wc[0, 0], D_, 0.0, &Z[0, 0], J_)
+        _max_over_positions(Z, lengths, bc, out, argmax)        # Z = X Wcᵀ, then max
+    return out_nj, argmax_nj
+
+
+cdef void _char_cnn_backward(const float[:, ::1] dV_nj, const int[:, ::1] argmax_nj,
+                             const int[:, ::1] chars_pk, const float[:, ::1] table_ve,
+                             const float[:, ::1] Wc_jd, float[:, ::1] dtable_ve,
+                             float[:, ::1] dWc_jd, float[::1] dbc_j) noexcept nogil:
+    # Only the arg-max position p of each (word, filter) had an effect, so with
+    # g = δ_V[n, j]: δbc[j] += g; δWc[j] += g·X[p]; δC[c_k] += g·Wc[j, k-th block]
+    # for the K characters c_k under the filter at p   (derivations §W3, §W4)
+    cdef Py_ssize_t n, j, k, i
+    cdef int K = chars_pk.shape[1], e = table_ve.shape[1], p, c
+    cdef float g
+    for n in range(dV_nj.shape[0]):
+        for j in range(dV_nj.shape[1]):
+            g = dV_nj[n, j]
+            p = argmax_nj[n, j]
+            dbc_j[j] += g
+            for k in range(K):
+                c = chars_pk[p, k]
+                for i in range(e):
+                    dWc_jd[j, k * e + i] += g * table_ve[c, i]
+                    dtable_ve[c, i] += g * Wc_jd[j, k * e + i]
+
+
+def char_cnn_backward(dV_nj, argmax_nj, chars_pk, table_ve, Wc_jd, dtable_ve, dWc_jd, dbc_j):
+    """Add the gradients of char_cnn_forward's output into dtable_ve, dWc_jd and dbc_j.
+
+    dV_nj: float32 (N, J), δ of the character vectors; argmax_nj: int32 (N, J) as
+    char_cnn_forward returned it (positions in [0, P)); chars_pk, table_ve, Wc_jd as
+    given to it; dtable_ve (V, e), dWc_jd (J, D), dbc_j (J,): float32, added into.
+    """
+    kernel = "char_cnn_backward"
+    P, K, e = _check_char_positions(kernel, chars_pk, table_ve)
+    D = K * e
+    _check_array(kernel, "dV_nj", dV_nj, np.float32, (("N", None), ("J", None)))
+    N, J = dV_nj.shape
+    _check_array(kernel, "argmax_nj", argmax_nj, np.int32, (("N", N), ("J", J)))
+    _check_array(kernel, "Wc_jd", Wc_jd, np.float32, (("J", J), ("D", D)))
+    _check_array(kernel, "dtable_ve", dtable_ve, np.float32,
+                 (("V", table_ve.shape[0]), ("e", e)), writable=True)
+    _check_array(kernel, "dWc_jd", dWc_jd, np.float32, (("J", J), ("D", D)), writable=True)
+    _check_array(kernel, "dbc_j", dbc_j, np.float32, (("J", J),), writable=True)
+    cdef const int[:, ::1] arg = argmax_nj
+    cdef int P_ = P
+    if argmax_nj.size:
+        _check_ids(kernel, "argmax_nj", argmax_nj, &arg[0, 0], &P_, 1,
+                   "the {limit} positions of chars_pk (valid positions are 0..{last})")
+    if N == 0 or J == 0:
+        return
+    cdef const float[:, ::1] dV = dV_nj
+    cdef const int[:, ::1] chars = chars_pk
+    cdef const float[:, ::1] table = table_ve
+    cdef const float[:, ::1] Wc = Wc_jd
+    cdef float[:, ::1] dtable = dtable_ve
+    cdef float[:, ::1] dWc = dWc_jd
+    cdef float[::1] dbc = dbc_j
+    with nogil:
+        _char_cnn_backward(dV, arg, chars, table, Wc, dtable, dWc, dbc)

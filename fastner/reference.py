@@ -291,3 +291,43 @@ def adam_update_rows(table_ve, grad_ve, m_ve, v_ve, rows_r, step, beta1=0.9, bet
     p, g, m, v = table_ve[rows_r], grad_ve[rows_r], m_ve[rows_r], v_ve[rows_r]
     adam_update(p, g, m, v, step, beta1, beta2, eps, grad_scale)
     table_ve[rows_r], grad_ve[rows_r], m_ve[rows_r], v_ve[rows_r] = p, g, m, v
+
+
+def char_cnn_forward(chars_pk, lengths_n, table_ve, Wc_jd, bc_j, out_nj=None, argmax_nj=None):
+    # X[p] concatenates the K character rows under the filter at position p; Z = X Wcᵀ;
+    # each word's vector is the per-filter max of its rows of Z, plus the bias (§W1, §W2).
+    P, K = chars_pk.shape
+    N, J = len(lengths_n), Wc_jd.shape[0]
+    out = np.empty((N, J), table_ve.dtype) if out_nj is None else out_nj
+    argmax = np.empty((N, J), np.int32) if argmax_nj is None else argmax_nj
+    if N == 0:
+        return out, argmax
+    X = table_ve[chars_pk].reshape(P, -1)
+    Z = X @ Wc_jd.T
+    starts = np.concatenate([[0], np.cumsum(lengths_n)[:-1]]).astype(np.int64)
+    best = np.maximum.reduceat(Z, starts, axis=0)                     # (N, J)
+    # the first position of each word that attains its maximum
+    word_of = np.repeat(np.arange(N), lengths_n)
+    hits = np.where(Z == best[word_of], np.arange(P)[:, None], P)
+    argmax[...] = np.minimum.reduceat(hits, starts, axis=0)
+    out[...] = best + bc_j
+    return out, argmax
+
+
+def char_cnn_backward(dV_nj, argmax_nj, chars_pk, table_ve, Wc_jd, dtable_ve, dWc_jd, dbc_j):
+    # Max-pooling passes δ only to the arg-max position p of each (word, filter); from
+    # there, δZ[p, j] = g gives δWc[j] += g·X[p], δbc[j] += g and δX[p] = g·Wc[j],
+    # whose K blocks scatter-add into the character rows (§W3, §W4).
+    N, J = dV_nj.shape
+    if N == 0 or J == 0:
+        return
+    P, K = chars_pk.shape
+    e = table_ve.shape[1]
+    p = argmax_nj.reshape(-1)                                  # (N·J,) positions
+    j = np.tile(np.arange(J), N)
+    g = dV_nj.reshape(-1)
+    X = table_ve[chars_pk[p]].reshape(len(p), K * e)           # X[p] for every (n, j)
+    np.add.at(dWc_jd, j, g[:, None] * X)
+    np.add.at(dbc_j, j, g)
+    dX = (g[:, None] * Wc_jd[j]).reshape(len(p), K, e)
+    np.add.at(dtable_ve, chars_pk[p].reshape(-1), dX.reshape(-1, e))

@@ -148,6 +148,27 @@ def _cached_scorer(rng, B=40, Kw=3):
             "offsets": offsets, "K": Kw, "ids_bkf": _ids_bkf(rng, B, Kw, (10, 6))}
 
 
+def _char_cnn(rng, lengths=(3, 1, 5), V=13, e=4, J=6, Kw=3):
+    P = sum(lengths)
+    return {"chars_pk": rng.integers(0, V, (P, Kw)).astype(np.int32),
+            "lengths_n": np.array(lengths, np.int32), "table_ve": rand(rng, V, e),
+            "Wc_jd": rand(rng, J, Kw * e), "bc_j": rand(rng, J),
+            "out_nj": np.zeros((len(lengths), J), f32),
+            "argmax_nj": np.zeros((len(lengths), J), np.int32)}
+
+
+def _char_cnn_backward(rng, lengths=(3, 1, 5), V=13, e=4, J=6, Kw=3):
+    P = sum(lengths)
+    chars = rng.integers(0, 4, (P, Kw)).astype(np.int32)      # repeated characters
+    starts = np.cumsum((0,) + lengths[:-1])
+    argmax = np.array([[a + rng.integers(0, m) for _ in range(J)]
+                       for a, m in zip(starts, lengths)], np.int32)
+    return {"dV_nj": rand(rng, len(lengths), J), "argmax_nj": argmax, "chars_pk": chars,
+            "table_ve": rand(rng, V, e), "Wc_jd": rand(rng, J, Kw * e),
+            "dtable_ve": np.zeros((V, e), f32), "dWc_jd": np.zeros((J, Kw * e), f32),
+            "dbc_j": np.zeros(J, f32)}
+
+
 def _run_cached_scorer(module, caches, tables, WT_dh, b_h, U_th, c_t, offsets, K, ids_bkf):
     return module.CachedScorer(caches, tables, WT_dh, b_h, U_th, c_t, "tanh", offsets,
                                K).scores(ids_bkf)
@@ -176,6 +197,11 @@ KERNELS = [
            ids=("ids_bkf", "y_b"), call=_run_sgd_step, rtol=1e-4, section="U1", gradcheck="test_every_parameter_gradient_matches_finite_differences"),
     Kernel("CachedScorer", _cached_scorer, ids=("ids_bkf",), call=_run_cached_scorer,
            rtol=1e-4, section="I1-I3"),
+    Kernel("char_cnn_forward", _char_cnn, outputs=("out_nj", "argmax_nj"), ids=("chars_pk",),
+           rtol=1e-4, section="W1, W2"),
+    Kernel("char_cnn_backward", _char_cnn_backward, outputs=("dtable_ve", "dWc_jd", "dbc_j"),
+           ids=("argmax_nj", "chars_pk"), rtol=1e-4, section="W3, W4",
+           gradcheck="test_char_cnn_gradient_finite_difference"),
 ]
 
 # the kernel module's public names that are not kernels: constants, and windows onto

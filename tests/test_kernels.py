@@ -592,3 +592,58 @@ def test_adam_rejects_bad_arguments():
         K.adam_update_rows(p, g, m, v, np.array([3, 1], np.int32), 1e-3)
     for a, b in zip((p, g, m, v), before):        # nothing moved before the error
         np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------
+# 8. the character convolution and max-over-time pooling
+
+def test_char_cnn_takes_the_max_over_each_words_positions():
+    # one filter reading the middle character's single embedding value (e = 1, K = 3)
+    table = np.array([[0.0], [1.0], [5.0], [-2.0]], f32)
+    Wc = np.array([[0.0, 1.0, 0.0]], f32)
+    chars = np.array([[0, 1, 2], [1, 2, 3], [2, 3, 0],      # word 0: middles 1, 2, 3
+                      [0, 3, 0]], np.int32)                  # word 1: middle 3
+    lengths = np.array([3, 1], np.int32)
+    out, argmax = K.char_cnn_forward(chars, lengths, table, Wc, np.array([0.5], f32))
+    assert out.tolist() == [[5.5], [-1.5]] and argmax.tolist() == [[1], [3]]
+    # the gradient reaches only the arg-max position's characters and filter taps
+    dtable, dWc, dbc = np.zeros_like(table), np.zeros_like(Wc), np.zeros(1, f32)
+    K.char_cnn_backward(np.array([[2.0], [1.0]], f32), argmax, chars, table, Wc, dtable, dWc,
+                        dbc)
+    assert dbc.tolist() == [3.0]
+    assert dWc.tolist() == [[2 * 1.0 + 1 * 0.0, 2 * 5.0 + 1 * -2.0, 2 * -2.0 + 1 * 0.0]]
+    assert dtable.reshape(-1).tolist() == [0.0, 0.0, 2.0, 1.0]   # middles 2 (×2) and 3 (×1)
+
+
+def test_char_cnn_gradient_finite_difference():
+    rng = np.random.default_rng(8)
+    V, e, J, Kw = 7, 3, 4, 3
+    lengths = np.array([4, 1, 2], np.int32)
+    chars = rng.integers(0, V, (int(lengths.sum()), Kw)).astype(np.int32)
+    table, Wc, bc = rng.normal(size=(V, e)), rng.normal(size=(J, Kw * e)), rng.normal(size=J)
+    probe = rng.normal(size=(len(lengths), J))
+
+    def loss():
+        return float(np.sum(R.char_cnn_forward(chars, lengths, table, Wc, bc)[0] * probe))
+
+    _, argmax = R.char_cnn_forward(chars, lengths, table, Wc, bc)
+    dtable, dWc, dbc = np.zeros_like(table), np.zeros_like(Wc), np.zeros_like(bc)
+    R.char_cnn_backward(probe, argmax, chars, table, Wc, dtable, dWc, dbc)
+    for name, analytic, x in (("dtable", dtable, table), ("dWc", dWc, Wc), ("dbc", dbc, bc)):
+        check_numeric(analytic, central_difference(loss, x), name)
+
+
+def test_char_cnn_refuses_inconsistent_lengths():
+    rng = np.random.default_rng(0)
+    chars = rng.integers(0, 5, (4, 3)).astype(np.int32)
+    table, Wc, bc = rand(rng, 5, 2), rand(rng, 3, 6), rand(rng, 3)
+    for lengths in ([2, 1], [4, 0], [5, -1]):
+        with pytest.raises(ValueError, match="lengths_n must be at least 1 each and sum to P"):
+            K.char_cnn_forward(chars, np.array(lengths, np.int32), table, Wc, bc)
+    with pytest.raises(ValueError, match="lengths_n is empty but chars_pk has 4 positions"):
+        K.char_cnn_forward(chars, np.zeros(0, np.int32), table, Wc, bc)
+    with pytest.raises(ValueError, match=r"Wc_jd must have shape \(J, D\) = \(J, 6\)"):
+        K.char_cnn_forward(chars, np.array([4], np.int32), table, rand(rng, 3, 5), bc)
+    out, argmax = K.char_cnn_forward(np.zeros((0, 3), np.int32), np.zeros(0, np.int32), table,
+                                     Wc, bc)
+    assert out.shape == argmax.shape == (0, 3)
