@@ -523,6 +523,54 @@ def viterbi_decode(S_bt, lengths_n, trans_tt, start_t, end_t):
     return tags_b
 
 
+def entity_runs(tags_b, conf_b, n_types):
+    """The entities in a tag-id array laid out as fastner.tags.TagSet lays out tags
+    (O = 0, then B-X = 1 + 2x and I-X = 2 + 2x for entity type x < n_types): each B-X
+    opens an entity that runs over the I- tags right after it (valid IOB2, as Viterbi
+    under the transition masks produces, keeps them I-X; derivations §C6).
+
+    tags_b: int32 (B,) in [0, 1 + 2·n_types); conf_b: float32 (B,), each token's
+    confidence. Returns (starts, ends, kinds, lowest): int64 first token, int64 one
+    past the last, int64 type x, float32 the lowest confidence over the span; one
+    entry per entity, in order.
+    """
+    kernel = "entity_runs"
+    _check_array(kernel, "tags_b", tags_b, np.int32, (("B", None),))
+    B = tags_b.shape[0]
+    _check_array(kernel, "conf_b", conf_b, np.float32, (("B", B),))
+    _check_positive(kernel, n_types=n_types)
+    cdef const int[::1] tags = tags_b
+    cdef int n_tags = 1 + 2 * n_types
+    _check_ids(kernel, "tags_b", tags_b, &tags[0] if B else NULL, &n_tags, 1, _TAGS)
+    cdef const float[::1] conf = conf_b
+    cdef Py_ssize_t i, j, r = 0, R = 0
+    for i in range(tags.shape[0]):
+        R += tags[i] % 2                   # B- tags are the odd ids
+    starts_r = np.empty(R, dtype=np.int64)
+    ends_r = np.empty(R, dtype=np.int64)
+    kinds_r = np.empty(R, dtype=np.int64)
+    lowest_r = np.empty(R, dtype=np.float32)
+    cdef long long[::1] starts = starts_r
+    cdef long long[::1] ends = ends_r
+    cdef long long[::1] kinds = kinds_r
+    cdef float[::1] lowest = lowest_r
+    cdef float low
+    cdef Py_ssize_t B_ = B
+    with nogil:
+        for i in range(B_):
+            if tags[i] % 2 == 0:
+                continue
+            low = conf[i]
+            j = i + 1
+            while j < B_ and tags[j] > 0 and tags[j] % 2 == 0:
+                if conf[j] < low:
+                    low = conf[j]
+                j += 1
+            starts[r], ends[r], kinds[r], lowest[r] = i, j, (tags[i] - 1) // 2, low
+            r += 1
+    return starts_r, ends_r, kinds_r, lowest_r
+
+
 cdef inline double _logsumexp2(double a, double b) noexcept nogil:
     if a == -INFINITY:
         return b

@@ -331,3 +331,25 @@ def char_cnn_backward(dV_nj, argmax_nj, chars_pk, table_ve, Wc_jd, dtable_ve, dW
     np.add.at(dbc_j, j, g)
     dX = (g[:, None] * Wc_jd[j]).reshape(len(p), K, e)
     np.add.at(dtable_ve, chars_pk[p].reshape(-1), dX.reshape(-1, e))
+
+
+def entity_runs(tags_b, conf_b, n_types):
+    # An entity starting at s (a B- tag: odd ids) ends at the first position after s
+    # that is not an I- tag (even ids > 0): the sorted non-I positions (and B, for an
+    # entity that runs to the end) are the candidates, and searchsorted finds, for
+    # every start at once, the first one past it; the B at s is itself a non-I
+    # position, which side="right" skips. The minimum over each [start, end) comes
+    # from reduceat over the interleaved bounds (start0, end0, start1, end1, ...): its
+    # even slots reduce the entities, its odd slots the gaps (discarded); an end may
+    # equal B, which reduceat cannot take as an index, hence one +inf of padding.
+    B = len(tags_b)
+    starts = np.flatnonzero(tags_b % 2 == 1)
+    is_inside = (tags_b > 0) & (tags_b % 2 == 0)
+    stops = np.append(np.flatnonzero(~is_inside), B)
+    ends = stops[np.searchsorted(stops, starts, side="right")]
+    bounds = np.empty(2 * len(starts), dtype=np.int64)
+    bounds[0::2], bounds[1::2] = starts, ends
+    padded = np.append(conf_b, np.float32(np.inf)).astype(np.float32)
+    lowest = (np.minimum.reduceat(padded, bounds)[0::2] if len(starts)
+              else padded[:0]).astype(np.float32)
+    return starts, ends, ((tags_b[starts] - 1) // 2).astype(np.int64), lowest

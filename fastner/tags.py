@@ -9,6 +9,8 @@ import re
 
 import numpy as np
 
+from fastner import _kernels
+
 CONLL2003_TYPES = ("PER", "LOC", "ORG", "MISC")
 _TAG_RE = re.compile(r"^(?:O|[BI]-[^\s]+)$")
 
@@ -49,10 +51,6 @@ class TagSet:
         for kind in self.entity_types:
             self.names += [f"B-{kind}", f"I-{kind}"]
         self.index = {name: i for i, name in enumerate(self.names)}
-        # per tag id: opens an entity, continues one, and which entity type (-1 for O)
-        self._is_begin = np.array([n.startswith("B-") for n in self.names])
-        self._is_inside = np.array([n.startswith("I-") for n in self.names])
-        self._kind_of = np.array([-1] + [i // 2 for i in range(2 * len(self.entity_types))])
 
     def __len__(self):
         return len(self.names)
@@ -77,29 +75,13 @@ class TagSet:
         return [self.names[i] for i in ids]
 
     def entity_runs(self, tags, confidence):
-        """Entities of a valid IOB2 tag-id sequence, vectorized: (start, end, type
-        index into entity_types, lowest confidence over the span), each an array.
-
-        Valid IOB2 (as Viterbi under transition_mask produces) means an entity is a
-        B-X followed by its run of I-X, and no run crosses a sentence boundary.
+        """Entities of a valid IOB2 tag-id sequence: (start, end, type index into
+        entity_types, lowest confidence over the span), each an array
+        (fastner._kernels.entity_runs; its NumPy twin is fastner.reference.entity_runs).
         """
-        is_begin, is_inside = self._is_begin[tags], self._is_inside[tags]
-        starts = np.flatnonzero(is_begin)
-        # An entity starting at s ends at the first position after s that is not I-:
-        # the sorted non-I positions (and N, for an entity that runs to the end) are the
-        # candidates, and searchsorted finds, for every start at once, the first one
-        # past it. The B at s itself is a non-I position; side="right" skips it.
-        stops = np.append(np.flatnonzero(~is_inside), len(tags))
-        ends = stops[np.searchsorted(stops, starts, side="right")]
-        # The minimum over each [start, end): reduceat over the interleaved bounds
-        # (start0, end0, start1, end1, ...) reduces every [start, end) at even slots
-        # (odd slots are the gaps between entities, discarded). An end may equal N,
-        # which reduceat cannot take as an index, hence one +inf of padding.
-        bounds = np.empty(2 * len(starts), dtype=np.int64)
-        bounds[0::2], bounds[1::2] = starts, ends
-        padded = np.append(confidence, np.inf)
-        lowest = np.minimum.reduceat(padded, bounds)[0::2] if len(starts) else padded[:0]
-        return starts, ends, self._kind_of[tags[starts]], lowest
+        return _kernels.entity_runs(np.ascontiguousarray(tags, dtype=np.int32),
+                                    np.ascontiguousarray(confidence, dtype=np.float32),
+                                    len(self.entity_types))
 
     def transition_mask(self):
         """Additive masks forbidding invalid IOB2 moves: (trans (T, T), start (T,)).

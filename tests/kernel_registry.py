@@ -169,6 +169,11 @@ def _char_cnn_backward(rng, lengths=(3, 1, 5), V=13, e=4, J=6, Kw=3):
             "dbc_j": np.zeros(J, f32)}
 
 
+def _entity_runs(rng, B=40, n_types=4):
+    return {"tags_b": rng.integers(0, 1 + 2 * n_types, B).astype(np.int32),
+            "conf_b": rng.random(B).astype(f32), "n_types": n_types}
+
+
 def _run_cached_scorer(module, caches, tables, WT_dh, b_h, U_th, c_t, offsets, K, ids_bkf):
     return module.CachedScorer(caches, tables, WT_dh, b_h, U_th, c_t, "tanh", offsets,
                                K).scores(ids_bkf)
@@ -185,6 +190,7 @@ KERNELS = [
     Kernel("softmax_xent_forward_backward", _softmax_xent, outputs=("dS_bt",), ids=("y_b",),
            section="F4, B1", gradcheck="test_softmax_xent_gradient_finite_difference"),
     Kernel("viterbi_decode", _chain, section="C5"),
+    Kernel("entity_runs", _entity_runs, ids=("tags_b",), rtol=0, section="C6"),
     Kernel("crf_forward_backward", _crf_forward_backward,
            outputs=("dS_bt", "dtrans_tt", "dstart_t", "dend_t"), ids=("y_b",), rtol=1e-4,
            section="C1-C4", gradcheck="test_crf_gradient_finite_difference"),
