@@ -1002,6 +1002,46 @@ def half_to_float(h):
     return out.reshape(np.shape(h))
 
 
+def window_ids(ids_bf, lengths_n, K):
+    """Every token's window ids under every feature, from the tokens' own ids: row b of
+    the result holds, for k = 0..K−1, the ids of the token k − (K−1)/2 places from b in
+    its sentence, PAD (0) past the sentence's edges (WindowTagger.windows_flat for all
+    features at once, in the (B, K, F) layout CachedScorer.scores takes).
+
+    ids_bf: int32 (B, F), the tokens of N sentences one after another; lengths_n:
+    int32 (N,), each ≥ 0, summing to B; K: odd window width. Returns int32 (B, K, F).
+    """
+    kernel = "window_ids"
+    _check_array(kernel, "ids_bf", ids_bf, np.int32, (("B", None), ("F", None)))
+    B, F = ids_bf.shape
+    _check_array(kernel, "lengths_n", lengths_n, np.int32, (("N", None),))
+    if K < 1 or K % 2 == 0:
+        raise ValueError(f"{kernel}: K must be a positive odd window width; got {K}")
+    if lengths_n.size and (lengths_n.min() < 0 or int(lengths_n.sum()) != B) or \
+            (not lengths_n.size and B):
+        raise ValueError(f"{kernel}: lengths_n must be at least 0 each and sum to B = {B}; "
+                         f"got {lengths_n.tolist()[:10]} (sum {int(lengths_n.sum())})")
+    out_bkf = np.zeros((B, K, F), dtype=np.int32)       # PAD = 0 where no neighbour
+    if B == 0 or F == 0:
+        return out_bkf
+    cdef const int[:, ::1] ids = ids_bf
+    cdef const int[::1] lengths = lengths_n
+    cdef int[:, :, ::1] out = out_bkf
+    cdef Py_ssize_t n, b, k, src, first = 0, last
+    cdef int hw = (K - 1) // 2, K_ = K
+    cdef size_t row_bytes = F * sizeof(int)
+    with nogil:
+        for n in range(lengths.shape[0]):
+            last = first + lengths[n]
+            for b in range(first, last):
+                for k in range(K_):
+                    src = b + k - hw
+                    if first <= src < last:
+                        memcpy(&out[b, k, 0], &ids[src, 0], row_bytes)
+            first = last
+    return out_bkf
+
+
 cdef inline void _add_rows(float* z, const float** src, int n, int H) noexcept nogil:
     # z += Σ_r src[r] (NumPy: z += sum(src)), four rows per pass, so z is loaded
     # and stored ⌈n/4⌉ times rather than n (one row per pass was store-bound).

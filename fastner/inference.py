@@ -61,3 +61,11 @@ class InferenceScorer:
     def scores(self, window_ids):
         """Scores S (B, T) of per-feature (B, K) window ids."""
         return self._kernel.scores(np.ascontiguousarray(np.stack(window_ids, axis=2)))
+
+    def token_scores(self, ids_bf, lengths):
+        """Scores S (B, T) of sentences given as each token's feature ids (B, features),
+        as WindowTagger.token_feature_ids gives them, and each sentence's length: the
+        windows are built in C straight into the layout the scorer reads."""
+        return self._kernel.scores(_kernels.window_ids(
+            np.ascontiguousarray(ids_bf, dtype=np.int32),
+            np.ascontiguousarray(lengths, dtype=np.int32), self.K))

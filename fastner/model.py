@@ -241,23 +241,33 @@ class WindowTagger:
         """Per-feature (N, K) window ids of sentences given as all their tokens laid end
         to end and the number of tokens of each; ``docs`` numbers each sentence's
         document (document-level features look across it)."""
+        return self.windows_flat(list(self.token_feature_ids(tokens, lengths, docs).T),
+                                 lengths)
+
+    def token_feature_ids(self, tokens, lengths, docs=None):
+        """int32 (N, features): each token's id under every feature, for sentences given
+        as in sentence_windows (the windows are built from these)."""
         if any(getattr(f, "needs_context", False) for f in self.features):
             bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
             sentences = [tokens[a:b] for a, b in zip(bounds, bounds[1:])]
-            return self.windows(self.sentences_ids(sentences, docs))
-        # per-token features: one pass over all tokens; the others: one per sentence
-        columns = [None] * len(self.features)
-        for i, column in zip(self._per_token, self._feature_ids(tokens).T):
-            columns[i] = column
-        if len(self._per_token) < len(self.features):
-            # gazetteers: one pass each over the tokens lower-cased once; no match
-            # runs past the end of its sentence
-            lowered = [t.lower() for t in tokens]
-            ends = np.repeat(np.cumsum(lengths), lengths).tolist()
-            for i, f in enumerate(self.features):
-                if columns[i] is None:
-                    columns[i] = f.match(lowered, ends)
-        return self.windows_flat(columns, lengths)
+            per_sentence = self.sentences_ids(sentences, docs)
+            if not per_sentence:
+                return np.zeros((0, len(self.features)), np.int32)
+            return np.stack([np.concatenate([ids[f] for ids in per_sentence])
+                             for f in range(len(self.features))], axis=1).astype(np.int32)
+        per_token = self._feature_ids(tokens)
+        if len(self._per_token) == len(self.features):
+            return per_token                  # every feature a function of the token alone
+        # gazetteers: one pass each over the tokens lower-cased once; no match runs past
+        # the end of its sentence
+        ids = np.empty((len(tokens), len(self.features)), np.int32)
+        ids[:, self._per_token] = per_token
+        lowered = [t.lower() for t in tokens]
+        ends = np.repeat(np.cumsum(lengths), lengths).tolist()
+        for i, f in enumerate(self.features):
+            if i not in self._per_token:
+                ids[:, i] = f.match(lowered, ends)
+        return ids
 
     def _feature_ids(self, tokens):
         """(N, per-token features) int32 ids of tokens, through one memo for all those

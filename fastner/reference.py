@@ -353,3 +353,16 @@ def entity_runs(tags_b, conf_b, n_types):
     lowest = (np.minimum.reduceat(padded, bounds)[0::2] if len(starts)
               else padded[:0]).astype(np.float32)
     return starts, ends, ((tags_b[starts] - 1) // 2).astype(np.int64), lowest
+
+
+def window_ids(ids_bf, lengths_n, K):
+    # The tokens of each sentence laid out with (K−1)/2 PADs either side, then every
+    # token's K neighbours gathered at once (WindowTagger.windows_flat, all features).
+    B, F = ids_bf.shape
+    hw = (K - 1) // 2
+    lengths = np.asarray(lengths_n, dtype=np.int64)
+    sentence_of = np.repeat(np.arange(len(lengths)), lengths)
+    centre = np.arange(B) + 2 * hw * sentence_of + hw
+    stream = np.zeros((B + 2 * hw * len(lengths), F), dtype=np.int32)
+    stream[centre] = ids_bf
+    return stream[centre[:, None] + np.arange(-hw, hw + 1)[None, :]]

@@ -149,11 +149,12 @@ class Tagger:
         the inference cache when there is one."""
         if len(tokens) == 0:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)
-        ids = self.model.sentence_windows(tokens, lengths, docs)
         lengths = np.asarray(lengths, dtype=np.int32)
         if self.scorer is None:
+            ids = self.model.sentence_windows(tokens, lengths, docs)
             return self.model.decode(self.model.forward(ids)[0], lengths, confidence)
-        return self.model.decode(self.scorer.scores(ids), lengths, confidence,
+        ids = self.model.token_feature_ids(tokens, lengths, docs)
+        return self.model.decode(self.scorer.token_scores(ids, lengths), lengths, confidence,
                                  self.scorer.transitions)
 
     def __call__(self, text: str, include_tokens: bool = False) -> Doc:

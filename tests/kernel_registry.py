@@ -174,6 +174,11 @@ def _entity_runs(rng, B=40, n_types=4):
             "conf_b": rng.random(B).astype(f32), "n_types": n_types}
 
 
+def _window_ids(rng, lengths=(3, 0, 1, 5), F=3):
+    return {"ids_bf": rng.integers(0, 50, (sum(lengths), F)).astype(np.int32),
+            "lengths_n": np.array(lengths, np.int32), "K": 5}
+
+
 def _run_cached_scorer(module, caches, tables, WT_dh, b_h, U_th, c_t, offsets, K, ids_bkf):
     return module.CachedScorer(caches, tables, WT_dh, b_h, U_th, c_t, "tanh", offsets,
                                K).scores(ids_bkf)
@@ -201,6 +206,7 @@ KERNELS = [
            ids=("rows_r",), rtol=0, section="U2"),
     Kernel("SGDStep", _sgd_step, outputs=("tables", "W_hd", "b_h", "U_th", "c_t"),
            ids=("ids_bkf", "y_b"), call=_run_sgd_step, rtol=1e-4, section="U1", gradcheck="test_every_parameter_gradient_matches_finite_differences"),
+    Kernel("window_ids", _window_ids, rtol=0, section="F1"),
     Kernel("CachedScorer", _cached_scorer, ids=("ids_bkf",), call=_run_cached_scorer,
            rtol=1e-4, section="I1-I3"),
     Kernel("char_cnn_forward", _char_cnn, outputs=("out_nj", "argmax_nj"), ids=("chars_pk",),

@@ -205,6 +205,10 @@ def test_inference_cache_gives_the_same_tags(budget_mb):
     # cached products are half precision (relative error ≤ 2⁻¹¹ each)
     S_cached = scorer.scores(ids)
     np.testing.assert_allclose(S_cached, S_full, rtol=2e-3, atol=2e-3)
+    # the same scores from each token's ids, windows built in C (the Tagger's path)
+    flat = [t for s in SENTENCES for t in s]
+    np.testing.assert_array_equal(
+        scorer.token_scores(model.token_feature_ids(flat, lengths), lengths), S_cached)
     cached = model.decode(S_cached, lengths)
     np.testing.assert_array_equal(cached[0], plain[0])
     np.testing.assert_allclose(cached[1], plain[1], rtol=2e-3, atol=2e-3)
