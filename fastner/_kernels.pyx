@@ -773,25 +773,33 @@ def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
     _check_array(kernel, "out_bt", out_bt, np.float32, (("B", B), ("T", T)), writable=True)
     if B == 0:
         return out_bt
-    # exp of the transition scores once per call; exp(-inf) = 0 forbids a move
-    expA_buf = np.exp(trans_tt.astype(np.float64)).reshape(-1)
-    exp_start_buf = np.exp(start_t.astype(np.float64))
-    exp_end_buf = np.exp(end_t.astype(np.float64))
+    # exp of the transition scores once per call, in double; exp(-inf) = 0 forbids a
+    # move. One buffer, filled in C: NumPy's astype and exp cost more than a sentence.
+    exps = np.empty(T * T + 2 * T, dtype=np.float64)
     work = np.empty((3, longest * T), dtype=np.float64)
     cdef const float[:, ::1] S = S_bt
     cdef const int[::1] lengths = lengths_n
-    cdef const double[::1] expA = expA_buf
-    cdef const double[::1] exp_start = exp_start_buf
-    cdef const double[::1] exp_end = exp_end_buf
+    cdef const float[:, ::1] trans = trans_tt
+    cdef const float[::1] start = start_t
+    cdef const float[::1] end = end_t
+    cdef double[::1] e = exps
     cdef double[:, ::1] w = work
     cdef float[:, ::1] out = out_bt
-    cdef Py_ssize_t n, row = 0
+    cdef Py_ssize_t n, i, j, row = 0
     cdef int T_ = T
+    for i in range(T):
+        for j in range(T):
+            e[i * T + j] = exp(trans[i, j])
+        e[T * T + i] = exp(start[i])
+        e[T * T + T + i] = exp(end[i])
+    cdef const double* expA = &e[0]
+    cdef const double* exp_start = &e[T * T]
+    cdef const double* exp_end = &e[T * T + T]
     with nogil:
         for n in range(lengths.shape[0]):
             if lengths[n] > 0:
-                _crf_marginals(&S[row, 0], lengths[n], T_, &expA[0], &exp_start[0],
-                               &exp_end[0], &w[0, 0], &w[1, 0], &w[2, 0], &out[row, 0])
+                _crf_marginals(&S[row, 0], lengths[n], T_, expA, exp_start, exp_end,
+                               &w[0, 0], &w[1, 0], &w[2, 0], &out[row, 0])
             row += lengths[n]
     return out_bt
 
@@ -1025,17 +1033,21 @@ def window_ids(ids_bf, lengths_n, K):
     _check_array(kernel, "lengths_n", lengths_n, np.int32, (("N", None),))
     if K < 1 or K % 2 == 0:
         raise ValueError(f"{kernel}: K must be a positive odd window width; got {K}")
-    if lengths_n.size and (lengths_n.min() < 0 or int(lengths_n.sum()) != B) or \
-            (not lengths_n.size and B):
+    cdef const int[::1] lengths = lengths_n
+    cdef Py_ssize_t n, b, k, src, first = 0, last
+    cdef long long total = 0
+    cdef bint negative = False
+    for n in range(lengths.shape[0]):       # one C pass: NumPy reductions cost more here
+        total += lengths[n]
+        negative = negative or lengths[n] < 0
+    if negative or total != B:
         raise ValueError(f"{kernel}: lengths_n must be at least 0 each and sum to B = {B}; "
-                         f"got {lengths_n.tolist()[:10]} (sum {int(lengths_n.sum())})")
+                         f"got {lengths_n.tolist()[:10]} (sum {total})")
     out_bkf = np.zeros((B, K, F), dtype=np.int32)       # PAD = 0 where no neighbour
     if B == 0 or F == 0:
         return out_bkf
     cdef const int[:, ::1] ids = ids_bf
-    cdef const int[::1] lengths = lengths_n
     cdef int[:, :, ::1] out = out_bkf
-    cdef Py_ssize_t n, b, k, src, first = 0, last
     cdef int hw = (K - 1) // 2, K_ = K
     cdef size_t row_bytes = F * sizeof(int)
     with nogil:

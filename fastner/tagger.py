@@ -214,7 +214,7 @@ class Tagger:
         for d, start, end, label, token_start, token_end, score in zip(*columns):
             ents[d].append(Entity(texts[d][start:end], label, start, end, token_start,
                                   token_end, score))
-        counts = np.diff(first).tolist()
+        counts = [len(tokens)] if len(texts) == 1 else np.diff(first).tolist()
         if not include_tokens:
             return [Doc(text, tuple(ents[d]), counts[d]) for d, text in enumerate(texts)]
         names = self._tag_names[tags].tolist()
