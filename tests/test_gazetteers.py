@@ -156,3 +156,18 @@ def test_matching_agrees_with_the_definition_on_random_sentences():
         tokens = [words[k].upper() if rng.random() < 0.2 else words[k]
                   for k in rng.integers(0, len(words), rng.integers(0, 12))]
         assert g.ids(tokens).tolist() == brute_force(set(entries), tokens), tokens
+
+
+def test_a_gazetteer_model_tags_through_the_cache_as_without_it():
+    """The Tagger's path (each token's ids, windows built in C, cached products) gives a
+    gazetteer model the tags of the plain forward pass."""
+    from fastner.inference import InferenceScorer
+    from fastner.tagger import Tagger
+    model = small_model()
+    sentences = [["He", "left", "New", "York", "."], ["Paris", "new", "york", "city"], ["."]]
+    cached = Tagger(model, "gaz", scorer=InferenceScorer(model))
+    plain = Tagger(model, "gaz", scorer=None)
+    assert cached.tags(sentences) == plain.tags(sentences) == \
+        [tags for tags, _ in model.tag(sentences)]
+    text = "He left New York for Paris . Then new york city ."
+    assert [e[:4] for e in cached(text).ents] == [e[:4] for e in plain(text).ents]
