@@ -434,17 +434,9 @@ def softmax_forward(S_bt, out_bt=None):
 # --------------------------------------------------------------------------
 # 4. Viterbi decoding and the linear-chain CRF (derivations §C1–§C6)
 
-def _check_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t):
-    """(B, T, the longest sentence's length) after checking the arguments every
-    sentence kernel shares. The lengths are summarised in one C pass: three NumPy
-    reductions cost more than a short sentence's Viterbi."""
-    _check_array(kernel, "S_bt", S_bt, np.float32, (("B", None), ("T", None)))
-    B, T = S_bt.shape
-    _check_array(kernel, "lengths_n", lengths_n, np.int32, (("N", None),))
-    _check_array(kernel, "trans_tt", trans_tt, np.float32, (("T", T), ("T", T)))
-    _check_array(kernel, "start_t", start_t, np.float32, (("T", T),))
-    _check_array(kernel, "end_t", end_t, np.float32, (("T", T),))
-    cdef const int[::1] lengths = lengths_n
+cdef tuple _length_stats(const int[::1] lengths):
+    """(shortest, total, longest) of an int32 lengths array (shortest 0 when empty), in
+    one C pass: three NumPy reductions cost more than a short sentence's Viterbi."""
     cdef long long total = 0
     cdef int shortest = 0, longest = 0, n_i
     cdef Py_ssize_t i
@@ -453,6 +445,19 @@ def _check_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t):
         total += n_i
         shortest = n_i if i == 0 or n_i < shortest else shortest
         longest = n_i if n_i > longest else longest
+    return shortest, total, longest
+
+
+def _check_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t):
+    """(B, T, the longest sentence's length) after checking the arguments every
+    sentence kernel shares."""
+    _check_array(kernel, "S_bt", S_bt, np.float32, (("B", None), ("T", None)))
+    B, T = S_bt.shape
+    _check_array(kernel, "lengths_n", lengths_n, np.int32, (("N", None),))
+    _check_array(kernel, "trans_tt", trans_tt, np.float32, (("T", T), ("T", T)))
+    _check_array(kernel, "start_t", start_t, np.float32, (("T", T),))
+    _check_array(kernel, "end_t", end_t, np.float32, (("T", T),))
+    shortest, total, longest = _length_stats(lengths_n)
     if shortest < 0:
         raise ValueError(f"{kernel}: lengths_n must be non-negative; got {shortest}")
     if total != B:
@@ -1033,21 +1038,17 @@ def window_ids(ids_bf, lengths_n, K):
     _check_array(kernel, "lengths_n", lengths_n, np.int32, (("N", None),))
     if K < 1 or K % 2 == 0:
         raise ValueError(f"{kernel}: K must be a positive odd window width; got {K}")
-    cdef const int[::1] lengths = lengths_n
-    cdef Py_ssize_t n, b, k, src, first = 0, last
-    cdef long long total = 0
-    cdef bint negative = False
-    for n in range(lengths.shape[0]):       # one C pass: NumPy reductions cost more here
-        total += lengths[n]
-        negative = negative or lengths[n] < 0
-    if negative or total != B:
+    shortest, total, _ = _length_stats(lengths_n)
+    if shortest < 0 or total != B:
         raise ValueError(f"{kernel}: lengths_n must be at least 0 each and sum to B = {B}; "
                          f"got {lengths_n.tolist()[:10]} (sum {total})")
     out_bkf = np.zeros((B, K, F), dtype=np.int32)       # PAD = 0 where no neighbour
     if B == 0 or F == 0:
         return out_bkf
     cdef const int[:, ::1] ids = ids_bf
+    cdef const int[::1] lengths = lengths_n
     cdef int[:, :, ::1] out = out_bkf
+    cdef Py_ssize_t n, b, k, src, first = 0, last
     cdef int hw = (K - 1) // 2, K_ = K
     cdef size_t row_bytes = F * sizeof(int)
     with nogil:
@@ -1411,9 +1412,10 @@ def char_cnn_forward(chars_pk, lengths_n, table_ve, Wc_jd, bc_j, out_nj=None, ar
     J = Wc_jd.shape[0]
     _check_array(kernel, "bc_j", bc_j, np.float32, (("J", J),))
     _check_positive(kernel, J=J, e=e, K=K)
-    if N and (lengths_n.min() < 1 or int(lengths_n.sum()) != P):
+    shortest, total, _ = _length_stats(lengths_n)
+    if N and (shortest < 1 or total != P):
         raise ValueError(f"{kernel}: lengths_n must be at least 1 each and sum to P = {P}; "
-                         f"got {lengths_n.tolist()[:10]} (sum {int(lengths_n.sum())})")
+                         f"got {lengths_n.tolist()[:10]} (sum {total})")
     if not N and P:
         raise ValueError(f"{kernel}: lengths_n is empty but chars_pk has {P} positions")
     if out_nj is None:
