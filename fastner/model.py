@@ -11,7 +11,7 @@ import numpy as np
 
 from fastner import _kernels
 from fastner._text import memo_rows
-from fastner.features import MEMO_LIMIT, PAD, DocumentContext
+from fastner.features import MEMO_LIMIT, DocumentContext
 
 DENSE = ("W", "b", "U", "c", "trans", "start", "end")
 LOSSES = ("softmax", "crf")
@@ -124,23 +124,11 @@ class WindowTagger:
 
     def windows_flat(self, flat_ids, lengths):
         """Per-feature (B, K) window ids from per-feature ids of all tokens laid end to
-        end (``lengths``: tokens per sentence). Sentences are laid out with half_window
-        PADs around each, and every token's window is gathered at once."""
-        hw, K = self.half_window, self.K
-        lengths = np.asarray(lengths, dtype=np.int64)
-        n = int(lengths.sum())
-        if n == 0:
-            return [np.zeros((0, K), np.int32) for _ in self.features]
-        # position of each token in the padded stream: its index + 2·hw·(sentence index) + hw
-        sentence_of = np.repeat(np.arange(len(lengths)), lengths)
-        centre = np.arange(n) + 2 * hw * sentence_of + hw
-        gather = centre[:, None] + np.arange(-hw, hw + 1)[None, :]
-        out = []
-        for ids in flat_ids:
-            stream = np.full(n + 2 * hw * len(lengths), PAD, dtype=np.int32)
-            stream[centre] = ids
-            out.append(np.ascontiguousarray(stream[gather]))
-        return out
+        end (``lengths``: tokens per sentence), PAD past each sentence's edges: the
+        window_ids kernel, split by feature."""
+        windows = self.ops.window_ids(np.stack(flat_ids, axis=1).astype(np.int32, copy=False),
+                                      np.asarray(lengths, dtype=np.int32), self.K)
+        return [np.ascontiguousarray(windows[:, :, f]) for f in range(len(self.features))]
 
     # -- forward / backward -------------------------------------------------
 
