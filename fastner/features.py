@@ -372,7 +372,7 @@ def make_features(spec, sentences, vocab, word_dim):
         elif name == "doccase":
             features.append(DocCaseFeature(dim))
         elif name == "gazetteers" or (name.startswith("gaz_") and name[4:] in GAZETTEER_LISTS):
-            lists = GAZETTEER_LISTS if name == "gazetteers" else [name.removeprefix("gaz_")]
+            lists = GAZETTEER_LISTS if name == "gazetteers" else [name[4:]]
             features += [GazetteerFeature(g, dim, read_gazetteer(g)) for g in lists]
         else:
             raise ValueError(f"unknown feature {name!r} in {spec!r}; known: caps, suffixN, "

@@ -117,16 +117,20 @@ class WindowTagger:
         sentences_ids: list over sentences of per-feature id arrays (from token_ids).
         """
         lengths = np.array([len(ids[0]) for ids in sentences_ids], dtype=np.int64)
-        if lengths.sum() == 0:
-            return [np.zeros((0, self.K), np.int32) for _ in self.features]
-        return self.windows_flat([np.concatenate([ids[f] for ids in sentences_ids])
-                                  for f in range(len(self.features))], lengths)
+        return self.windows_flat(self._laid_end_to_end(sentences_ids), lengths)
 
-    def windows_flat(self, flat_ids, lengths):
-        """Per-feature (B, K) window ids from per-feature ids of all tokens laid end to
-        end (``lengths``: tokens per sentence), PAD past each sentence's edges: the
-        window_ids kernel, split by feature."""
-        windows = self.ops.window_ids(np.stack(flat_ids, axis=1).astype(np.int32, copy=False),
+    def _laid_end_to_end(self, sentences_ids):
+        """int32 (B, features): per-sentence token_ids as one row per token."""
+        if not sentences_ids:
+            return np.zeros((0, len(self.features)), np.int32)
+        return np.stack([np.concatenate([ids[f] for ids in sentences_ids])
+                         for f in range(len(self.features))], axis=1).astype(np.int32)
+
+    def windows_flat(self, ids_bf, lengths):
+        """Per-feature (B, K) window ids from each token's feature ids (B, features), the
+        tokens of all sentences laid end to end (``lengths``: tokens per sentence), PAD
+        past each sentence's edges: the window_ids kernel, split by feature."""
+        windows = self.ops.window_ids(np.ascontiguousarray(ids_bf, dtype=np.int32),
                                       np.asarray(lengths, dtype=np.int32), self.K)
         return [np.ascontiguousarray(windows[:, :, f]) for f in range(len(self.features))]
 
@@ -229,8 +233,7 @@ class WindowTagger:
         """Per-feature (N, K) window ids of sentences given as all their tokens laid end
         to end and the number of tokens of each; ``docs`` numbers each sentence's
         document (document-level features look across it)."""
-        return self.windows_flat(list(self.token_feature_ids(tokens, lengths, docs).T),
-                                 lengths)
+        return self.windows_flat(self.token_feature_ids(tokens, lengths, docs), lengths)
 
     def token_feature_ids(self, tokens, lengths, docs=None):
         """int32 (N, features): each token's id under every feature, for sentences given
@@ -238,11 +241,7 @@ class WindowTagger:
         if any(getattr(f, "needs_context", False) for f in self.features):
             bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
             sentences = [tokens[a:b] for a, b in zip(bounds, bounds[1:])]
-            per_sentence = self.sentences_ids(sentences, docs)
-            if not per_sentence:
-                return np.zeros((0, len(self.features)), np.int32)
-            return np.stack([np.concatenate([ids[f] for ids in per_sentence])
-                             for f in range(len(self.features))], axis=1).astype(np.int32)
+            return self._laid_end_to_end(self.sentences_ids(sentences, docs))
         per_token = self._feature_ids(tokens)
         if len(self._per_token) == len(self.features):
             return per_token                  # every feature a function of the token alone
