@@ -1163,29 +1163,44 @@ cdef class CachedScorer:
         free(self.cache_rows)
         free(self.table_rows)
 
-    def scores(self, ids_bkf):
-        """float32 (B, T) scores for int32 (B, K, F) window ids."""
+    def scores(self, ids_bkf, call_tables=None):
+        """float32 (B, T) scores for int32 (B, K, F) window ids.
+
+        call_tables: optional {feature: float32 (V, e) table} used instead of that
+        feature's table for this call only; the feature must have no cached rows
+        (character vectors, computed per call from the call's spellings).
+        """
         kernel = "CachedScorer.scores"
         _check_array(kernel, "ids_bkf", ids_bkf, np.int32, (("B", None), ("K", self.K),
                                                            ("F", self.F)))
+        tables = list(self.tables)
+        rows_f = np.array([self.table_rows[f] for f in range(self.F)], dtype=np.int32)
+        for f, table in (call_tables or {}).items():
+            if not (isinstance(f, int) and 0 <= f < self.F) or self.cache_rows[f] != 0:
+                raise ValueError(f"{kernel}: call_tables keys must be features without "
+                                 f"cached rows (0..{self.F - 1}); got {f!r}")
+            _check_array(kernel, f"call_tables[{f}]", table, np.float32,
+                         (("V", None), ("e", self.row_products[f].shape[0])))
+            tables[f], rows_f[f] = table, table.shape[0]
         cdef const int[:, :, ::1] ids = ids_bkf
+        cdef const int[::1] limits = rows_f
         cdef int B = ids.shape[0]
-        _check_ids(kernel, "ids_bkf", ids_bkf, &ids[0, 0, 0], self.table_rows, self.F,
+        _check_ids(kernel, "ids_bkf", ids_bkf, &ids[0, 0, 0], &limits[0], self.F,
                    _FEATURE_ROWS)
         out = np.empty((B, self.T), dtype=np.float32)
         for start in range(0, B, SCORER_CHUNK):
             chunk = ids_bkf[start:start + SCORER_CHUNK]
-            chunk, missed = self._products_of_misses(chunk)
+            chunk, missed = self._products_of_misses(chunk, tables)
             self._score_chunk(chunk, missed, out[start:start + SCORER_CHUNK])
         return out
 
-    def _products_of_misses(self, chunk):
+    def _products_of_misses(self, chunk, tables):
         """Ids past a cache are renumbered cache_rows + slot into the chunk's products
         of its distinct missed rows, float32 (n, K·H) per feature (None: no misses)."""
         missed = [None] * self.F
         copied = False
         for f in range(self.F):
-            if self.cache_rows[f] == self.table_rows[f]:
+            if self.cache_rows[f] == tables[f].shape[0]:
                 continue
             column = chunk[:, :, f]
             miss = column >= self.cache_rows[f]
@@ -1196,7 +1211,7 @@ cdef class CachedScorer:
                 column = chunk[:, :, f]
             rows, slot = np.unique(column[miss], return_inverse=True)
             column[miss] = self.cache_rows[f] + slot.reshape(-1).astype(np.int32)
-            missed[f] = self.tables[f][rows] @ self.row_products[f]
+            missed[f] = tables[f][rows] @ self.row_products[f]
         return chunk, missed
 
     def _score_chunk(self, chunk, missed, out):

@@ -321,6 +321,96 @@ class GazetteerFeature:
         return {self.name: sorted(self.entries)}
 
 
+class CharFeature:
+    """Character features of a word (derivations §W1–W4): each token spelled as
+    characters between begin and end marks, a width-3 convolution of ``dim`` filters
+    over ``char_dim``-d character embeddings, and the maximum of each filter over the
+    word. The vector is a function of the exact spelling (case included), computed
+    from the parameters ``char.table``, ``char.W`` and ``char.b`` rather than looked
+    up in a table; a ``Spellings`` numbers the spellings of the tokens at hand.
+
+    Character ids: 0 the sentence-edge pad, 1 unknown, 2 begin, 3 end, then the
+    ``alphabet`` (characters seen in training). Words longer than ``max_chars`` keep
+    their first ``max_chars`` characters.
+    """
+    kind = "chars"
+    per_token = False
+    EDGE, UNKNOWN, BEGIN, END = 0, 1, 2, 3
+    WIDTH = 3                              # characters under the filter
+
+    def __init__(self, dim, char_dim=16, alphabet="", max_chars=20):
+        if dim < 1 or char_dim < 1 or max_chars < 1:
+            raise ValueError(f"chars: dim, char_dim and max_chars must be at least 1; got "
+                             f"{dim}, {char_dim} and {max_chars}")
+        self.dim, self.char_dim, self.max_chars = int(dim), int(char_dim), int(max_chars)
+        self.name = "chars"
+        self.alphabet = "".join(dict.fromkeys(alphabet))      # unique, in order
+        self.index = {ch: i + 4 for i, ch in enumerate(self.alphabet)}
+
+    @property
+    def n_chars(self):
+        return len(self.alphabet) + 4
+
+    def char_ids(self, word):
+        """int32 character ids of a word between its begin and end marks (``None``:
+        the sentence-edge pad, one edge character)."""
+        if word is None:
+            inner = [self.EDGE]
+        else:
+            get = self.index.get
+            inner = [get(ch, self.UNKNOWN) for ch in word[:self.max_chars]]
+        return np.array([self.BEGIN, *inner, self.END], dtype=np.int32)
+
+    def config(self):
+        return {"kind": self.kind, "dim": self.dim, "char_dim": self.char_dim,
+                "alphabet": self.alphabet, "max_chars": self.max_chars}
+
+
+class Spellings:
+    """The distinct spellings of the tokens at hand, numbered in order of first sight;
+    row 0 is the sentence-edge pad. A tagger numbers each call's tokens afresh (memory
+    bounded by the call); the trainer numbers a whole corpus and its re-cased copies
+    once. ``positions`` gives the character windows char_cnn_forward reads."""
+
+    def __init__(self, feature):
+        self.feature = feature
+        self.index = {}
+        self.words = [None]
+        self._chars = [feature.char_ids(None)]     # each row's character ids, with marks
+
+    def __len__(self):
+        return len(self.words)
+
+    def ids(self, tokens):
+        """int32 row of each token, adding the spellings not seen before."""
+        index, words = self.index, self.words
+        out = np.empty(len(tokens), dtype=np.int32)
+        for i, tok in enumerate(tokens):
+            row = index.get(tok)
+            if row is None:
+                row = index[tok] = len(words)
+                words.append(tok)
+                self._chars.append(self.feature.char_ids(tok))
+            out[i] = row
+        return out
+
+    def positions(self, rows):
+        """(chars_pk, lengths_n) for char_cnn_forward: int32 (P, 3) the characters under
+        the filter at every position of the words ``rows`` laid end to end, and int32
+        (n,) each word's positions (its characters, or 1 for the pad)."""
+        seqs = [self._chars[r] for r in np.asarray(rows).tolist()]
+        if not seqs:
+            return np.zeros((0, CharFeature.WIDTH), np.int32), np.zeros(0, np.int32)
+        lengths = np.array([len(s) - 2 for s in seqs], dtype=np.int32)
+        flat = np.concatenate(seqs)
+        # position p of word w reads flat[a + p : a + p + 3], a = w's first mark
+        firsts = np.concatenate([[0], np.cumsum(lengths + 2)[:-1]])
+        at = np.repeat(firsts, lengths) + (np.arange(int(lengths.sum()))
+                                           - np.repeat(np.cumsum(lengths) - lengths, lengths))
+        chars = flat[at[:, None] + np.arange(CharFeature.WIDTH)]
+        return np.ascontiguousarray(chars, dtype=np.int32), lengths
+
+
 def build_feature(config, vocab, strings):
     """The feature ``config`` describes; ``vocab`` is the model's vocabulary and
     ``strings`` the string lists saved with the model (name → list of strings)."""
@@ -338,6 +428,9 @@ def build_feature(config, vocab, strings):
     if kind == "gazetteer":
         return GazetteerFeature(config["list"], config["dim"],
                                 strings[f"gaz_{config['list']}"])
+    if kind == "chars":
+        return CharFeature(config["dim"], config["char_dim"], config["alphabet"],
+                           config["max_chars"])
     raise ValueError(f"unknown feature kind {kind!r}")
 
 
@@ -350,6 +443,9 @@ def collect_values(sentences, key, min_count):
             counts[k] = counts.get(k, 0) + 1
     kept = [k for k, c in counts.items() if c >= min_count]
     return sorted(kept, key=lambda k: (-counts[k], k))
+
+
+CHAR_MIN_COUNT = 5          # rarer training characters share the unknown character
 
 
 def make_features(spec, sentences, vocab, word_dim):
@@ -374,9 +470,17 @@ def make_features(spec, sentences, vocab, word_dim):
         elif name == "gazetteers" or (name.startswith("gaz_") and name[4:] in GAZETTEER_LISTS):
             lists = GAZETTEER_LISTS if name == "gazetteers" else [name[4:]]
             features += [GazetteerFeature(g, dim, read_gazetteer(g)) for g in lists]
+        elif name == "chars":
+            counts = {}
+            for sent in sentences:
+                for tok in sent.tokens:
+                    for ch in tok:
+                        counts[ch] = counts.get(ch, 0) + 1
+            alphabet = sorted(ch for ch, n in counts.items() if n >= CHAR_MIN_COUNT)
+            features.append(CharFeature(dim, alphabet=alphabet))
         else:
             raise ValueError(f"unknown feature {name!r} in {spec!r}; known: caps, suffixN, "
                              f"prefixN, shape (N = 1..9), doccase, gazetteers (every list) "
                              f"or gaz_LIST (LIST: {', '.join(GAZETTEER_LISTS)}), "
-                             f"each as name:dim")
+                             f"chars (character CNN filters), each as name:dim")
     return features

@@ -21,6 +21,10 @@ class InferenceScorer:
     the bytes read per token. Small feature tables are cached whole first; the word
     table gets the rest of ``budget_mb``, from its first (most frequent,
     GloVe-ordered) rows. Rows past the cache are multiplied on the fly.
+
+    Character features (a model with ``chars``) are the scorer's last feature: their
+    vectors are computed per call from the call's spellings (char_cnn_forward) and
+    their products multiplied on the fly like rows past the cache.
     """
 
     def __init__(self, model, budget_mb=64.0):
@@ -35,9 +39,17 @@ class InferenceScorer:
         p = model.params
         self.caches = [self._products(model, table, offset, n)
                        for n, table, offset in zip(rows, model.tables(), model.offsets)]
+        tables, offsets = model.tables(), list(model.offsets)
+        self.chars = None
+        if model.chars is not None:
+            # the character CNN's parameters, and an empty stand-in for the per-call table
+            self.chars = (p["char.table"].copy(), p["char.W"].copy(), p["char.b"].copy())
+            self.caches.append(np.zeros((0, model.K, model.hidden), np.float16))
+            tables.append(np.zeros((0, model.chars.dim), np.float32))
+            offsets.append(model.char_offset)
         WT = np.ascontiguousarray(p["W"].T)
-        self._kernel = _kernels.CachedScorer(self.caches, model.tables(), WT, p["b"], p["U"],
-                                             p["c"], model.activation, model.offsets, model.K)
+        self._kernel = _kernels.CachedScorer(self.caches, tables, WT, p["b"], p["U"],
+                                             p["c"], model.activation, offsets, model.K)
         self.nbytes = sum(c.nbytes for c in self.caches) + WT.nbytes
         # the decoder's transition scores, snapshot like the products
         self.transitions = model.transitions()
@@ -58,14 +70,29 @@ class InferenceScorer:
                 cache[lo:lo + 4096, k, :] = products
         return cache
 
-    def scores(self, window_ids):
-        """Scores S (B, T) of per-feature (B, K) window ids."""
-        return self._kernel.scores(np.ascontiguousarray(np.stack(window_ids, axis=2)))
+    def scores(self, window_ids, spellings=None):
+        """Scores S (B, T) of per-column (B, K) window ids (``spellings``: the Spellings
+        the character column numbers)."""
+        return self._kernel.scores(np.ascontiguousarray(np.stack(window_ids, axis=2)),
+                                   self._call_tables(spellings))
 
-    def token_scores(self, ids_bf, lengths):
-        """Scores S (B, T) of sentences given as each token's feature ids (B, features),
-        as WindowTagger.token_feature_ids gives them, and each sentence's length: the
+    def token_scores(self, ids_bf, lengths, spellings=None):
+        """Scores S (B, T) of sentences given as each token's ids (B, columns), as
+        WindowTagger.token_feature_ids gives them, and each sentence's length: the
         windows are built in C straight into the layout the scorer reads."""
         return self._kernel.scores(_kernels.window_ids(
             np.ascontiguousarray(ids_bf, dtype=np.int32),
-            np.ascontiguousarray(lengths, dtype=np.int32), self.K))
+            np.ascontiguousarray(lengths, dtype=np.int32), self.K),
+            self._call_tables(spellings))
+
+    def _call_tables(self, spellings):
+        """The character vectors of every spelling in ``spellings``, as the scorer's
+        per-call table of its last feature (None without character features)."""
+        if self.chars is None:
+            return None
+        if spellings is None:
+            raise ValueError("this model has character features: pass the Spellings that "
+                             "numbered the tokens")
+        chars_pk, lengths = spellings.positions(np.arange(len(spellings)))
+        vectors, _ = _kernels.char_cnn_forward(chars_pk, lengths, *self.chars)
+        return {len(self.caches) - 1: vectors}

@@ -11,17 +11,21 @@ import numpy as np
 
 from fastner import _kernels
 from fastner._text import memo_rows
-from fastner.features import MEMO_LIMIT, DocumentContext
+from fastner.features import MEMO_LIMIT, DocumentContext, Spellings
 
-DENSE = ("W", "b", "U", "c", "trans", "start", "end")
+# the parameters updated as one slice (the character CNN's are small and touched by
+# almost every batch); they come first in the flat buffer, the embedding tables after
+DENSE = ("W", "b", "U", "c", "trans", "start", "end", "char.table", "char.W", "char.b")
 LOSSES = ("softmax", "crf")
 
 
 class WindowTagger:
     """Collobert & Weston's window network over K = 2·half_window + 1 positions.
 
-    features: WordFeature first, then small categorical features; each
-    position's input is the concatenation of the feature vectors (width E).
+    features: WordFeature first, then small categorical features, and optionally a
+    CharFeature (kept apart as ``chars``: its vectors are computed from the spelling,
+    not looked up); each position's input is the concatenation of the table
+    features' vectors and then the character vector (width E).
     loss: "softmax" (per-token cross-entropy, IOB-constrained Viterbi at
     decode time) or "crf" (sentence-level likelihood with learned transitions).
     ``ops`` is fastner._kernels or fastner.reference (same signatures).
@@ -35,18 +39,29 @@ class WindowTagger:
             raise ValueError(f"activation must be tanh, hardtanh or relu; got {activation!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout}")
-        self.features, self.tagset = list(features), tagset
+        features = list(features)
+        chars = [f for f in features if f.kind == "chars"]
+        if len(chars) > 1:
+            raise ValueError("at most one chars feature")
+        self.chars = chars[0] if chars else None
+        self.features = [f for f in features if f.kind != "chars"]
+        self.tagset = tagset
         self.half_window, self.hidden = int(half_window), int(hidden)
         self.activation, self.loss, self.dropout = activation, loss, float(dropout)
         self.ops, self.dtype = ops, np.dtype(dtype)
         self.K = 2 * self.half_window + 1
         self.offsets = np.cumsum([0] + [f.dim for f in self.features])[:-1].tolist()
-        self.E = sum(f.dim for f in self.features)
+        self.char_offset = sum(f.dim for f in self.features)   # the character vector's
+        self.E = self.char_offset + (self.chars.dim if self.chars else 0)
         self.D = self.K * self.E
         T = len(tagset)
         self.layout = [("W", (self.hidden, self.D)), ("b", (self.hidden,)),
                        ("U", (T, self.hidden)), ("c", (T,)),
                        ("trans", (T, T)), ("start", (T,)), ("end", (T,))]
+        if self.chars is not None:
+            c = self.chars
+            self.layout += [("char.table", (c.n_chars, c.char_dim)),
+                            ("char.W", (c.dim, c.WIDTH * c.char_dim)), ("char.b", (c.dim,))]
         self.layout += [(f"table.{f.name}", (f.size, f.dim)) for f in self.features]
         self.flat = np.zeros(sum(int(np.prod(s)) for _, s in self.layout), dtype=self.dtype)
         self.params = self.views(self.flat)
@@ -80,13 +95,16 @@ class WindowTagger:
         (GloVe vectors for the words GloVe has; the rest stay random).
         """
         p = self.params
-        for name in ("W", "U"):
+        for name in ("W", "U", "char.W"):
+            if name not in p:
+                continue
             fan_out, fan_in = p[name].shape
             bound = np.sqrt(6.0 / (fan_in + fan_out))
             p[name][...] = rng.uniform(-bound, bound, size=p[name].shape)
-        for name in ("b", "c", "trans", "start", "end"):
-            p[name][...] = 0.0
-        for table in self.tables():
+        for name in ("b", "c", "trans", "start", "end", "char.b"):
+            if name in p:
+                p[name][...] = 0.0
+        for table in self.tables() + ([p["char.table"]] if self.chars else []):
             table[...] = rng.normal(0.0, 0.1, size=table.shape)
         if word_init is not None:
             rows, vectors = word_init
@@ -94,22 +112,43 @@ class WindowTagger:
 
     # -- windows ----------------------------------------------------------
 
-    def token_ids(self, tokens, context=None):
-        """Per feature, int32 (n,) ids of one sentence's tokens (``context``: the
-        sentence's DocumentContext, for document-level features)."""
-        return [f.ids(tokens, context) for f in self.features]
+    @property
+    def n_columns(self):
+        """Id columns per token: one per table feature, then the spelling's row in a
+        Spellings when the model has character features."""
+        return len(self.features) + (self.chars is not None)
 
-    def sentences_ids(self, sentences, docs=None):
+    def new_spellings(self):
+        """A fresh Spellings for numbering tokens' spellings (None without chars)."""
+        return Spellings(self.chars) if self.chars is not None else None
+
+    def _need_spellings(self, spellings):
+        if self.chars is not None and spellings is None:
+            raise ValueError("this model has character features: pass the Spellings that "
+                             "numbered the tokens (model.new_spellings())")
+
+    def token_ids(self, tokens, context=None, spellings=None):
+        """Per id column, int32 (n,) ids of one sentence's tokens (``context``: the
+        sentence's DocumentContext, for document-level features; ``spellings``: the
+        Spellings numbering them, for character features)."""
+        self._need_spellings(spellings)
+        ids = [f.ids(tokens, context) for f in self.features]
+        if self.chars is not None:
+            ids.append(spellings.ids(tokens))
+        return ids
+
+    def sentences_ids(self, sentences, docs=None, spellings=None):
         """token_ids of each sentence; ``docs`` gives each sentence's document number
         (default: all sentences form one document)."""
         if not any(getattr(f, "needs_context", False) for f in self.features):
-            return [self.token_ids(tokens) for tokens in sentences]
+            return [self.token_ids(tokens, spellings=spellings) for tokens in sentences]
         docs = [0] * len(sentences) if docs is None else list(docs)
         contexts = {}
         for tokens, doc in zip(sentences, docs):
             contexts.setdefault(doc, []).append(tokens)
         contexts = {doc: DocumentContext(sents) for doc, sents in contexts.items()}
-        return [self.token_ids(tokens, contexts[doc]) for tokens, doc in zip(sentences, docs)]
+        return [self.token_ids(tokens, contexts[doc], spellings)
+                for tokens, doc in zip(sentences, docs)]
 
     def windows(self, sentences_ids):
         """Stack sentences into per-feature (B, K) window id matrices, PAD at edges.
@@ -120,32 +159,37 @@ class WindowTagger:
         return self.windows_flat(self._laid_end_to_end(sentences_ids), lengths)
 
     def _laid_end_to_end(self, sentences_ids):
-        """int32 (B, features): per-sentence token_ids as one row per token."""
+        """int32 (B, columns): per-sentence token_ids as one row per token."""
         if not sentences_ids:
-            return np.zeros((0, len(self.features)), np.int32)
+            return np.zeros((0, self.n_columns), np.int32)
         return np.stack([np.concatenate([ids[f] for ids in sentences_ids])
-                         for f in range(len(self.features))], axis=1).astype(np.int32)
+                         for f in range(self.n_columns)], axis=1).astype(np.int32)
 
     def windows_flat(self, ids_bf, lengths):
-        """Per-feature (B, K) window ids from each token's feature ids (B, features), the
-        tokens of all sentences laid end to end (``lengths``: tokens per sentence), PAD
-        past each sentence's edges: the window_ids kernel, split by feature."""
+        """Per-column (B, K) window ids from each token's ids (B, columns), the tokens of
+        all sentences laid end to end (``lengths``: tokens per sentence), PAD past each
+        sentence's edges: the window_ids kernel, split by column."""
         windows = self.ops.window_ids(np.ascontiguousarray(ids_bf, dtype=np.int32),
                                       np.asarray(lengths, dtype=np.int32), self.K)
-        return [np.ascontiguousarray(windows[:, :, f]) for f in range(len(self.features))]
+        return [np.ascontiguousarray(windows[:, :, f]) for f in range(windows.shape[2])]
 
     # -- forward / backward -------------------------------------------------
 
-    def forward(self, ids, rng=None):
-        """Scores S (B, T) for per-feature window ids; returns (S, cache for backward).
+    def forward(self, ids, rng=None, spellings=None):
+        """Scores S (B, T) for per-column window ids; returns (S, cache for backward).
 
         With ``rng`` (training), inverted dropout is applied to the hidden layer.
+        ``spellings``: the Spellings the character column numbers (character features).
         """
         ops, p = self.ops, self.params
         B = ids[0].shape[0]
         X = np.empty((B, self.D), dtype=self.dtype)
         for f_ids, table, offset in zip(ids, self.tables(), self.offsets):
             ops.lookup_forward(f_ids, table, X, offset)
+        chars = None
+        if self.chars is not None:
+            chars = self._char_vectors(ids[-1], spellings)
+            ops.lookup_forward(chars[0], chars[1], X, self.char_offset)
         hidden = ops.affine_act_forward(X, p["W"], p["b"], self.activation)
         keep = None
         output_in = hidden                   # the output layer's input: hidden after dropout
@@ -154,12 +198,25 @@ class WindowTagger:
             keep /= (1.0 - self.dropout)
             output_in = hidden * keep
         S = ops.affine_act_forward(output_in, p["U"], p["c"], "identity")
-        return S, (ids, X, hidden, output_in, keep, S)
+        return S, (ids, X, hidden, output_in, keep, S, chars)
+
+    def _char_vectors(self, window_rows, spellings):
+        """The character vectors of the spellings a batch's windows use: (window ids
+        renumbered into them, the vectors (n, J), their arg-max positions, the
+        character windows) — what the backward pass needs too."""
+        self._need_spellings(spellings)
+        p = self.params
+        rows, local = np.unique(window_rows, return_inverse=True)
+        chars_pk, lengths = spellings.positions(rows)
+        vectors, argmax = self.ops.char_cnn_forward(chars_pk, lengths, p["char.table"],
+                                                    p["char.W"], p["char.b"])
+        local = np.ascontiguousarray(local.reshape(window_rows.shape), dtype=np.int32)
+        return local, vectors, argmax, chars_pk
 
     def backward(self, cache, dS, grads):
         """Add ∂J/∂θ into the named gradient views ``grads`` from δ_S (derivations §B2–§B5)."""
         ops, p = self.ops, self.params
-        ids, X, hidden, output_in, keep, S = cache
+        ids, X, hidden, output_in, keep, S, chars = cache
         d_output_in = np.empty_like(output_in)
         ops.affine_act_backward(dS, S, output_in, p["U"], "identity", grads["U"], grads["c"],
                                 d_output_in)
@@ -169,13 +226,19 @@ class WindowTagger:
                                 grads["b"], dX)
         for f_ids, dtable, offset in zip(ids, self.tables(grads), self.offsets):
             ops.lookup_backward(f_ids, dX, dtable, offset)
+        if chars is not None:                  # derivations §W3, §W4
+            local, vectors, argmax, chars_pk = chars
+            d_vectors = np.zeros_like(vectors)
+            ops.lookup_backward(local, dX, d_vectors, self.char_offset)
+            ops.char_cnn_backward(d_vectors, argmax, chars_pk, p["char.table"], p["char.W"],
+                                  grads["char.table"], grads["char.W"], grads["char.b"])
 
-    def loss_and_backward(self, ids, y, lengths, grads, rng=None):
+    def loss_and_backward(self, ids, y, lengths, grads, rng=None, spellings=None):
         """Mean loss of a batch and its gradient added into ``grads``.
 
         y: int32 (B,) gold tags; lengths: int32 sentence lengths (CRF only).
         """
-        S, cache = self.forward(ids, rng)
+        S, cache = self.forward(ids, rng, spellings)
         if self.loss == "softmax":
             loss, dS = self.ops.softmax_xent_forward_backward(S, y)
         else:
@@ -221,39 +284,45 @@ class WindowTagger:
         conf = probs[np.arange(len(tags)), tags] if len(tags) else np.zeros(0, self.dtype)
         return tags, conf
 
-    def predict(self, window_ids, lengths, confidence=True):
-        """Best tag ids of windows (per-feature (B, K) ids of sentences laid end to end,
+    def predict(self, window_ids, lengths, confidence=True, spellings=None):
+        """Best tag ids of windows (per-column (B, K) ids of sentences laid end to end,
         ``lengths`` tokens each) through the plain forward pass, and their confidences
         unless ``confidence`` is False (then None). fastner.tagger.Tagger scores through
         its inference cache instead and decodes with ``decode``."""
-        S, _ = self.forward(window_ids)
+        S, _ = self.forward(window_ids, spellings=spellings)
         return self.decode(S, lengths, confidence)
 
-    def sentence_windows(self, tokens, lengths, docs=None):
-        """Per-feature (N, K) window ids of sentences given as all their tokens laid end
+    def sentence_windows(self, tokens, lengths, docs=None, spellings=None):
+        """Per-column (N, K) window ids of sentences given as all their tokens laid end
         to end and the number of tokens of each; ``docs`` numbers each sentence's
-        document (document-level features look across it)."""
-        return self.windows_flat(self.token_feature_ids(tokens, lengths, docs), lengths)
+        document (document-level features look across it); ``spellings`` numbers the
+        spellings for character features."""
+        return self.windows_flat(self.token_feature_ids(tokens, lengths, docs, spellings),
+                                 lengths)
 
-    def token_feature_ids(self, tokens, lengths, docs=None):
-        """int32 (N, features): each token's id under every feature, for sentences given
-        as in sentence_windows (the windows are built from these)."""
+    def token_feature_ids(self, tokens, lengths, docs=None, spellings=None):
+        """int32 (N, columns): each token's id in every column, for sentences given as
+        in sentence_windows (the windows are built from these)."""
+        self._need_spellings(spellings)
         if any(getattr(f, "needs_context", False) for f in self.features):
             bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
             sentences = [tokens[a:b] for a, b in zip(bounds, bounds[1:])]
-            return self._laid_end_to_end(self.sentences_ids(sentences, docs))
+            return self._laid_end_to_end(self.sentences_ids(sentences, docs, spellings))
         per_token = self._feature_ids(tokens)
-        if len(self._per_token) == len(self.features):
+        if len(self._per_token) == self.n_columns:
             return per_token                  # every feature a function of the token alone
-        # gazetteers: one pass each over the tokens lower-cased once; no match runs past
-        # the end of its sentence
-        ids = np.empty((len(tokens), len(self.features)), np.int32)
+        ids = np.empty((len(tokens), self.n_columns), np.int32)
         ids[:, self._per_token] = per_token
-        lowered = [t.lower() for t in tokens]
-        ends = np.repeat(np.cumsum(lengths), lengths).tolist()
-        for i, f in enumerate(self.features):
-            if i not in self._per_token:
-                ids[:, i] = f.match(lowered, ends)
+        if len(self._per_token) < len(self.features):
+            # gazetteers: one pass each over the tokens lower-cased once; no match runs
+            # past the end of its sentence
+            lowered = [t.lower() for t in tokens]
+            ends = np.repeat(np.cumsum(lengths), lengths).tolist()
+            for i, f in enumerate(self.features):
+                if i not in self._per_token:
+                    ids[:, i] = f.match(lowered, ends)
+        if self.chars is not None:
+            ids[:, -1] = spellings.ids(tokens)
         return ids
 
     def _feature_ids(self, tokens):
@@ -296,7 +365,9 @@ class WindowTagger:
         tokens = list(itertools.chain.from_iterable(sentences))
         if not tokens:
             return [([], np.zeros(0, self.dtype)) for _ in sentences]
-        tags, conf = self.predict(self.sentence_windows(tokens, lengths, docs), lengths)
+        spellings = self.new_spellings()
+        tags, conf = self.predict(self.sentence_windows(tokens, lengths, docs, spellings),
+                                  lengths, spellings=spellings)
         out, at = [], 0
         for n in lengths:
             out.append((self.tagset.decode(tags[at:at + n]), conf[at:at + n]))
@@ -309,4 +380,5 @@ class WindowTagger:
         return {"half_window": self.half_window, "hidden": self.hidden,
                 "activation": self.activation, "loss": self.loss, "dropout": self.dropout,
                 "entity_types": list(self.tagset.entity_types),
-                "features": [f.config() for f in self.features]}
+                "features": [f.config() for f in self.features]
+                + ([self.chars.config()] if self.chars is not None else [])}

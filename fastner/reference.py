@@ -217,11 +217,12 @@ class CachedScorer:
         self.WT, self.b, self.U, self.c = WT_dh, b_h, U_th, c_t
         self.activation, self.offsets, self.K = activation, list(offsets), K
 
-    def scores(self, ids_bkf):
+    def scores(self, ids_bkf, call_tables=None):
         B, K, _ = ids_bkf.shape
         E = self.WT.shape[0] // K
         Z = np.tile(self.b, (B, 1)).astype(np.float32)
-        for f, (cache, table, offset) in enumerate(zip(self.caches, self.tables, self.offsets)):
+        tables = [(call_tables or {}).get(f, table) for f, table in enumerate(self.tables)]
+        for f, (cache, table, offset) in enumerate(zip(self.caches, tables, self.offsets)):
             e = table.shape[1]
             for k in range(K):
                 v = ids_bkf[:, k, f]

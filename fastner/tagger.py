@@ -150,12 +150,14 @@ class Tagger:
         if len(tokens) == 0:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)
         lengths = np.asarray(lengths, dtype=np.int32)
+        spellings = self.model.new_spellings()       # this call's, for character features
         if self.scorer is None:
-            ids = self.model.sentence_windows(tokens, lengths, docs)
-            return self.model.decode(self.model.forward(ids)[0], lengths, confidence)
-        ids = self.model.token_feature_ids(tokens, lengths, docs)
-        return self.model.decode(self.scorer.token_scores(ids, lengths), lengths, confidence,
-                                 self.scorer.transitions)
+            ids = self.model.sentence_windows(tokens, lengths, docs, spellings)
+            return self.model.decode(self.model.forward(ids, spellings=spellings)[0],
+                                     lengths, confidence)
+        ids = self.model.token_feature_ids(tokens, lengths, docs, spellings)
+        return self.model.decode(self.scorer.token_scores(ids, lengths, spellings), lengths,
+                                 confidence, self.scorer.transitions)
 
     def __call__(self, text: str, include_tokens: bool = False) -> Doc:
         """Tag one raw text."""

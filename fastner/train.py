@@ -104,16 +104,19 @@ class EncodedSentences:
     """Tagged sentences as the network sees them: per-feature window ids, gold tag ids
     and sentence lengths (made once per run for the training and the dev data).
     ``cases`` adds the window ids of the same sentences written all lower-case
-    and/or all upper-case, for case-robust training (train_epoch)."""
+    and/or all upper-case, for case-robust training (train_epoch). With character
+    features, one Spellings numbers the spellings of all of them."""
 
     def __init__(self, model, sentences, cases=()):
         self.sentences = sentences
         self.lengths = np.array([len(s.tokens) for s in sentences], dtype=np.int32)
         docs = [s.doc for s in sentences]
-        self.ids = model.windows(model.sentences_ids([s.tokens for s in sentences], docs))
+        self.spellings = model.new_spellings()
+        self.ids = model.windows(model.sentences_ids([s.tokens for s in sentences], docs,
+                                                     self.spellings))
         self.cased_ids = {case: model.windows(model.sentences_ids(
-            [[getattr(t, case)() for t in s.tokens] for s in sentences], docs))
-            for case in cases}
+            [[getattr(t, case)() for t in s.tokens] for s in sentences], docs,
+            self.spellings)) for case in cases}
         self.y = (np.concatenate([model.tagset.encode(s.tags) for s in sentences])
                   if sentences else np.zeros(0, np.int32))
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
@@ -292,7 +295,7 @@ def fused_sgd_step(model, cfg):
     the ids before the step, so they combine with it."""
     if not (cfg.optimizer == "sgd" and cfg.loss == "softmax" and cfg.momentum == 0
             and cfg.clip == 0 and cfg.dropout == 0 and cfg.emb_lr_scale == 1.0
-            and model.ops is _kernels and model.dtype == np.float32):
+            and model.chars is None and model.ops is _kernels and model.dtype == np.float32):
         return None
     p = model.params
     return _kernels.SGDStep(model.tables(), p["W"], p["b"], p["U"], p["c"], model.activation,
@@ -318,8 +321,9 @@ def train_epoch(model, opt, data, cfg, lr, rng, bar=None, fused=True):
             loss = fused_step.step(np.ascontiguousarray(np.stack(ids, axis=2)), data.y[rows],
                                    lr)
         else:
-            loss = model.loss_and_backward(ids, data.y[rows], lengths, opt.grads, rng)
-            opt.step([np.unique(f) for f in ids], lr)
+            loss = model.loss_and_backward(ids, data.y[rows], lengths, opt.grads, rng,
+                                           data.spellings)
+            opt.step([np.unique(f) for f in ids[:len(model.features)]], lr)
         total_loss += loss * len(rows)
         seen += len(rows)
         if bar is not None:
@@ -359,7 +363,8 @@ def evaluate(model, data):
     CRF's marginals are not computed)."""
     if data.tokens == 0:
         return entity_scores([], [])
-    tags, _ = model.predict(data.ids, data.lengths, confidence=False)
+    tags, _ = model.predict(data.ids, data.lengths, confidence=False,
+                            spellings=data.spellings)
     gold, pred = [], []
     for sent, start, n in zip(data.sentences, data.starts, data.lengths):
         gold.append(sent.tags)

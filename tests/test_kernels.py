@@ -386,7 +386,7 @@ def test_fused_sgd_step_equals_numpy_twin_and_trainer(B):
     from fastner.train import Optimizer, TrainConfig
     models = [tiny_model("softmax", ops=K, dtype=np.float32) for _ in range(3)]
     rng = np.random.default_rng(B)
-    ids_list, y, _ = batch(models[0])
+    ids_list, y, _, _ = batch(models[0])
     rows = rng.integers(0, len(y), B)
     ids = [f[rows] for f in ids_list]
     ids_bkf = np.ascontiguousarray(np.stack(ids, axis=2))

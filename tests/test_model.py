@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from fastner import _kernels, io, reference
-from fastner.features import (AffixFeature, CapsFeature, GazetteerFeature, ShapeFeature, Vocab,
-                              WordFeature)
+from fastner.features import (AffixFeature, CapsFeature, CharFeature, GazetteerFeature,
+                              ShapeFeature, Vocab, WordFeature)
 from fastner.inference import InferenceScorer
 from fastner.model import WindowTagger
 from fastner.modelfile import load_model, model_arrays, save_model
@@ -22,38 +22,43 @@ TAGS = [["B-ORG", "O", "B-MISC", "O", "O"], ["B-PER", "I-PER"], ["B-LOC", "O"],
 
 
 def tiny_model(loss="softmax", activation="tanh", ops=reference, dtype=np.float64, seed=0,
-               dropout=0.0):
+               dropout=0.0, chars=False):
     vocab = Vocab(["eu", "rejects", "german", "call", ".", "the", "said"])
     features = [WordFeature(vocab, 3), CapsFeature(2), AffixFeature("suffix", 2, 2, ["al", "ts"]),
                 ShapeFeature(2, ["Xx", "x"]),
                 # a feature of the sentence, not the token: "the EU" matches whole
                 GazetteerFeature("loc", 2, ["brussels", "eu", "the eu", "peter blackburn"])]
+    if chars:       # characters outside the alphabet ("-", "9") are the unknown character
+        features.insert(2, CharFeature(3, char_dim=2, alphabet="aeEiRrlstU1"))
     model = WindowTagger(features, TagSet(), half_window=1, hidden=5, activation=activation,
                          loss=loss, dropout=dropout, ops=ops, dtype=dtype)
     model.init_params(np.random.default_rng(seed))
     rng = np.random.default_rng(seed + 1)
     # non-zero biases and transitions so their gradients are exercised
-    for name in ("b", "c", "trans", "start", "end"):
+    for name in ("b", "c", "trans", "start", "end") + (("char.b",) if chars else ()):
         model.params[name][...] = rng.normal(0, 0.3, model.params[name].shape)
     return model
 
 
 def batch(model):
-    ids = model.windows([model.token_ids(s) for s in SENTENCES])
+    """Window ids, gold tags, lengths and the Spellings (None without chars) of SENTENCES."""
+    spellings = model.new_spellings()
+    ids = model.windows([model.token_ids(s, spellings=spellings) for s in SENTENCES])
     y = np.concatenate([model.tagset.encode(t) for t in TAGS])
     lengths = np.array([len(s) for s in SENTENCES], np.int32)
-    return ids, y, lengths
+    return ids, y, lengths, spellings
 
 
-@pytest.mark.parametrize("loss", ["softmax", "crf"])
-def test_every_parameter_gradient_matches_finite_differences(loss):
-    model = tiny_model(loss)
-    ids, y, lengths = batch(model)
+@pytest.mark.parametrize("loss,chars", [("softmax", False), ("crf", False), ("crf", True)])
+def test_every_parameter_gradient_matches_finite_differences(loss, chars):
+    model = tiny_model(loss, chars=chars)
+    ids, y, lengths, spellings = batch(model)
     grad = np.zeros_like(model.flat)
-    model.loss_and_backward(ids, y, lengths, model.views(grad))
+    model.loss_and_backward(ids, y, lengths, model.views(grad), spellings=spellings)
 
     def J():
-        return model.loss_and_backward(ids, y, lengths, model.views(np.zeros_like(model.flat)))
+        return model.loss_and_backward(ids, y, lengths, model.views(np.zeros_like(model.flat)),
+                                       spellings=spellings)
 
     checked = 0
     for name, view in model.params.items():
@@ -67,29 +72,31 @@ def test_every_parameter_gradient_matches_finite_differences(loss):
     assert checked == model.flat.size - skipped
 
 
-@pytest.mark.parametrize("loss", ["softmax", "crf"])
-def test_training_steps_agree_between_cython_and_numpy_paths(loss):
+@pytest.mark.parametrize("loss,chars", [("softmax", False), ("crf", False), ("crf", True)])
+def test_training_steps_agree_between_cython_and_numpy_paths(loss, chars):
     from fastner.train import Optimizer, TrainConfig
-    fast = tiny_model(loss, ops=_kernels, dtype=np.float32)
-    slow = tiny_model(loss, ops=reference, dtype=np.float32)
+    fast = tiny_model(loss, ops=_kernels, dtype=np.float32, chars=chars)
+    slow = tiny_model(loss, ops=reference, dtype=np.float32, chars=chars)
     np.testing.assert_array_equal(fast.flat, slow.flat)
     cfg = TrainConfig(optimizer="sgd", lr=0.1, clip=0, loss=loss)
     opt_fast, opt_slow = Optimizer(fast, cfg), Optimizer(slow, cfg)
-    ids, y, lengths = batch(fast)
+    ids, y, lengths, spellings = batch(fast)
     for step in range(5):
         losses = []
         for model, opt in ((fast, opt_fast), (slow, opt_slow)):
-            losses.append(model.loss_and_backward(ids, y, lengths, opt.grads))
-            opt.step([np.unique(f) for f in ids], cfg.lr)
+            losses.append(model.loss_and_backward(ids, y, lengths, opt.grads,
+                                                  spellings=spellings))
+            opt.step([np.unique(f) for f in ids[:len(model.features)]], cfg.lr)
         assert abs(losses[0] - losses[1]) < 1e-5, f"step {step}"
     np.testing.assert_allclose(fast.flat, slow.flat, rtol=1e-4, atol=1e-5)
     assert losses[0] < model.loss_and_backward(ids, y, lengths,
-                                               fast.views(np.zeros_like(fast.flat))) + 1.0
+                                               fast.views(np.zeros_like(fast.flat)),
+                                               spellings=spellings) + 1.0
 
 
 def test_dropout_only_in_training():
     model = tiny_model(ops=_kernels, dtype=np.float32, dropout=0.5)
-    ids, _, _ = batch(model)
+    ids, _, _, _ = batch(model)
     plain_a, _ = model.forward(ids)
     plain_b, _ = model.forward(ids)
     np.testing.assert_array_equal(plain_a, plain_b)
@@ -197,7 +204,7 @@ def test_wrong_shapes_in_file_are_reported(tmp_path):
 @pytest.mark.parametrize("budget_mb", [0.0, 1e-4, 64.0])
 def test_inference_cache_gives_the_same_tags(budget_mb):
     model = tiny_model("crf", ops=_kernels, dtype=np.float32)
-    ids, _, lengths = batch(model)
+    ids, _, lengths, _ = batch(model)
     S_full, _ = model.forward(ids)
     plain = model.predict(ids, lengths)
     scorer = InferenceScorer(model, budget_mb)
