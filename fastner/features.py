@@ -351,6 +351,8 @@ class CharFeature:
     def n_chars(self):
         return len(self.alphabet) + 4
 
+    size = n_chars          # rows of its table, the character embeddings
+
     def char_ids(self, word):
         """int32 character ids of a word between its begin and end marks (``None``:
         the sentence-edge pad, one edge character)."""
