@@ -1166,22 +1166,24 @@ cdef class CachedScorer:
     def scores(self, ids_bkf, call_tables=None):
         """float32 (B, T) scores for int32 (B, K, F) window ids.
 
-        call_tables: optional {feature: float32 (V, e) table} used instead of that
-        feature's table for this call only; the feature must have no cached rows
-        (character vectors, computed per call from the call's spellings).
+        call_tables: optional {feature: float32 (M, e) rows}: for this call only, the
+        feature's ids past its cache, N_f .. N_f + M − 1, are these rows instead of
+        its table's (character vectors of the spellings a call met that the cache
+        does not hold, computed per call).
         """
         kernel = "CachedScorer.scores"
         _check_array(kernel, "ids_bkf", ids_bkf, np.int32, (("B", None), ("K", self.K),
                                                            ("F", self.F)))
-        tables = list(self.tables)
+        tables = [(table, 0) for table in self.tables]    # (rows, id of the first row)
         rows_f = np.array([self.table_rows[f] for f in range(self.F)], dtype=np.int32)
         for f, table in (call_tables or {}).items():
-            if not (isinstance(f, int) and 0 <= f < self.F) or self.cache_rows[f] != 0:
-                raise ValueError(f"{kernel}: call_tables keys must be features without "
-                                 f"cached rows (0..{self.F - 1}); got {f!r}")
+            if not (isinstance(f, int) and 0 <= f < self.F):
+                raise ValueError(f"{kernel}: call_tables keys must be features 0..{self.F - 1}"
+                                 f"; got {f!r}")
             _check_array(kernel, f"call_tables[{f}]", table, np.float32,
-                         (("V", None), ("e", self.row_products[f].shape[0])))
-            tables[f], rows_f[f] = table, table.shape[0]
+                         (("M", None), ("e", self.row_products[f].shape[0])))
+            tables[f] = (table, self.cache_rows[f])
+            rows_f[f] = self.cache_rows[f] + table.shape[0]
         cdef const int[:, :, ::1] ids = ids_bkf
         cdef const int[::1] limits = rows_f
         cdef int B = ids.shape[0]
@@ -1200,7 +1202,8 @@ cdef class CachedScorer:
         missed = [None] * self.F
         copied = False
         for f in range(self.F):
-            if self.cache_rows[f] == tables[f].shape[0]:
+            table, first = tables[f]
+            if self.cache_rows[f] == first + table.shape[0]:
                 continue
             column = chunk[:, :, f]
             miss = column >= self.cache_rows[f]
@@ -1211,7 +1214,7 @@ cdef class CachedScorer:
                 column = chunk[:, :, f]
             rows, slot = np.unique(column[miss], return_inverse=True)
             column[miss] = self.cache_rows[f] + slot.reshape(-1).astype(np.int32)
-            missed[f] = tables[f][rows] @ self.row_products[f]
+            missed[f] = table[rows - first] @ self.row_products[f]
         return chunk, missed
 
     def _score_chunk(self, chunk, missed, out):

@@ -221,7 +221,10 @@ class CachedScorer:
         B, K, _ = ids_bkf.shape
         E = self.WT.shape[0] // K
         Z = np.tile(self.b, (B, 1)).astype(np.float32)
-        tables = [(call_tables or {}).get(f, table) for f, table in enumerate(self.tables)]
+        tables = list(self.tables)
+        for f, rows in (call_tables or {}).items():     # the rows past f's cache
+            tables[f] = np.concatenate([np.zeros((len(self.caches[f]), rows.shape[1]),
+                                                 np.float32), rows])
         for f, (cache, table, offset) in enumerate(zip(self.caches, tables, self.offsets)):
             e = table.shape[1]
             for k in range(K):

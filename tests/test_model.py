@@ -8,7 +8,7 @@ import pytest
 
 from fastner import _kernels, io, reference
 from fastner.features import (AffixFeature, CapsFeature, CharFeature, GazetteerFeature,
-                              ShapeFeature, Vocab, WordFeature)
+                              ShapeFeature, Spellings, Vocab, WordFeature)
 from fastner.inference import InferenceScorer
 from fastner.model import WindowTagger
 from fastner.modelfile import load_model, model_arrays, save_model
@@ -115,8 +115,9 @@ def test_decoding_gives_valid_iob2_and_probabilities(loss):
                 assert prev[2:] == cur[2:]
 
 
-def test_save_and_load_round_trip(tmp_path):
-    model = tiny_model("crf", ops=_kernels, dtype=np.float32)
+@pytest.mark.parametrize("chars", [False, True])
+def test_save_and_load_round_trip(tmp_path, chars):
+    model = tiny_model("crf", ops=_kernels, dtype=np.float32, chars=chars)
     path = str(tmp_path / "m.npz")
     save_model(model, path, {"note": "hello"}, quantize=False)
     loaded = load_model(path)
@@ -201,28 +202,82 @@ def test_wrong_shapes_in_file_are_reported(tmp_path):
         load_model(path)
 
 
-@pytest.mark.parametrize("budget_mb", [0.0, 1e-4, 64.0])
-def test_inference_cache_gives_the_same_tags(budget_mb):
-    model = tiny_model("crf", ops=_kernels, dtype=np.float32)
-    ids, _, lengths, _ = batch(model)
-    S_full, _ = model.forward(ids)
-    plain = model.predict(ids, lengths)
+@pytest.mark.parametrize("budget_mb,chars", [(0.0, False), (1e-4, False), (64.0, False),
+                                             (0.0, True), (1e-4, True), (64.0, True)])
+def test_inference_cache_gives_the_same_tags(budget_mb, chars):
+    model = tiny_model("crf", ops=_kernels, dtype=np.float32, chars=chars)
+    ids, _, lengths, spellings = batch(model)
+    S_full, _ = model.forward(ids, spellings=spellings)
+    plain = model.predict(ids, lengths, spellings=spellings)
     scorer = InferenceScorer(model, budget_mb)
     assert scorer.nbytes > 0
     # cached products are half precision (relative error ≤ 2⁻¹¹ each)
-    S_cached = scorer.scores(ids)
+    S_cached = scorer.scores(ids, spellings)
     np.testing.assert_allclose(S_cached, S_full, rtol=2e-3, atol=2e-3)
-    # the same scores from each token's ids, windows built in C (the Tagger's path)
+    # the same scores from each token's ids, windows built in C (the Tagger's path),
+    # the spellings numbered afresh as a tagger numbers each call's
     flat = [t for s in SENTENCES for t in s]
+    fresh = model.new_spellings()
     np.testing.assert_array_equal(
-        scorer.token_scores(model.token_feature_ids(flat, lengths), lengths), S_cached)
+        scorer.token_scores(model.token_feature_ids(flat, lengths, spellings=fresh), lengths,
+                            fresh), S_cached)
     cached = model.decode(S_cached, lengths)
     np.testing.assert_array_equal(cached[0], plain[0])
     np.testing.assert_allclose(cached[1], plain[1], rtol=2e-3, atol=2e-3)
     # the model's own prediction never goes through a scorer built from it
     model.params["U"][...] += 1.0
-    np.testing.assert_array_equal(model.predict(ids, lengths)[0],
-                                  model.decode(model.forward(ids)[0], lengths)[0])
+    np.testing.assert_array_equal(model.predict(ids, lengths, spellings=spellings)[0],
+                                  model.decode(model.forward(ids, spellings=spellings)[0],
+                                               lengths)[0])
+
+
+def test_character_features_need_their_spellings():
+    model = tiny_model("crf", ops=_kernels, dtype=np.float32, chars=True)
+    ids, _, lengths, spellings = batch(model)
+    for call in (lambda: model.forward(ids), lambda: model.token_ids(SENTENCES[0]),
+                 lambda: InferenceScorer(model).scores(ids)):
+        with pytest.raises(ValueError, match="character features"):
+            call()
+
+
+def test_spellings_give_each_words_character_windows():
+    """Spellings.positions against the definition: word w spelled [begin, c₁..c_m, end]
+    has m positions, position p reading characters p, p+1, p+2 of that."""
+    feature = CharFeature(4, alphabet="abc", max_chars=5)
+    spellings = Spellings(feature)
+    tokens = ["abc", "a", "zab", "abc", "abcabcab", "b"]
+    ids = spellings.ids(tokens)
+    assert ids.tolist() == [1, 2, 3, 1, 4, 5] and len(spellings) == 6
+    assert feature.char_ids("zab").tolist() == [2, 1, 4, 5, 3]     # z: unknown
+    assert feature.char_ids(None).tolist() == [2, 0, 3]              # the sentence edge
+    rows = np.array([4, 0, 2, 3])
+    chars, lengths = spellings.positions(rows)
+    expected = []
+    for r in rows:
+        seq = feature.char_ids(spellings.words[r]).tolist()
+        expected += [seq[p:p + 3] for p in range(len(seq) - 2)]
+    assert lengths.tolist() == [5, 1, 1, 3]         # "abcabcab" cut to 5 characters
+    assert chars.tolist() == expected
+    assert spellings.positions([])[0].shape == (0, 3)
+    with pytest.raises(ValueError, match="at least 1"):
+        CharFeature(0)
+
+
+def test_scorer_call_tables_are_checked():
+    model = tiny_model("crf", ops=_kernels, dtype=np.float32, chars=True)
+    ids, _, _, spellings = batch(model)
+    kernel = InferenceScorer(model)._kernel
+    window_ids = np.ascontiguousarray(np.stack(ids, axis=2))
+    last = window_ids.shape[2] - 1
+    good = np.zeros((len(spellings), 3), np.float32)
+    kernel.scores(window_ids, {last: good})
+    with pytest.raises(IndexError, match="out of range"):     # too few rows for the ids
+        kernel.scores(window_ids, {last: good[:2]})
+    for tables, match in (({last: good[:, :2]}, "call_tables"),
+                          ({last: good.astype(np.float64)}, "call_tables"),
+                          ({9: good}, "features"), ({"x": good}, "features")):
+        with pytest.raises(ValueError, match=match):
+            kernel.scores(window_ids, tables)
 
 
 def test_inference_cache_refuses_products_beyond_half_precision():

@@ -31,6 +31,26 @@ def test_training_lowers_loss_and_learns_entities(tmp_path, tiny_train_path, tin
     assert state.best_f1 > 60.0, state.history
 
 
+def test_character_features_train_resume_and_load(tmp_path, tiny_train_path, tiny_dev_path):
+    """A model with character features learns, resumes exactly, and tags the same
+    after a round trip through its file, through the inference cache or without."""
+    from fastner.tagger import Tagger
+    settings = dict(features="caps:4,chars:8", loss="crf", dropout=0.1)
+    _, straight, state, _ = train(tmp_path, "straight", tiny_train_path, tiny_dev_path,
+                                  epochs=4, **settings)
+    assert state.history[-1]["train_loss"] < state.history[0]["train_loss"] * 0.5
+    assert state.best_f1 > 60.0, state.history
+    train(tmp_path, "split", tiny_train_path, tiny_dev_path, epochs=2, **settings)
+    out, resumed, state, trainer = train(tmp_path, "split", tiny_train_path, tiny_dev_path,
+                                         epochs=4, resume=True, **settings)
+    np.testing.assert_array_equal(straight.flat, resumed.flat)
+    trainer.finish(resumed, state)
+    sentences = [s.tokens for s in read_conll(tiny_dev_path)]
+    expected = Tagger(resumed).tags(sentences)
+    assert Tagger.load(out, cache_mb=0).tags(sentences) == expected
+    assert Tagger.load(out).tags(sentences) == expected
+
+
 def test_same_seed_gives_identical_parameters(tmp_path, tiny_train_path, tiny_dev_path):
     _, a, _, _ = train(tmp_path, "a", tiny_train_path, tiny_dev_path, epochs=2, dropout=0.2,
                        word_dropout=0.1)
