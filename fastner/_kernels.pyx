@@ -27,9 +27,9 @@ the trainer zeroes them once per step. Gradients with respect to activations
 """
 import numpy as np
 
-from libc.math cimport exp, log, INFINITY
+from libc.math cimport exp, log, sqrt, INFINITY
 from libc.stdint cimport uint16_t
-from libc.stdlib cimport free
+from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
 from fastner._blas cimport gemm_rm
@@ -1520,3 +1520,299 @@ def char_cnn_backward(dV_nj, argmax_nj, chars_pk, table_ve, Wc_jd, dtable_ve, dW
     cdef float[::1] dbc = dbc_j
     with nogil:
         _char_cnn_backward(dV, arg, chars, table, Wc, dtable, dWc, dbc)
+
+
+# --------------------------------------------------------------------------
+# 9. a whole Adam training step of the CRF window model, fused (derivations §U5)
+
+cdef class AdamCRFStep:
+    """One training step of the shipped configuration in a single call: lookup, the
+    hidden and output layers, the CRF's forward-backward, the backward through both
+    layers into the tables' rows, the gradient-norm clip and the Adam update of the
+    dense parameters and of the table rows the batch touched (derivations §F1–§F4,
+    §C1–§C4, §B2–§B5, §U2, §U3, §U5).
+
+    The same arithmetic as the unfused trainer (WindowTagger.loss_and_backward, then
+    Optimizer.step) in the same order through the same C routines, so the parameters
+    agree bit for bit whenever the clip does not bind; when it binds, the norm is
+    summed here in double in another order than NumPy's float32 sums, and the scale
+    differs in its last bits. The batch's ids arrive already assembled (word dropout
+    and re-casing are one vectorised NumPy step before this call).
+
+    flat, grad, m, v: float32 (n,) buffers laid out as ``layout`` ((name, shape), as
+    WindowTagger.layout: W, b, U, c, trans, start, end first, the ``dense_size``
+    dense values, then ``table.*``); grad must be zero between steps (each step
+    consumes what it adds). mask_tt, mask_start_t: float32, 0 or -inf for the IOB2
+    moves a CRF may not make. offsets: each table's column within a position.
+    """
+    cdef object arrays
+    cdef float[::1] dense, dense_grad, dense_m, dense_v
+    cdef float[:, ::1] W, U, dW, dU, trans, dtrans, mask, A
+    cdef float[::1] b, c, db, dc, start, end, dstart, dend, mask_start, A_start
+    cdef float** table_ptr
+    cdef float** grad_ptr
+    cdef float** m_ptr
+    cdef float** v_ptr
+    cdef int* table_rows
+    cdef int* table_dim
+    cdef int* table_offset
+    cdef int* stamps                         # per table row: the last step that touched it
+    cdef long* stamp_at                      # each table's first entry in stamps
+    cdef int F, K, E, D, H, T, act, clock
+    cdef double clip, emb_lr_scale
+    cdef float beta1, one_minus_beta1, beta2, one_minus_beta2, eps
+    cdef object work                         # workspace arrays, grown on demand
+    cdef int capacity, longest
+
+    def __cinit__(self):
+        self.table_ptr = self.grad_ptr = self.m_ptr = self.v_ptr = NULL
+        self.table_rows = self.table_dim = self.table_offset = self.stamps = NULL
+        self.stamp_at = NULL
+
+    def __init__(self, flat, grad, m, v, layout, dense_size, mask_tt, mask_start_t, activation,
+                 offsets, K, clip, emb_lr_scale, beta1=0.9, beta2=0.999, eps=1e-8):
+        kernel = "AdamCRFStep"
+        self.act = _activation_code(kernel, activation)
+        _check_array(kernel, "flat", flat, np.float32, (("n", None),), writable=True)
+        n = flat.shape[0]
+        for name, x in (("grad", grad), ("m", m), ("v", v)):
+            _check_array(kernel, name, x, np.float32, (("n", n),), writable=True)
+        _check_adam_hyper(kernel, beta1, beta2, eps, 1.0)
+        if not (clip >= 0.0 and emb_lr_scale >= 0.0):
+            raise ValueError(f"{kernel}: clip and emb_lr_scale must be >= 0; got {clip} and "
+                             f"{emb_lr_scale}")
+        names = [name for name, _ in layout]
+        sizes = [int(np.prod(shape)) for _, shape in layout]
+        dense_names = ["W", "b", "U", "c", "trans", "start", "end"]
+        if (names[:7] != dense_names or sum(sizes) != n or sum(sizes[:7]) != dense_size
+                or not all(name.startswith("table.") for name in names[7:])
+                or len(names) == 7):
+            raise ValueError(f"{kernel}: layout must be W, b, U, c, trans, start, end, then "
+                             f"tables (table.NAME), covering flat's {n} values with the "
+                             f"first {dense_size} dense; got {names} ({sum(sizes)} values)")
+        views = []
+        for buf in (flat, grad, m, v):
+            out, at = {}, 0
+            for (name, shape), size in zip(layout, sizes):
+                out[name] = buf[at:at + size].reshape(shape)
+                at += size
+            views.append(out)
+        p, g, mv, vv = views
+        H, D = p["W"].shape
+        T = p["U"].shape[0]
+        _check_positive(kernel, D=D, H=H, T=T, K=K)
+        if p["U"].shape[1] != H or p["trans"].shape != (T, T):
+            raise ValueError(f"{kernel}: layout shapes do not fit together: W {p['W'].shape}, "
+                             f"U {p['U'].shape}, trans {p['trans'].shape}")
+        _check_array(kernel, "mask_tt", mask_tt, np.float32, (("T", T), ("T", T)))
+        _check_array(kernel, "mask_start_t", mask_start_t, np.float32, (("T", T),))
+        tables = [p[name] for name in names[7:]]
+        if len(offsets) != len(tables):
+            raise ValueError(f"{kernel}: need one offset per table; got {len(offsets)} "
+                             f"offsets for {len(tables)} tables")
+        self.F, self.K, self.D, self.H, self.T = len(tables), K, D, H, T
+        self.E = _check_window_slice(kernel, D, K, 0, 0)
+        for f, (table, offset) in enumerate(zip(tables, offsets)):
+            _check_window_slice(kernel, D, K, table.shape[1], offset)
+        self.table_ptr = <float**>pointer_array(self.F)
+        self.grad_ptr = <float**>pointer_array(self.F)
+        self.m_ptr = <float**>pointer_array(self.F)
+        self.v_ptr = <float**>pointer_array(self.F)
+        self.table_rows = int_array([t.shape[0] for t in tables])
+        self.table_dim = int_array([t.shape[1] for t in tables])
+        self.table_offset = int_array(offsets)
+        cdef float[:, ::1] view
+        for f, name in enumerate(names[7:]):
+            view = p[name]
+            self.table_ptr[f] = &view[0, 0]
+            view = g[name]
+            self.grad_ptr[f] = &view[0, 0]
+            view = mv[name]
+            self.m_ptr[f] = &view[0, 0]
+            view = vv[name]
+            self.v_ptr[f] = &view[0, 0]
+        self.stamps = <int*>calloc(max(1, sum(t.shape[0] for t in tables)), sizeof(int))
+        self.stamp_at = <long*>calloc(self.F, sizeof(long))
+        if self.stamps == NULL or self.stamp_at == NULL:
+            raise MemoryError(kernel)
+        for f in range(1, self.F):
+            self.stamp_at[f] = self.stamp_at[f - 1] + tables[f - 1].shape[0]
+        self.dense, self.dense_grad = flat[:dense_size], grad[:dense_size]
+        self.dense_m, self.dense_v = m[:dense_size], v[:dense_size]
+        self.W, self.b, self.U, self.c = p["W"], p["b"], p["U"], p["c"]
+        self.trans, self.start, self.end = p["trans"], p["start"], p["end"]
+        self.dW, self.db, self.dU, self.dc = g["W"], g["b"], g["U"], g["c"]
+        self.dtrans, self.dstart, self.dend = g["trans"], g["start"], g["end"]
+        self.mask, self.mask_start = mask_tt, mask_start_t
+        self.A = np.empty((T, T), dtype=np.float32)
+        self.A_start = np.empty(T, dtype=np.float32)
+        self.clip, self.emb_lr_scale = clip, emb_lr_scale
+        # the (1 − β) factors rounded to float32 from double, as adam_update rounds them
+        self.beta1, self.one_minus_beta1 = beta1, 1.0 - beta1
+        self.beta2, self.one_minus_beta2 = beta2, 1.0 - beta2
+        self.eps = eps
+        self.arrays = (flat, grad, m, v, mask_tt, mask_start_t)
+        self.capacity = self.longest = self.clock = 0
+
+    def __dealloc__(self):
+        free(self.table_ptr)
+        free(self.grad_ptr)
+        free(self.m_ptr)
+        free(self.v_ptr)
+        free(self.table_rows)
+        free(self.table_dim)
+        free(self.table_offset)
+        free(self.stamps)
+        free(self.stamp_at)
+
+    def step(self, ids_bkf, y_b, lengths_n, double step_dense, double step_tables):
+        """One step on a batch of whole sentences; returns its mean loss per token.
+
+        ids_bkf: int32 (B, K, F) each window's ids per table; y_b: int32 (B,) gold
+        tags; lengths_n: int32 (N,) sentence lengths summing to B; step_dense and
+        step_tables: Adam's step sizes for the dense parameters and the tables, the
+        bias corrections folded in (lr·√(1−β2ᵗ)/(1−β1ᵗ), as Optimizer computes them).
+        """
+        kernel = "AdamCRFStep.step"
+        _check_array(kernel, "ids_bkf", ids_bkf, np.int32, (("B", None), ("K", self.K),
+                                                           ("F", self.F)))
+        B = ids_bkf.shape[0]
+        _check_array(kernel, "y_b", y_b, np.int32, (("B", B),))
+        _check_array(kernel, "lengths_n", lengths_n, np.int32, (("N", None),))
+        shortest, total, longest = _length_stats(lengths_n)
+        if shortest < 0 or total != B:
+            raise ValueError(f"{kernel}: lengths_n must be >= 0 and sum to B = {B}; got "
+                             f"{lengths_n.tolist()[:10]} (sum {total})")
+        if not (step_dense >= 0.0 and step_tables >= 0.0):
+            raise ValueError(f"{kernel}: step sizes must be >= 0; got {step_dense}, "
+                             f"{step_tables}")
+        if B == 0:
+            return 0.0
+        cdef const int[:, :, ::1] ids = ids_bkf
+        cdef const int[::1] y = y_b
+        cdef const int[::1] lengths = lengths_n
+        _check_ids(kernel, "ids_bkf", ids_bkf, &ids[0, 0, 0], self.table_rows, self.F,
+                   _FEATURE_ROWS)
+        _check_ids(kernel, "y_b", y_b, &y[0], &self.T, 1, _TAGS)
+        if B > self.capacity or longest > self.longest:
+            self.capacity = max(B, 2 * self.capacity)
+            self.longest = max(longest, 2 * self.longest)
+            self.work = (np.empty(self.capacity * (2 * self.D + 3 * self.H + 2 * self.T),
+                                  dtype=np.float32),
+                         np.empty(2 * self.longest * self.T, dtype=np.float64),
+                         np.empty(self.capacity * self.K * self.F, dtype=np.int32),
+                         np.empty(self.F, dtype=np.int32))
+        cdef float[::1] work = self.work[0]
+        cdef double[::1] ab = self.work[1]
+        cdef int[::1] touched = self.work[2]
+        cdef int[::1] counts = self.work[3]
+        cdef double loss
+        cdef int B_ = B
+        self.clock += 1
+        with nogil:
+            loss = self._step(ids, y, lengths, B_, step_dense, step_tables, &work[0], &ab[0],
+                              &touched[0], &counts[0])
+        return loss
+
+    cdef double _step(self, const int[:, :, ::1] ids, const int[::1] y,
+                      const int[::1] lengths, int B, double step_dense, double step_tables,
+                      float* work, double* alpha, int* touched,
+                      int* counts) noexcept nogil:
+        cdef int K = self.K, E = self.E, D = self.D, H = self.H, T = self.T, F = self.F
+        cdef float* X = work                       # (B, D)
+        cdef float* dX = X + B * D                 # (B, D)
+        cdef float* hidden = dX + B * D            # (B, H)
+        cdef float* dH = hidden + B * H            # (B, H)
+        cdef float* dZ = dH + B * H                # (B, H)
+        cdef float* S = dZ + B * H                 # (B, T)
+        cdef float* dS = S + B * T                 # (B, T)
+        cdef double* beta = alpha + self.longest * T
+        cdef Py_ssize_t i, j, k, f, r, n, row_at
+        cdef int e, v, count, clock = self.clock
+        cdef int* rows
+        cdef double loss = 0.0, sq = 0.0, scale = 1.0, norm
+        cdef float* row
+        cdef const float* src
+        cdef int* stamps
+        # forward: windows of feature vectors, hidden = f(X Wᵀ + b), S = hidden Uᵀ + c
+        for i in range(B):
+            for k in range(K):
+                for f in range(F):
+                    e = self.table_dim[f]
+                    memcpy(&X[i * D + k * E + self.table_offset[f]],
+                           &self.table_ptr[f][ids[i, k, f] * e], e * sizeof(float))
+        gemm_rm(False, True, B, H, D, 1.0, X, D, &self.W[0, 0], D, 0.0, hidden, H)
+        for i in range(B):
+            bias_activate_row(&hidden[i * H], &self.b[0], H, self.act)
+        gemm_rm(False, True, B, T, H, 1.0, hidden, H, &self.U[0, 0], H, 0.0, S, T)
+        for i in range(B):
+            bias_activate_row(&S[i * T], &self.c[0], T, 0)
+        # the CRF: transitions with the forbidden IOB2 moves at -inf, then per sentence
+        # loss, δ_S = (marginals − gold)/B and the transition gradients (§C2–§C4)
+        for i in range(T):
+            for j in range(T):
+                self.A[i, j] = self.trans[i, j] + self.mask[i, j]
+            self.A_start[i] = self.start[i] + self.mask_start[i]
+        row_at = 0
+        for n in range(lengths.shape[0]):
+            if lengths[n] > 0:
+                loss += _crf_sentence(&S[row_at * T], &y[row_at], lengths[n], T, self.A,
+                                      self.A_start, self.end, <float>(1.0 / B), alpha, beta,
+                                      &dS[row_at * T], self.dtrans, self.dstart, self.dend)
+            row_at += lengths[n]
+        # backward: output layer (identity), then the hidden layer (§B2–§B4)
+        gemm_rm(True, False, T, H, B, 1.0, dS, T, hidden, H, 1.0, &self.dU[0, 0], H)
+        gemm_rm(False, False, B, H, T, 1.0, dS, T, &self.U[0, 0], H, 0.0, dH, H)
+        add_column_sums(&self.dc[0], dS, B, T, 1.0)
+        for i in range(B):
+            act_backward_row(&dH[i * H], &hidden[i * H], &dZ[i * H], H, self.act)
+        gemm_rm(True, False, H, D, B, 1.0, dZ, H, X, D, 1.0, &self.dW[0, 0], D)
+        gemm_rm(False, False, B, D, H, 1.0, dZ, H, &self.W[0, 0], D, 0.0, dX, D)
+        add_column_sums(&self.db[0], dZ, B, H, 1.0)
+        # the clip's norm (§U3): the dense gradient, then each table's touched rows
+        for r in range(self.dense_grad.shape[0]):
+            sq += <double>self.dense_grad[r] * self.dense_grad[r]
+        for f in range(F):
+            e = self.table_dim[f]
+            stamps = &self.stamps[self.stamp_at[f]]
+            rows = &touched[f * B * K]          # this table's rows, in order of first use
+            count = 0
+            # scatter δ_X into the rows (§B5), noting each row the first time it is met
+            for i in range(B):
+                for k in range(K):
+                    v = ids[i, k, f]
+                    if stamps[v] != clock:
+                        stamps[v] = clock
+                        rows[count] = v
+                        count += 1
+                    row = &self.grad_ptr[f][v * e]
+                    src = &dX[i * D + k * E + self.table_offset[f]]
+                    for j in range(e):
+                        row[j] += src[j]
+            counts[f] = count
+            for r in range(count):
+                row = &self.grad_ptr[f][rows[r] * e]
+                for j in range(e):
+                    sq += <double>row[j] * row[j]
+        norm = sqrt(sq)
+        if self.clip > 0 and norm > self.clip:
+            scale = self.clip / norm
+        # Adam (§U2): the dense slice, then each table at its touched rows (lazy: the
+        # rows a batch did not touch, and their moments, stay)
+        fastner_adam_row(&self.dense[0], &self.dense_grad[0], &self.dense_m[0],
+                         &self.dense_v[0], self.dense.shape[0], scale, self.beta1,
+                         self.one_minus_beta1, self.beta2, self.one_minus_beta2, step_dense,
+                         self.eps)
+        for f in range(F):
+            e = self.table_dim[f]
+            rows = &touched[f * B * K]
+            for r in range(counts[f]):
+                v = rows[r] * e
+                if self.emb_lr_scale > 0:
+                    fastner_adam_row(&self.table_ptr[f][v], &self.grad_ptr[f][v],
+                                     &self.m_ptr[f][v], &self.v_ptr[f][v], e, scale,
+                                     self.beta1, self.one_minus_beta1, self.beta2,
+                                     self.one_minus_beta2, step_tables, self.eps)
+                else:
+                    memset(&self.grad_ptr[f][v], 0, e * sizeof(float))
+        return loss / B

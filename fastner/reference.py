@@ -271,6 +271,68 @@ class SGDStep:
         return loss
 
 
+class AdamCRFStep:
+    """NumPy twin of fastner._kernels.AdamCRFStep: the unfused trainer's step written
+    out with this module's kernels (forward, CRF, backward, clip, Adam)."""
+
+    def __init__(self, flat, grad, m, v, layout, dense_size, mask_tt, mask_start_t,
+                 activation, offsets, K, clip, emb_lr_scale, beta1=0.9, beta2=0.999,
+                 eps=1e-8):
+        self.buffers = []
+        for buf in (flat, grad, m, v):
+            views, at = {}, 0
+            for name, shape in layout:
+                size = int(np.prod(shape))
+                views[name] = buf[at:at + size].reshape(shape)
+                at += size
+            self.buffers.append(views)
+        self.flat, self.grad, self.m, self.v = flat, grad, m, v
+        self.names = [name for name, _ in layout if name.startswith("table.")]
+        self.dense_size, self.mask, self.mask_start = dense_size, mask_tt, mask_start_t
+        self.activation, self.offsets, self.K = activation, list(offsets), K
+        self.clip, self.emb_lr_scale = clip, emb_lr_scale
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+
+    def step(self, ids_bkf, y_b, lengths_n, step_dense, step_tables):
+        p, g, m, v = self.buffers
+        B = ids_bkf.shape[0]
+        if B == 0:
+            return 0.0
+        X = np.empty((B, p["W"].shape[1]), dtype=np.float32)
+        ids = [np.ascontiguousarray(ids_bkf[:, :, f]) for f in range(len(self.names))]
+        for f_ids, name, offset in zip(ids, self.names, self.offsets):
+            lookup_forward(f_ids, p[name], X, offset)
+        hidden = affine_act_forward(X, p["W"], p["b"], self.activation)
+        S = affine_act_forward(hidden, p["U"], p["c"], "identity")
+        dS = np.empty_like(S)
+        trans = (p["trans"] + self.mask).astype(np.float32)
+        start = (p["start"] + self.mask_start).astype(np.float32)
+        loss = crf_forward_backward(S, y_b, lengths_n, trans, start, p["end"], dS,
+                                    g["trans"], g["start"], g["end"])
+        d_hidden = np.empty_like(hidden)
+        affine_act_backward(dS, S, hidden, p["U"], "identity", g["U"], g["c"], d_hidden)
+        dX = np.empty_like(X)
+        affine_act_backward(d_hidden, hidden, X, p["W"], self.activation, g["W"], g["b"], dX)
+        for f_ids, name, offset in zip(ids, self.names, self.offsets):
+            lookup_backward(f_ids, dX, g[name], offset)
+        touched = [np.unique(f_ids).astype(np.int32) for f_ids in ids]
+        dense = slice(0, self.dense_size)
+        sq = float(np.sum(self.grad[dense].astype(np.float64) ** 2))
+        sq += sum(float(np.sum(g[name][rows].astype(np.float64) ** 2))
+                  for name, rows in zip(self.names, touched))
+        norm = np.sqrt(sq)
+        scale = self.clip / norm if self.clip > 0 and norm > self.clip else 1.0
+        adam_update(self.flat[dense], self.grad[dense], self.m[dense], self.v[dense],
+                    step_dense, self.beta1, self.beta2, self.eps, scale)
+        for name, rows in zip(self.names, touched):
+            if self.emb_lr_scale > 0:
+                adam_update_rows(p[name], g[name], m[name], v[name], rows, step_tables,
+                                 self.beta1, self.beta2, self.eps, scale)
+            else:
+                g[name][rows] = 0.0
+        return loss
+
+
 def adam_update(param_n, grad_n, m_n, v_n, step, beta1=0.9, beta2=0.999, eps=1e-8,
                 grad_scale=1.0):
     """One Adam step in place (derivations §U2), in the order the kernel rounds: scale

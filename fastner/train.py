@@ -266,11 +266,14 @@ class Optimizer:
                     slot[rows] = row_slots[name]
             table.grad[rows] = 0.0
 
+    def adam_step_size(self, lr):
+        """Adam's step size at step t with the bias corrections folded in (§U2)."""
+        return lr * np.sqrt(1 - ADAM_BETA2 ** self.t) / (1 - ADAM_BETA1 ** self.t)
+
     def _adam_step(self, touched, lr, scale):
         """Adam in one pass per slice (the ops' adam_update kernels): the dense
         parameters, then each table at its touched rows; gradients are consumed."""
-        def step(lr):       # bias corrections folded into the step size (§U2)
-            return lr * np.sqrt(1 - ADAM_BETA2 ** self.t) / (1 - ADAM_BETA1 ** self.t)
+        step = self.adam_step_size
 
         dense, m, v = self.dense, self.slots["m"], self.slots["v"]
         self.ops.adam_update(self.model.flat[dense], self.grad[dense], m[dense], v[dense],
@@ -302,11 +305,28 @@ def fused_sgd_step(model, cfg):
                             model.offsets, model.K)
 
 
+def fused_adam_crf_step(model, opt, cfg):
+    """The fused AdamCRFStep kernel for this model and optimiser when the configuration
+    is what it computes (Adam on the CRF loss, no hidden dropout, no character
+    features: the shipped configuration; derivations §U5), else None."""
+    if not (cfg.optimizer == "adam" and cfg.loss == "crf" and cfg.dropout == 0
+            and model.chars is None and model.ops is _kernels and model.dtype == np.float32):
+        return None
+    return _kernels.AdamCRFStep(model.flat, opt.grad, opt.slots["m"], opt.slots["v"],
+                                model.layout, model.dense_size,
+                                model.mask_trans.astype(np.float32),
+                                model.mask_start.astype(np.float32), model.activation,
+                                model.offsets, model.K, cfg.clip, cfg.emb_lr_scale,
+                                ADAM_BETA1, ADAM_BETA2, ADAM_EPS)
+
+
 def train_epoch(model, opt, data, cfg, lr, rng, bar=None, fused=True):
     """One pass over the training data in shuffled batches; returns (summed loss, tokens).
-    Through the fused SGDStep kernel where it applies (``fused``), else the model's
-    backward and the Optimizer."""
+    Through a fused step kernel where one applies (``fused``): SGDStep for plain SGD on
+    the softmax loss, AdamCRFStep for Adam on the CRF; else the model's backward and
+    the Optimizer."""
     fused_step = fused_sgd_step(model, cfg) if fused else None
+    adam_step = fused_adam_crf_step(model, opt, cfg) if fused else None
     total_loss, seen = 0.0, 0
     for rows, lengths in batches(data, cfg, rng):
         ids = [f[rows] for f in data.ids]
@@ -320,6 +340,11 @@ def train_epoch(model, opt, data, cfg, lr, rng, bar=None, fused=True):
         if fused_step is not None:
             loss = fused_step.step(np.ascontiguousarray(np.stack(ids, axis=2)), data.y[rows],
                                    lr)
+        elif adam_step is not None:
+            opt.t += 1
+            loss = adam_step.step(np.ascontiguousarray(np.stack(ids, axis=2)), data.y[rows],
+                                  lengths, opt.adam_step_size(lr),
+                                  opt.adam_step_size(lr * cfg.emb_lr_scale))
         else:
             loss = model.loss_and_backward(ids, data.y[rows], lengths, opt.grads, rng,
                                            data.spellings)

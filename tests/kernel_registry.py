@@ -129,6 +129,30 @@ def _run_sgd_step(module, tables, W_hd, b_h, U_th, c_t, offsets, K, ids_bkf, y_b
     return step.step(ids_bkf, y_b, lr)
 
 
+def _adam_crf_step(rng, lengths=(4, 1, 3), Kw=3, H=7, T=5, V=(10, 6), e=(4, 2)):
+    E, B = sum(e), sum(lengths)
+    layout = [("W", (H, Kw * E)), ("b", (H,)), ("U", (T, H)), ("c", (T,)), ("trans", (T, T)),
+              ("start", (T,)), ("end", (T,))] + [(f"table.t{i}", (v, d))
+                                                 for i, (v, d) in enumerate(zip(V, e))]
+    n = sum(int(np.prod(shape)) for _, shape in layout)
+    dense = sum(int(np.prod(shape)) for _, shape in layout[:7])
+    return {"flat": rand(rng, n) * 0.5, "grad": np.zeros(n, f32),
+            "m": rand(rng, n) * 0.01, "v": np.abs(rand(rng, n)) * 1e-4, "layout": layout,
+            "dense_size": dense, "mask_tt": np.zeros((T, T), f32),
+            "mask_start_t": np.zeros(T, f32), "offsets": [0, e[0]], "K": Kw, "clip": 0.5,
+            "emb_lr_scale": 1.0, "ids_bkf": _ids_bkf(rng, B, Kw, V),
+            "y_b": rng.integers(0, T, B).astype(np.int32),
+            "lengths_n": np.array(lengths, np.int32), "step_dense": 1e-2, "step_tables": 5e-3}
+
+
+def _run_adam_crf_step(module, flat, grad, m, v, layout, dense_size, mask_tt, mask_start_t,
+                       offsets, K, clip, emb_lr_scale, ids_bkf, y_b, lengths_n, step_dense,
+                       step_tables):
+    step = module.AdamCRFStep(flat, grad, m, v, layout, dense_size, mask_tt, mask_start_t,
+                              "tanh", offsets, K, clip, emb_lr_scale)
+    return step.step(ids_bkf, y_b, lengths_n, step_dense, step_tables)
+
+
 def scorer_inputs(rng, N, Kw=3, H=7, T=4):
     """CachedScorer's arguments for two tables (10 × 4 and 6 × 2), the first cached for
     its first N rows, the second whole: (caches, tables, Wᵀ, b, U, c, offsets, K, W)."""
@@ -206,6 +230,9 @@ KERNELS = [
            ids=("rows_r",), rtol=0, section="U2"),
     Kernel("SGDStep", _sgd_step, outputs=("tables", "W_hd", "b_h", "U_th", "c_t"),
            ids=("ids_bkf", "y_b"), call=_run_sgd_step, rtol=1e-4, section="U1", gradcheck="test_every_parameter_gradient_matches_finite_differences"),
+    Kernel("AdamCRFStep", _adam_crf_step, outputs=("flat", "grad", "m", "v"),
+           ids=("ids_bkf", "y_b"), call=_run_adam_crf_step, rtol=1e-4, section="U5",
+           gradcheck="test_every_parameter_gradient_matches_finite_differences"),
     Kernel("window_ids", _window_ids, rtol=0, section="F1"),
     Kernel("CachedScorer", _cached_scorer, ids=("ids_bkf",), call=_run_cached_scorer,
            rtol=1e-4, section="I1-I3"),

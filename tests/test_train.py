@@ -233,3 +233,75 @@ def test_plain_sgd_softmax_training_runs_through_the_fused_kernel(tiny_train_pat
     np.testing.assert_allclose(models[0].flat, models[1].flat, rtol=1e-3, atol=1e-5)
     assert not np.array_equal(models[0].flat, build_model(cfg, sentences,
                                                           log=lambda msg: None).flat)
+
+
+@pytest.mark.parametrize("clip,emb_lr_scale,exact", [(5.0, 1.0, True), (1e9, 0.5, True),
+                                                     (0.05, 1.0, False), (5.0, 0.0, True)])
+def test_adam_crf_training_runs_through_the_fused_step(tiny_train_path, clip, emb_lr_scale,
+                                                       exact):
+    """The shipped configuration (Adam, CRF, word dropout, re-casing) trains through
+    AdamCRFStep by default; two epochs equal the unfused path (model backward +
+    Optimizer) bit for bit, parameters, moments and losses, while the clip does not
+    bind; when it binds (clip 0.05), the norm is summed in another order and the
+    parameters agree to float32 rounding."""
+    from fastner.train import (EncodedSentences, Optimizer, build_model, fused_adam_crf_step,
+                               train_epoch)
+    sentences = read_conll(tiny_train_path)
+    cfg = TrainConfig(glove_words=0, word_dim=16, hidden=24, clip=clip,
+                      emb_lr_scale=emb_lr_scale)
+    assert (cfg.optimizer, cfg.loss, cfg.dropout) == ("adam", "crf", 0.0)   # the defaults
+    runs = []
+    for fused in (True, False):
+        model = build_model(cfg, sentences, log=lambda msg: None)
+        opt = Optimizer(model, cfg)
+        assert fused_adam_crf_step(model, opt, cfg) is not None
+        data, rng = EncodedSentences(model, sentences, cfg.cases), np.random.default_rng(0)
+        losses = [train_epoch(model, opt, data, cfg, 1e-3, rng, fused=fused)[0]
+                  for _ in range(2)]
+        runs.append((model.flat.copy(), opt.slots["m"].copy(), opt.slots["v"].copy(), losses,
+                     opt.t, opt.grad.copy()))
+    (fast, m_fast, v_fast, loss_fast, t_fast, g_fast), (slow, m_slow, v_slow, loss_slow,
+                                                        t_slow, g_slow) = runs
+    assert t_fast == t_slow
+    assert not g_fast.any() and not g_slow.any()           # every gradient consumed
+    if exact:
+        np.testing.assert_array_equal(fast, slow)
+        np.testing.assert_array_equal(m_fast, m_slow)
+        np.testing.assert_array_equal(v_fast, v_slow)
+        assert loss_fast == loss_slow
+    else:
+        np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5)
+        assert loss_fast == pytest.approx(loss_slow, rel=1e-5)
+
+
+def test_fused_adam_crf_step_only_where_it_computes_the_configuration(tiny_train_path):
+    from fastner.train import Optimizer, build_model, fused_adam_crf_step
+    sentences = read_conll(tiny_train_path)
+    for changes in ({"loss": "softmax"}, {"optimizer": "sgd"}, {"dropout": 0.2},
+                    {"features": "caps:4,chars:8"}):
+        cfg = TrainConfig(glove_words=0, word_dim=16, hidden=8, **changes)
+        model = build_model(cfg, sentences, log=lambda msg: None)
+        assert fused_adam_crf_step(model, Optimizer(model, cfg), cfg) is None, changes
+
+
+def test_adam_crf_step_refuses_a_layout_that_does_not_fit():
+    from fastner import _kernels
+    layout = [("W", (3, 6)), ("b", (3,)), ("U", (2, 3)), ("c", (2,)), ("trans", (2, 2)),
+              ("start", (2,)), ("end", (2,)), ("table.word", (4, 2))]
+    n = sum(int(np.prod(s)) for _, s in layout)
+    buffers = [np.zeros(n, np.float32) for _ in range(4)]
+    masks = (np.zeros((2, 2), np.float32), np.zeros(2, np.float32))
+    with pytest.raises(ValueError, match="layout must be"):
+        _kernels.AdamCRFStep(*buffers, layout[::-1], n - 8, *masks, "tanh", [0], 3, 5.0, 1.0)
+    with pytest.raises(ValueError, match="layout must be"):
+        _kernels.AdamCRFStep(*buffers, layout, n, *masks, "tanh", [0], 3, 5.0, 1.0)
+    with pytest.raises(ValueError, match="one offset per table"):
+        _kernels.AdamCRFStep(*buffers, layout, n - 8, *masks, "tanh", [0, 2], 3, 5.0, 1.0)
+    with pytest.raises(ValueError, match="clip"):
+        _kernels.AdamCRFStep(*buffers, layout, n - 8, *masks, "tanh", [0], 3, -1.0, 1.0)
+    step = _kernels.AdamCRFStep(*buffers, layout, n - 8, *masks, "tanh", [0], 3, 5.0, 1.0)
+    ids = np.zeros((3, 3, 1), np.int32)
+    with pytest.raises(ValueError, match="lengths_n"):
+        step.step(ids, np.zeros(3, np.int32), np.array([2], np.int32), 1e-3, 1e-3)
+    with pytest.raises(ValueError, match="step sizes"):
+        step.step(ids, np.zeros(3, np.int32), np.array([3], np.int32), -1.0, 1e-3)
