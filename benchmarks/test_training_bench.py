@@ -46,6 +46,42 @@ def test_train_step_implementations_agree():
         np.testing.assert_allclose(losses[impl], losses["cython"], rtol=1e-4)
 
 
+@pytest.mark.parametrize("impl", ["cython", "numpy", "pytorch"])
+def test_adam_crf_step(benchmark, impl):
+    """The shipped configuration's step (Adam, CRF, clipping, lazy rows) on a batch of
+    32 tokens in three sentences: AdamCRFStep, its NumPy twin, and the same model in
+    PyTorch with a padded-batch CRF."""
+    if impl == "pytorch":
+        pytest.importorskip("torch", reason="PyTorch is not installed (pip install '.[compare]')")
+    ids, y, lengths, _ = twins.crf_batch()
+    benchmark.group = f"adam_crf_step B={len(y)}"
+    benchmark.extra_info.update(tokens=len(y), flop=twins.FLOP_PER_TOKEN_STEP * len(y))
+    stepper = twins.adam_crf_step(impl)
+    loss = benchmark(stepper.step, ids, y, lengths, 1e-3)
+    assert np.isfinite(loss)
+
+
+def test_adam_crf_step_implementations_agree():
+    """Not a timing: the Cython step, its NumPy twin and the PyTorch model take the same
+    steps from the same start (PyTorch's Adam adds ε after the bias correction, and its
+    CRF sums in another order: close, not equal)."""
+    ids, y, lengths, _ = twins.crf_batch()
+    impls = ["cython", "numpy"]
+    try:
+        import torch  # noqa: F401
+        impls.append("pytorch")
+    except ImportError:
+        pass
+    losses = {}
+    for impl in impls:
+        stepper = twins.adam_crf_step(impl)
+        losses[impl] = [stepper.step(ids, y, lengths, 1e-3) for _ in range(4)]
+    np.testing.assert_allclose(losses["numpy"], losses["cython"], rtol=1e-5)
+    if "pytorch" in losses:
+        np.testing.assert_allclose(losses["pytorch"], losses["cython"], rtol=1e-3)
+    assert losses["cython"][-1] < losses["cython"][0]
+
+
 @pytest.mark.parametrize("n", [1024])
 def test_sgemm_peak(benchmark, n):
     """The practical single-core peak: a large float32 matrix product through the same BLAS."""

@@ -2,7 +2,8 @@
 
 Layout: argument checking; then the kernels in the order of the network (1 lookup,
 2 affine + activation, 3 softmax, 4 Viterbi and CRF, 5 the fused SGD step, 6 fused
-inference, 7 Adam), and 8 the convolution of character features. Row helpers shared
+inference, 7 Adam), 8 the convolution of character features, and 9 the fused
+Adam + CRF training step. Row helpers shared
 between kernels are inline functions in fastner/_rows.pxd, BLAS in fastner/_blas.pxd;
 compiler directives are in setup.py.
 

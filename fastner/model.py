@@ -201,7 +201,8 @@ class WindowTagger:
         return S, (ids, X, hidden, output_in, keep, S, chars)
 
     def _char_vectors(self, window_rows, spellings):
-        """The character vectors of the spellings a batch's windows use: (window ids
+        """The character vectors of the spellings a batch's windows use (derivations
+        §W5): (window ids
         renumbered into them, the vectors (n, J), their arg-max positions, the
         character windows) — what the backward pass needs too."""
         self._need_spellings(spellings)
@@ -226,7 +227,7 @@ class WindowTagger:
                                 grads["b"], dX)
         for f_ids, dtable, offset in zip(ids, self.tables(grads), self.offsets):
             ops.lookup_backward(f_ids, dX, dtable, offset)
-        if chars is not None:                  # derivations §W3, §W4
+        if chars is not None:                  # derivations §W3–§W5
             local, vectors, argmax, chars_pk = chars
             d_vectors = np.zeros_like(vectors)
             ops.lookup_backward(local, dX, d_vectors, self.char_offset)
