@@ -587,78 +587,110 @@ def entity_runs(tags_b, conf_b, n_types):
     return starts_r, ends_r, kinds_r, lowest_r
 
 
-cdef inline double _logsumexp2(double a, double b) noexcept nogil:
-    if a == -INFINITY:
-        return b
-    if b == -INFINITY:
-        return a
-    if a > b:
-        return a + log(1.0 + exp(b - a))
-    return b + log(1.0 + exp(a - b))
-
-
-cdef double _crf_alpha_beta(const float* s, int n, int T, const float[:, ::1] A,
-                            const float[::1] start, const float[::1] end,
-                            double* alpha, double* beta) noexcept nogil:
-    # Forward-backward in log space; returns log Z (derivations §C2).
-    # alpha[t, j] = s[t, j] + logsumexp_i(alpha[t−1, i] + A[i, j])
-    # beta[t, i]  = logsumexp_j(A[i, j] + s[t+1, j] + beta[t+1, j]),  beta[n−1, i] = end[i]
-    cdef int t, i, j
-    cdef double acc, log_z = -INFINITY
-    for j in range(T):
-        alpha[j] = start[j] + s[j]
-    for t in range(1, n):
-        for j in range(T):
-            acc = -INFINITY
-            for i in range(T):
-                acc = _logsumexp2(acc, alpha[(t - 1) * T + i] + A[i, j])
-            alpha[t * T + j] = acc + s[t * T + j]
-    for j in range(T):
-        beta[(n - 1) * T + j] = end[j]
-        log_z = _logsumexp2(log_z, alpha[(n - 1) * T + j] + end[j])
-    for t in range(n - 2, -1, -1):
-        for i in range(T):
-            acc = -INFINITY
-            for j in range(T):
-                acc = _logsumexp2(acc, A[i, j] + s[(t + 1) * T + j] + beta[(t + 1) * T + j])
-            beta[t * T + i] = acc
-    return log_z
-
-
 cdef double _crf_sentence(const float* s, const int* y, int n, int T, const float[:, ::1] A,
-                          const float[::1] start, const float[::1] end, float scale,
-                          double* alpha, double* beta, float* ds, float[:, ::1] dA,
-                          float[::1] dstart, float[::1] dend) noexcept nogil:
-    # nll = log Z − score(gold). ∂/∂S = marginals − onehot(gold); ∂/∂A = expected minus
-    # gold transition counts; likewise start/end (derivations §C4). All scaled by `scale`.
+                          const float[::1] start, const float[::1] end, const double* expA,
+                          const double* exp_start, const double* exp_end, float scale,
+                          double* work, float* ds, float[:, ::1] dA, float[::1] dstart,
+                          float[::1] dend) noexcept nogil:
+    # nll = log Z − score(gold); ∂/∂S = marginals − onehot(gold); ∂/∂A = expected minus
+    # gold transition counts; likewise start/end; all scaled by `scale` (derivations
+    # §C4). The recursions run in probability space with every row rescaled (§C8): T
+    # exps per token and one log, where log space took 3·T² exp/log pairs.
+    # work: 3·n·T + n doubles (alpha, beta, e, and the row sums c).
+    cdef double* alpha = work
+    cdef double* beta = alpha + n * T
+    cdef double* e = beta + n * T
+    cdef double* c = e + n * T
     cdef int t, i, j
-    cdef double log_z = _crf_alpha_beta(s, n, T, A, start, end, alpha, beta)
-    cdef double gold = start[y[0]] + end[y[n - 1]], m
+    cdef double m, acc, total, log_z = 0.0, gold, norm, w
+    # e_t[j] = exp(s_t[j] − max_j s_t), so log Z gains Σ_t max_t
+    for t in range(n):
+        m = s[t * T]
+        for j in range(1, T):
+            if s[t * T + j] > m:
+                m = s[t * T + j]
+        log_z += m
+        for j in range(T):
+            e[t * T + j] = exp(s[t * T + j] - m)
+    # forward, each row normalised to sum 1 by c_t: log Z gains Σ_t log c_t
+    for t in range(n):
+        total = 0.0
+        for j in range(T):
+            if t == 0:
+                acc = exp_start[j]
+            else:
+                acc = 0.0
+                for i in range(T):
+                    acc += alpha[(t - 1) * T + i] * expA[i * T + j]
+            alpha[t * T + j] = acc * e[t * T + j]
+            total += alpha[t * T + j]
+        c[t] = total
+        if total > 0.0:
+            for j in range(T):
+                alpha[t * T + j] /= total
+    total = 0.0
+    for j in range(T):
+        total += alpha[(n - 1) * T + j] * exp_end[j]
+    for t in range(n):
+        log_z += log(c[t])
+    log_z += log(total)
+    # backward, each row normalised to sum 1 (any scale: it cancels below)
+    for t in range(n - 1, -1, -1):
+        total = 0.0
+        for i in range(T):
+            if t == n - 1:
+                acc = exp_end[i]
+            else:
+                acc = 0.0
+                for j in range(T):
+                    acc += expA[i * T + j] * e[(t + 1) * T + j] * beta[(t + 1) * T + j]
+            beta[t * T + i] = acc
+            total += acc
+        if total > 0.0:
+            for i in range(T):
+                beta[t * T + i] /= total
+    gold = start[y[0]] + end[y[n - 1]]
     for t in range(n):
         gold += s[t * T + y[t]]
         if t > 0:
             gold += A[y[t - 1], y[t]]
     for t in range(n):
+        # unary marginal μ_t ∝ alpha_t ⊙ beta_t (§C3)
+        norm = 0.0
         for j in range(T):
-            m = exp(alpha[t * T + j] + beta[t * T + j] - log_z)
-            ds[t * T + j] = <float>(scale * m)
+            norm += alpha[t * T + j] * beta[t * T + j]
+        for j in range(T):
+            w = alpha[t * T + j] * beta[t * T + j] / norm
+            ds[t * T + j] = <float>(scale * w)
             if t == 0:
-                dstart[j] += <float>(scale * m)
+                dstart[j] += <float>(scale * w)
             if t == n - 1:
-                dend[j] += <float>(scale * m)
+                dend[j] += <float>(scale * w)
         ds[t * T + y[t]] -= scale
         if t > 0:
-            # pairwise marginal ξ_t[i, j] (derivations §C3): the prefixes ending in i at
-            # t−1 (alpha, emissions included), the step i → j, the emission of j at t
-            # (beta starts after t, so it is added here), the suffixes after t (beta)
+            # pairwise marginal ξ_t[i, j] ∝ alpha_{t−1}[i] · expA[i, j] · e_t[j] · beta_t[j];
+            # the sum of these over i and j is c_t · Σ_j alpha_t[j] beta_t[j] (§C8)
+            norm = c[t] * norm
             for i in range(T):
                 for j in range(T):
-                    dA[i, j] += <float>(scale * exp(alpha[(t - 1) * T + i] + A[i, j]
-                                                    + s[t * T + j] + beta[t * T + j] - log_z))
+                    dA[i, j] += <float>(scale * alpha[(t - 1) * T + i] * expA[i * T + j]
+                                        * e[t * T + j] * beta[t * T + j] / norm)
             dA[y[t - 1], y[t]] -= scale
     dstart[y[0]] -= scale
     dend[y[n - 1]] -= scale
     return log_z - gold
+
+
+cdef void _crf_exps(const float[:, ::1] A, const float[::1] start, const float[::1] end,
+                    double* out) noexcept nogil:
+    # exp of the transition, start and end scores in double, T² + 2T values laid out
+    # as expA (T × T), exp_start, exp_end; exp(−inf) = 0 forbids a move
+    cdef int T = A.shape[0], i, j
+    for i in range(T):
+        for j in range(T):
+            out[i * T + j] = exp(A[i, j])
+        out[T * T + i] = exp(start[i])
+        out[T * T + T + i] = exp(end[i])
 
 
 def crf_forward_backward(S_bt, y_b, lengths_n, trans_tt, start_t, end_t,
@@ -683,8 +715,7 @@ def crf_forward_backward(S_bt, y_b, lengths_n, trans_tt, start_t, end_t,
     cdef const int[::1] y = y_b
     cdef int T_tags = T
     _check_ids(kernel, "y_b", y_b, &y[0], &T_tags, 1, _TAGS)
-    alpha_buf = np.empty(longest * T, dtype=np.float64)
-    beta_buf = np.empty(longest * T, dtype=np.float64)
+    work_buf = np.empty((3 * T + 1) * longest + T * T + 2 * T, dtype=np.float64)
     cdef const float[:, ::1] S = S_bt
     cdef const int[::1] lengths = lengths_n
     cdef const float[:, ::1] A = trans_tt
@@ -694,18 +725,19 @@ def crf_forward_backward(S_bt, y_b, lengths_n, trans_tt, start_t, end_t,
     cdef float[:, ::1] dA = dtrans_tt
     cdef float[::1] dstart = dstart_t
     cdef float[::1] dend = dend_t
-    cdef double[::1] alpha = alpha_buf
-    cdef double[::1] beta = beta_buf
+    cdef double[::1] work = work_buf
+    cdef double* exps = &work[(3 * T + 1) * longest]
     cdef double total = 0.0
     cdef float scale = 1.0 / B
     cdef Py_ssize_t n, row = 0
     cdef int T_ = T
     with nogil:
+        _crf_exps(A, start, end, exps)
         for n in range(lengths.shape[0]):
             if lengths[n] > 0:
                 total += _crf_sentence(&S[row, 0], &y[row], lengths[n], T_, A, start, end,
-                                       scale, &alpha[0], &beta[0], &dS[row, 0], dA, dstart,
-                                       dend)
+                                       exps, &exps[T_ * T_], &exps[T_ * T_ + T_], scale,
+                                       &work[0], &dS[row, 0], dA, dstart, dend)
             row += lengths[n]
     return total / B
 
@@ -1526,6 +1558,24 @@ def char_cnn_backward(dV_nj, argmax_nj, chars_pk, table_ve, Wc_jd, dtable_ve, dW
 # --------------------------------------------------------------------------
 # 9. a whole Adam training step of the CRF window model, fused (derivations §U5)
 
+cdef double _sum_of_squares(const float* x, Py_ssize_t n) noexcept nogil:
+    # Σ x² in double over eight running sums (a fixed order that the compiler can keep
+    # in vector registers; one running sum waits on each addition in turn)
+    cdef double acc[8]
+    cdef Py_ssize_t i, k
+    cdef double total = 0.0
+    for k in range(8):
+        acc[k] = 0.0
+    for i in range(0, n - n % 8, 8):
+        for k in range(8):
+            acc[k] += <double>x[i + k] * x[i + k]
+    for i in range(n - n % 8, n):
+        total += <double>x[i] * x[i]
+    for k in range(8):
+        total += acc[k]
+    return total
+
+
 cdef class AdamCRFStep:
     """One training step of the shipped configuration in a single call: lookup, the
     hidden and output layers, the CRF's forward-backward, the backward through both
@@ -1700,7 +1750,8 @@ cdef class AdamCRFStep:
             self.longest = max(longest, 2 * self.longest)
             self.work = (np.empty(self.capacity * (2 * self.D + 3 * self.H + 2 * self.T),
                                   dtype=np.float32),
-                         np.empty(2 * self.longest * self.T, dtype=np.float64),
+                         np.empty((3 * self.T + 1) * self.longest + self.T * self.T
+                                  + 2 * self.T, dtype=np.float64),
                          np.empty(self.capacity * self.K * self.F, dtype=np.int32),
                          np.empty(self.F, dtype=np.int32))
         cdef float[::1] work = self.work[0]
@@ -1727,7 +1778,7 @@ cdef class AdamCRFStep:
         cdef float* dZ = dH + B * H                # (B, H)
         cdef float* S = dZ + B * H                 # (B, T)
         cdef float* dS = S + B * T                 # (B, T)
-        cdef double* beta = alpha + self.longest * T
+        cdef double* exps = alpha + (3 * T + 1) * self.longest
         cdef Py_ssize_t i, j, k, f, r, n, row_at
         cdef int e, v, count, clock = self.clock
         cdef int* rows
@@ -1754,11 +1805,13 @@ cdef class AdamCRFStep:
             for j in range(T):
                 self.A[i, j] = self.trans[i, j] + self.mask[i, j]
             self.A_start[i] = self.start[i] + self.mask_start[i]
+        _crf_exps(self.A, self.A_start, self.end, exps)
         row_at = 0
         for n in range(lengths.shape[0]):
             if lengths[n] > 0:
                 loss += _crf_sentence(&S[row_at * T], &y[row_at], lengths[n], T, self.A,
-                                      self.A_start, self.end, <float>(1.0 / B), alpha, beta,
+                                      self.A_start, self.end, exps, &exps[T * T],
+                                      &exps[T * T + T], <float>(1.0 / B), alpha,
                                       &dS[row_at * T], self.dtrans, self.dstart, self.dend)
             row_at += lengths[n]
         # backward: output layer (identity), then the hidden layer (§B2–§B4)
@@ -1771,8 +1824,7 @@ cdef class AdamCRFStep:
         gemm_rm(False, False, B, D, H, 1.0, dZ, H, &self.W[0, 0], D, 0.0, dX, D)
         add_column_sums(&self.db[0], dZ, B, H, 1.0)
         # the clip's norm (§U3): the dense gradient, then each table's touched rows
-        for r in range(self.dense_grad.shape[0]):
-            sq += <double>self.dense_grad[r] * self.dense_grad[r]
+        sq = _sum_of_squares(&self.dense_grad[0], self.dense_grad.shape[0])
         for f in range(F):
             e = self.table_dim[f]
             stamps = &self.stamps[self.stamp_at[f]]

@@ -117,6 +117,9 @@ class EncodedSentences:
         self.cased_ids = {case: model.windows(model.sentences_ids(
             [[getattr(t, case)() for t in s.tokens] for s in sentences], docs,
             self.spellings)) for case in cases}
+        # the same ids as one (tokens, K, columns) array each, as the epoch takes them
+        self.windows_bkc = _stacked(self.ids)
+        self.cased_bkc = {case: _stacked(ids) for case, ids in self.cased_ids.items()}
         self.y = (np.concatenate([model.tagset.encode(s.tags) for s in sentences])
                   if sentences else np.zeros(0, np.int32))
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
@@ -124,6 +127,10 @@ class EncodedSentences:
     @property
     def tokens(self):
         return int(self.lengths.sum())
+
+
+def _stacked(columns):
+    return np.ascontiguousarray(np.stack(columns, axis=2), dtype=np.int32)
 
 
 def build_model(cfg, train_sentences, log=print):
@@ -159,27 +166,45 @@ def build_model(cfg, train_sentences, log=print):
     return model
 
 
-def batches(data, cfg, rng):
-    """Rows (token indices) and sentence lengths of each batch of an epoch."""
+def epoch_batches(data, cfg, rng, model):
+    """The batches of one epoch, assembled in one vectorised pass before the first:
+    shuffle, take every window's ids at once, then re-case, drop words and hide
+    gazetteer matches over the whole epoch. Yields, per batch, its windows' ids
+    (B, K, columns) as one contiguous slice, gold tags (B,) and sentence lengths
+    (whole sentences until a batch holds batch_size tokens; None for the softmax
+    loss, whose batches are batch_size windows from anywhere)."""
     if cfg.loss == "softmax":
-        order = rng.permutation(data.tokens)
-        for at in range(0, len(order), cfg.batch_size):
-            yield order[at:at + cfg.batch_size], None
-        return
-    # CRF: whole sentences, shuffled, grouped until a batch holds batch_size tokens.
-    rows, lengths, count = [], [], 0
-    for s in rng.permutation(len(data.lengths)):
-        n = int(data.lengths[s])
-        if n == 0:
-            continue
-        rows.append(np.arange(data.starts[s], data.starts[s] + n))
-        lengths.append(n)
-        count += n
-        if count >= cfg.batch_size:
-            yield np.concatenate(rows), np.array(lengths, dtype=np.int32)
-            rows, lengths, count = [], [], 0
-    if rows:
-        yield np.concatenate(rows), np.array(lengths, dtype=np.int32)
+        rows = rng.permutation(data.tokens)
+        bounds = list(range(0, len(rows), cfg.batch_size)) + [len(rows)]
+        sentence_bounds, lengths = None, None
+        per_draw = np.ones(len(rows), dtype=np.int64)      # re-cased window by window
+    else:
+        order = rng.permutation(len(data.lengths))
+        order = order[data.lengths[order] > 0]
+        lengths = data.lengths[order]
+        firsts = np.cumsum(lengths) - lengths              # each sentence's first row here
+        rows = (np.repeat(data.starts[order] - firsts, lengths)
+                + np.arange(int(lengths.sum())))
+        bounds, sentence_bounds, count = [0], [0], 0
+        for i, n in enumerate(lengths.tolist()):
+            count += n
+            if count >= cfg.batch_size or i == len(lengths) - 1:
+                bounds.append(bounds[-1] + count)
+                sentence_bounds.append(i + 1)
+                count = 0
+        per_draw = lengths                                 # re-cased sentence by sentence
+    ids = data.windows_bkc[rows]
+    if cfg.cases:
+        _recase(ids, rows, np.repeat(rng.random(len(per_draw)), per_draw), data, cfg)
+    if cfg.word_dropout > 0:                               # derivations §U4
+        words = ids[:, :, 0]
+        words[(rng.random(words.shape) < cfg.word_dropout) & (words > UNK)] = UNK
+    if cfg.gazetteer_dropout > 0:
+        _hide_gazetteer_matches(ids, model, cfg.gazetteer_dropout, rng)
+    y = data.y[rows]
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        yield (ids[a:b], y[a:b], None if lengths is None
+               else lengths[sentence_bounds[i]:sentence_bounds[i + 1]])
 
 
 # -- optimiser -------------------------------------------------------------
@@ -328,59 +353,47 @@ def train_epoch(model, opt, data, cfg, lr, rng, bar=None, fused=True):
     fused_step = fused_sgd_step(model, cfg) if fused else None
     adam_step = fused_adam_crf_step(model, opt, cfg) if fused else None
     total_loss, seen = 0.0, 0
-    for rows, lengths in batches(data, cfg, rng):
-        ids = [f[rows] for f in data.ids]
-        if cfg.cases:
-            _recase(ids, rows, lengths, data, cfg, rng)
-        if cfg.word_dropout > 0:                     # derivations §U4
-            drop = rng.random(ids[0].shape) < cfg.word_dropout
-            ids[0][drop & (ids[0] > UNK)] = UNK
-        if cfg.gazetteer_dropout > 0:
-            _hide_gazetteer_matches(ids, model, cfg.gazetteer_dropout, rng)
+    for ids, y, lengths in epoch_batches(data, cfg, rng, model):
         if fused_step is not None:
-            loss = fused_step.step(np.ascontiguousarray(np.stack(ids, axis=2)), data.y[rows],
-                                   lr)
+            loss = fused_step.step(ids, y, lr)
         elif adam_step is not None:
             opt.t += 1
-            loss = adam_step.step(np.ascontiguousarray(np.stack(ids, axis=2)), data.y[rows],
-                                  lengths, opt.adam_step_size(lr),
+            loss = adam_step.step(ids, y, lengths, opt.adam_step_size(lr),
                                   opt.adam_step_size(lr * cfg.emb_lr_scale))
         else:
-            loss = model.loss_and_backward(ids, data.y[rows], lengths, opt.grads, rng,
+            columns = [np.ascontiguousarray(ids[:, :, f]) for f in range(ids.shape[2])]
+            loss = model.loss_and_backward(columns, y, lengths, opt.grads, rng,
                                            data.spellings)
-            opt.step([np.unique(f) for f in ids[:len(model.features)]], lr)
-        total_loss += loss * len(rows)
-        seen += len(rows)
+            opt.step([np.unique(f) for f in columns[:len(model.features)]], lr)
+        total_loss += loss * len(y)
+        seen += len(y)
         if bar is not None:
-            bar.update(len(rows))
+            bar.update(len(y))
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
     return total_loss, seen
 
 
-def _hide_gazetteer_matches(ids, model, share, rng):
-    """Show each matched position of a gazetteer feature in the batch's windows as
-    unmatched (NONE) with chance ``share``: the lists miss names and hold common
+def _hide_gazetteer_matches(ids_bkc, model, share, rng):
+    """Show each matched position of a gazetteer feature in the windows (B, K, columns)
+    as unmatched (NONE) with chance ``share``: the lists miss names and hold common
     words, so the network should not lean on them alone (Collobert et al. 2011)."""
-    for f, feature in zip(ids, model.features):
+    for f, feature in enumerate(model.features):
         if feature.kind == "gazetteer":
-            hide = rng.random(f.shape) < share
-            f[hide & (f > GazetteerFeature.NONE)] = GazetteerFeature.NONE
+            column = ids_bkc[:, :, f]
+            hide = rng.random(column.shape) < share
+            column[hide & (column > GazetteerFeature.NONE)] = GazetteerFeature.NONE
 
 
-def _recase(ids, rows, lengths, data, cfg, rng):
-    """Show some sentences of a batch all lower-case or all upper-case (each with its
-    chance; per window for the softmax loss, whose batches mix sentences): their
-    windows are taken from the re-cased copies. Mayhew et al. (2019) found such
+def _recase(ids_bkc, rows, draw, data, cfg):
+    """Show some windows all lower-case or all upper-case, by ``draw`` (one uniform
+    number per window; a sentence's windows share theirs under the CRF loss): their
+    ids are taken from the re-cased copies. Mayhew et al. (2019) found such
     mixed-case training keeps cased accuracy and recovers most uncased accuracy."""
-    draw = rng.random(len(lengths) if lengths is not None else len(rows))
-    if lengths is not None:
-        draw = np.repeat(draw, lengths)              # one draw per sentence, for its windows
     for case, chosen in (("lower", draw < cfg.case_lower),
                          ("upper", (draw >= cfg.case_lower)
                           & (draw < cfg.case_lower + cfg.case_upper))):
         if chosen.any():
-            for f, cased in zip(ids, data.cased_ids[case]):
-                f[chosen] = cased[rows[chosen]]
+            ids_bkc[chosen] = data.cased_bkc[case][rows[chosen]]
 
 
 def evaluate(model, data):

@@ -107,9 +107,11 @@ def test_entries_travel_in_the_model_file(tmp_path):
 def test_training_hides_matches_only():
     from fastner.train import _hide_gazetteer_matches
     model = small_model()
-    ids = model.windows(model.sentences_ids([["New", "York", "Paris", "he"] * 50]))
-    before = [f.copy() for f in ids]
-    _hide_gazetteer_matches(ids, model, 0.5, np.random.default_rng(0))
+    windows = model.windows(model.sentences_ids([["New", "York", "Paris", "he"] * 50]))
+    before = [f.copy() for f in windows]
+    stacked = np.stack(windows, axis=2)
+    _hide_gazetteer_matches(stacked, model, 0.5, np.random.default_rng(0))
+    ids = [stacked[:, :, f] for f in range(stacked.shape[2])]
     np.testing.assert_array_equal(ids[0], before[0])                # other features untouched
     changed = ids[2] != before[2]
     assert set(before[2][changed].tolist()) <= {B, E, S} and set(ids[2][changed]) == {NONE}

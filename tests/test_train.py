@@ -187,27 +187,28 @@ def test_resumed_log_has_each_epoch_once(tmp_path, tiny_train_path, tiny_dev_pat
 
 
 def test_case_augmentation_takes_whole_sentences_from_the_recased_copies(tiny_train_path):
-    from fastner.train import EncodedSentences, _recase, batches, build_model
+    from fastner.train import EncodedSentences, build_model, epoch_batches
     sentences = read_conll(tiny_train_path)
-    cfg = TrainConfig(glove_words=0, hidden=8, case_lower=0.5, case_upper=0.5)
+    cfg = TrainConfig(glove_words=0, hidden=8, case_lower=0.5, case_upper=0.5,
+                      word_dropout=0.0)
     model = build_model(cfg, sentences, log=lambda msg: None)
     data = EncodedSentences(model, sentences, ["lower", "upper"])
-    caps = [f.name for f in model.features].index("caps")
-    rng = np.random.default_rng(0)
-    seen = set()
-    for rows, lengths in batches(data, cfg, rng):
-        ids = [f[rows] for f in data.ids]
-        _recase(ids, rows, lengths, data, cfg, rng)
+    windows = {"as written": data.windows_bkc, **data.cased_bkc}
+    seen, tokens = set(), 0
+    for ids, y, lengths in epoch_batches(data, cfg, np.random.default_rng(0), model):
+        assert ids.flags.c_contiguous and len(y) == len(ids) == lengths.sum()
+        assert len(y) >= cfg.batch_size or tokens + len(y) == data.tokens
         at = 0
         for n in lengths:            # every sentence entirely lower-case or upper-case
-            span = slice(at, at + n)
-            kinds = [case for case in ("lower", "upper")
-                     if np.array_equal(ids[caps][span], data.cased_ids[case][caps][rows[span]])]
+            span = ids[at:at + n]
+            # the sentence, located by its first window's ids in the copy that has them
+            kinds = [case for case in ("lower", "upper") if any(
+                np.array_equal(span, windows[case][s:s + n]) for s in data.starts.tolist())]
             assert kinds, "a sentence mixes cases"
             seen.update(kinds)
-            np.testing.assert_array_equal(ids[0][span], data.ids[0][rows[span]])  # words
             at += n
-    assert seen == {"lower", "upper"}
+        tokens += len(y)
+    assert tokens == data.tokens and seen == {"lower", "upper"}
     with pytest.raises(ValueError, match="summing to at most 1"):
         TrainConfig(case_lower=0.8, case_upper=0.3).validate()
 
