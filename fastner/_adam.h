@@ -20,22 +20,22 @@
 
 /* g ← g·scale;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g·g;
  * p ← p − step·m / (√v + ε);  then g ← 0 (the gradient is consumed).
- * m, v and √v + ε are float32; g·scale, step·m, the quotient and the
- * subtraction are formed in double and rounded to float32 once, as NumPy does
- * with float64 scalars (the trainer's step and clipping scale are). */
-static void fastner_adam_row(float *p, float *g, float *m, float *v, long n, double scale,
+ * Everything in float32, one rounding per operation in the order written, as
+ * NumPy computes it on float32 arrays with float32 scalars; sixteen lanes of
+ * AVX-512 where the CPU has them (the dense parameters are updated every step). */
+static void fastner_adam_row(float *p, float *g, float *m, float *v, long n, float scale,
                              float beta1, float one_minus_beta1, float beta2,
-                             float one_minus_beta2, double step, float eps)
+                             float one_minus_beta2, float step, float eps)
 {
     for (long i = 0; i < n; i++) {
-        float gi = (float)((double)g[i] * scale);
+        float gi = g[i] * scale;
         float mi = m[i] * beta1;
         float vi = v[i] * beta2;
         mi = mi + one_minus_beta1 * gi;
         vi = vi + (one_minus_beta2 * gi) * gi;
         m[i] = mi;
         v[i] = vi;
-        p[i] = (float)((double)p[i] - (step * (double)mi) / (double)(sqrtf(vi) + eps));
+        p[i] = p[i] - (step * mi) / (sqrtf(vi) + eps);
         g[i] = 0.0f;
     }
 }

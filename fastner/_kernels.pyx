@@ -1318,9 +1318,9 @@ cdef class CachedScorer:
 # 7. the Adam update, dense and at the rows a batch touched (derivations §U2, §U3)
 
 cdef extern from "_adam.h":
-    void fastner_adam_row(float* p, float* g, float* m, float* v, long n, double scale,
+    void fastner_adam_row(float* p, float* g, float* m, float* v, long n, float scale,
                           float beta1, float one_minus_beta1, float beta2,
-                          float one_minus_beta2, double step, float eps) noexcept nogil
+                          float one_minus_beta2, float step, float eps) noexcept nogil
 
 
 def _check_adam_hyper(kernel, beta1, beta2, eps, grad_scale):
@@ -1338,9 +1338,9 @@ def adam_update(param_n, grad_n, m_n, v_n, step, beta1=0.9, beta2=0.999, eps=1e-
 
     g ← grad·grad_scale (gradient clipping); m ← β1·m + (1−β1)·g;
     v ← β2·v + (1−β2)·g²; param ← param − step·m/(√v + ε), where the caller folds
-    the bias corrections into step = lr·√(1−β2ᵗ)/(1−β1ᵗ); the scaling and that last
-    term are formed in double (fastner/_adam.h). grad is zeroed (consumed). The result equals
-    fastner.reference.adam_update bit for bit. All four arrays: float32 (n,),
+    the bias corrections into step = lr·√(1−β2ᵗ)/(1−β1ᵗ); all in float32, the
+    scalars rounded to float32 first (fastner/_adam.h). grad is zeroed (consumed). The
+    result equals fastner.reference.adam_update bit for bit. All four arrays: float32 (n,),
     C-contiguous, writable.
     """
     kernel = "adam_update"
@@ -1358,7 +1358,7 @@ def adam_update(param_n, grad_n, m_n, v_n, step, beta1=0.9, beta2=0.999, eps=1e-
     # the (1 − β) factors are rounded to float32 from double, as NumPy rounds them
     cdef float b1 = beta1, c1 = 1.0 - beta1, b2 = beta2, c2 = 1.0 - beta2
     cdef float e = eps
-    cdef double s = step, scale = grad_scale
+    cdef float s = step, scale = grad_scale
     cdef long size = n
     with nogil:
         fastner_adam_row(&p[0], &g[0], &m[0], &v[0], size, scale, b1, c1, b2, c2, s, e)
@@ -1400,7 +1400,7 @@ def adam_update_rows(table_ve, grad_ve, m_ve, v_ve, rows_r, step, beta1=0.9, bet
     cdef float[:, ::1] v = v_ve
     cdef float b1 = beta1, c1 = 1.0 - beta1, b2 = beta2, c2 = 1.0 - beta2
     cdef float eps_f = eps
-    cdef double s = step, scale = grad_scale
+    cdef float s = step, scale = grad_scale
     cdef int row
     with nogil:
         for r in range(R):
@@ -1800,7 +1800,7 @@ cdef class AdamCRFStep:
         for i in range(B):
             bias_activate_row(&S[i * T], &self.c[0], T, 0)
         # the CRF: transitions with the forbidden IOB2 moves at -inf, then per sentence
-        # loss, δ_S = (marginals − gold)/B and the transition gradients (§C2–§C4)
+        # loss, δ_S = (marginals − gold)/B and the transition gradients (§C2–§C4, §C8)
         for i in range(T):
             for j in range(T):
                 self.A[i, j] = self.trans[i, j] + self.mask[i, j]

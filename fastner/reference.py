@@ -336,17 +336,17 @@ class AdamCRFStep:
 def adam_update(param_n, grad_n, m_n, v_n, step, beta1=0.9, beta2=0.999, eps=1e-8,
                 grad_scale=1.0):
     """One Adam step in place (derivations §U2), in the order the kernel rounds: scale
-    g, decay and add into m, then v, then move the parameter; the caller folds the bias corrections into
-    step = lr·√(1−β2ᵗ)/(1−β1ᵗ). The gradient is scaled (clipping), used, zeroed.
-    m and v are float32; g·grad_scale and step·m/(√v + ε) are formed in float64
-    (the trainer's scalars are NumPy float64s, so NumPy promotes) and rounded once."""
-    step = np.float64(step)
+    g, decay and add into m, then v, then move the parameter; the caller folds the bias
+    corrections into step = lr·√(1−β2ᵗ)/(1−β1ᵗ). The gradient is scaled (clipping),
+    used, zeroed. All in float32: the scalars are rounded to float32 first, as the
+    kernel rounds them."""
+    step, eps = np.float32(step), np.float32(eps)
     if grad_scale != 1.0:
-        grad_n *= np.float64(grad_scale)
-    m_n *= beta1
-    m_n += (1 - beta1) * grad_n
-    v_n *= beta2
-    v_n += (1 - beta2) * grad_n * grad_n
+        grad_n *= np.float32(grad_scale)
+    m_n *= np.float32(beta1)
+    m_n += np.float32(1 - beta1) * grad_n
+    v_n *= np.float32(beta2)
+    v_n += np.float32(1 - beta2) * grad_n * grad_n
     param_n -= step * m_n / (np.sqrt(v_n) + eps)
     grad_n[...] = 0.0
 
