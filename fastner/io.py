@@ -17,7 +17,9 @@ import numpy as np
 
 MODEL_FORMAT = "fastner-model"
 CHECKPOINT_FORMAT = "fastner-checkpoint"
-FORMAT_VERSION = 1
+# per format: version 2 checkpoints keep only the rows training can change of the
+# word table (fastner.train); version 1 ones held all 400k rows four times
+FORMAT_VERSIONS = {MODEL_FORMAT: 1, CHECKPOINT_FORMAT: 2}
 
 
 class ModelFileError(ValueError):
@@ -87,7 +89,7 @@ def save_npz(path, fmt, arrays, meta, compress=True):
     """Atomically write ``arrays`` and ``meta`` (JSON-able) to ``path``.
 
     ``compress=False`` trades disk for speed (checkpoints, written every epoch)."""
-    doc = dict(meta, format=fmt, format_version=FORMAT_VERSION)
+    doc = dict(meta, format=fmt, format_version=FORMAT_VERSIONS[fmt])
     payload = dict(arrays, __meta__=np.array(json.dumps(doc)))
     _write_atomically(path, lambda f: (np.savez_compressed if compress else np.savez)(
         f, **payload), "wb")
@@ -164,7 +166,8 @@ def load_npz(path, fmt):
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise ModelFileError(f"{path}: expected a {fmt} file; got {found!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") != FORMAT_VERSIONS[fmt]:
         raise ModelFileError(f"{path}: {fmt} format version {meta.get('format_version')!r} is "
-                             f"not supported (this fastner reads version {FORMAT_VERSION})")
+                             f"not supported (this fastner reads version "
+                             f"{FORMAT_VERSIONS[fmt]})")
     return arrays, meta

