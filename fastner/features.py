@@ -10,6 +10,8 @@ import re
 
 import numpy as np
 
+from fastner.io import encode_strings
+
 PAD, UNK = 0, 1
 _DIGITS = re.compile(r"\d")
 
@@ -45,11 +47,19 @@ class Vocab:
         self.words = ["<pad>", "<unk>"] + [w for w in words if w not in ("<pad>", "<unk>")]
         self.index = dict(zip(self.words, range(len(self.words))))
         self._memo = {}                  # token → id, for repeated tokens
+        self._encoded = None
         if len(self.index) != len(self.words):
             raise ValueError("vocabulary words must be unique")
 
     def __len__(self):
         return len(self.words)
+
+    def encoded(self):
+        """The words as one UTF-8 array (fastner.io.encode_strings), made once: model
+        files and every epoch's checkpoint store it."""
+        if self._encoded is None:
+            self._encoded = encode_strings(self.words)
+        return self._encoded
 
     def id(self, token):
         """Row of a token: its lower-cased form, else that form with digits as 0, else UNK."""

@@ -36,7 +36,7 @@ def model_arrays(model, quantize=False, precise_rows=None):
                 arrays[f"param.{name}.f16"] = view[rows].astype(np.float16)
         else:
             arrays[f"param.{name}"] = view
-    arrays["vocab"] = io.encode_strings(model.features[0].vocab.words)
+    arrays["vocab"] = model.features[0].vocab.encoded()
     for f in model.features:
         for name, strings in getattr(f, "strings", dict)().items():
             arrays[f"strings.{name}"] = io.encode_strings(strings)

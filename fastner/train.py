@@ -586,7 +586,8 @@ class Trainer:
         bar = tqdm(total=train.tokens, unit="tok", unit_scale=True,
                    disable=True if self.quiet else None,   # None: only on a terminal
                    desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr)
-        total_loss, seen = train_epoch(model, opt, train, cfg, lr, state.rng, bar)
+        total_loss, seen = train_epoch(model, opt, train, cfg, lr, state.rng,
+                                       None if bar.disable else bar)
         bar.close()
         seconds = time.perf_counter() - started
         if not np.all(np.isfinite(model.flat)):
