@@ -2,7 +2,8 @@
 precomputed-product cache, without it (one sgemm per batch), and through the
 NumPy reference; and raw text → entities end to end (tokenizer included).
 
-Data: CoNLL-2003 valid from ../shared when present, else the test fixture."""
+Data: CoNLL-2003 valid from ../shared when present, else the test fixture. Another
+model through $FASTNER_MODEL (e.g. one with character features)."""
 import os
 
 import numpy as np
@@ -29,24 +30,27 @@ def tagger():
 def data(tagger):
     sentences = read_conll(VALID if os.path.exists(VALID) else FIXTURE)
     model = tagger.model
-    ids = model.windows([model.token_ids(s.tokens) for s in sentences])
+    spellings = model.new_spellings()            # None unless the model has chars
+    ids = model.windows([model.token_ids(s.tokens, spellings=spellings) for s in sentences])
     lengths = np.array([len(s.tokens) for s in sentences], np.int32)
-    return sentences, ids, lengths
+    return sentences, ids, lengths, spellings
 
 
 @pytest.mark.parametrize("path", ["cached", "sgemm", "numpy"])
 def test_ids_to_tags(benchmark, tagger, data, path):
-    _, ids, lengths = data
+    _, ids, lengths, spellings = data
     model = tagger.model
+    if path == "numpy" and model.chars is not None:
+        pytest.skip("the NumPy path is written for table features only")
     benchmark.group = "ids->tags"
     benchmark.extra_info["tokens"] = int(lengths.sum())
     scorer = tagger.scorer
 
     def run():
         if path == "cached":
-            S = scorer.scores(ids)
+            S = scorer.scores(ids, spellings)
         elif path == "sgemm":
-            S, _ = model.forward(ids)
+            S, _ = model.forward(ids, spellings=spellings)
         else:
             p = model.params
             X = np.empty((ids[0].shape[0], model.D), np.float32)
@@ -62,7 +66,7 @@ def test_ids_to_tags(benchmark, tagger, data, path):
 
 
 def test_text_to_entities(benchmark, tagger, data):
-    sentences, _, lengths = data
+    sentences, _, lengths, _ = data
     texts = [" ".join(s.tokens) for s in sentences]
     benchmark.group = "text->entities"
     benchmark.extra_info["tokens"] = int(lengths.sum())
