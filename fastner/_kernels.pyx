@@ -1135,6 +1135,8 @@ cdef class CachedScorer:
     """
     cdef object arrays
     cdef list tables, row_products
+    cdef list stamps                         # per feature: the last renumbering that met each row
+    cdef int clock
     cdef uint16_t** cache_ptr
     cdef int* cache_rows
     cdef int* table_rows
@@ -1190,6 +1192,8 @@ cdef class CachedScorer:
         cdef const float[::1] cv = c_t
         self.b, self.U, self.c = &bv[0], &Uv[0, 0], &cv[0]
         self.arrays = (list(caches), b_h, U_th, c_t)
+        self.stamps = [None] * self.F
+        self.clock = 0
 
     def __dealloc__(self):
         free(self.cache_ptr)
@@ -1245,10 +1249,40 @@ cdef class CachedScorer:
             if not copied:      # never renumber the caller's array
                 chunk, copied = chunk.copy(), True
                 column = chunk[:, :, f]
-            rows, slot = np.unique(column[miss], return_inverse=True)
-            column[miss] = self.cache_rows[f] + slot.reshape(-1).astype(np.int32)
+            values = np.ascontiguousarray(column[miss])
+            rows = self._renumber(f, values, first + table.shape[0])
+            column[miss] = values
             missed[f] = table[rows - first] @ self.row_products[f]
         return chunk, missed
+
+    def _renumber(self, f, values_m, limit):
+        """The distinct rows among ``values_m`` (ids past feature f's cache, all below
+        ``limit``) in order of first sight, each value replaced in place by
+        cache_rows + its row's slot: np.unique's work without its sort, which costs
+        more than the scoring for a one-sentence request. Runs holding the GIL (a
+        scorer may serve several threads; the stamps are shared)."""
+        stamps = self.stamps[f]
+        if stamps is None or stamps.shape[1] < limit:
+            stamps = self.stamps[f] = np.zeros((2, max(limit, 1)), dtype=np.int32)
+        self.clock += 1
+        if self.clock == 2**31 - 1:             # stamps would repeat: start afresh
+            stamps[0] = 0
+            self.clock = 1
+        rows_r = np.empty(values_m.shape[0], dtype=np.int64)
+        cdef int[:, ::1] seen = stamps            # row 0: stamp; row 1: slot
+        cdef int[::1] values = values_m
+        cdef long long[::1] rows = rows_r
+        cdef int clock = self.clock, base = self.cache_rows[f], v, n = 0
+        cdef Py_ssize_t i
+        for i in range(values.shape[0]):
+            v = values[i]
+            if seen[0, v] != clock:
+                seen[0, v] = clock
+                seen[1, v] = n
+                rows[n] = v
+                n += 1
+            values[i] = base + seen[1, v]
+        return rows_r[:n]
 
     def _score_chunk(self, chunk, missed, out):
         cdef const int[:, :, ::1] ids = chunk

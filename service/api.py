@@ -220,8 +220,9 @@ def model_info():
 def _config_summary(model):
     """The model's configuration without the long feature value lists."""
     config = model.config()
+    features = model.features + ([model.chars] if model.chars is not None else [])
     config["features"] = [{"kind": c["kind"], "dim": f.dim, "rows": f.size}
-                          for c, f in zip(config["features"], model.features)]
+                          for c, f in zip(config["features"], features)]
     return config
 
 
