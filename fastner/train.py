@@ -50,7 +50,8 @@ class TrainConfig:
     word_dropout: float = _option(0.1, "chance of replacing a training word by UNK")
     features: str = _option("caps:5", "feature embeddings besides the word, KIND:DIM,... "
                                       "(caps, suffixN, prefixN, shape, doccase, "
-                                      "gazetteers, gaz_LIST) or none")
+                                      "gazetteers, gaz_LIST, chars: DIM character-CNN "
+                                      "filters) or none")
     glove_words: int = _option(400000, "most frequent GloVe words kept (0: random word "
                                        "vectors, no GloVe)")
     word_dim: int = _option(50, "word vector size (50 with GloVe)")
