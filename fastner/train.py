@@ -320,6 +320,7 @@ class Optimizer:
 # a word table this tall or taller is checkpointed at the rows training changes only
 CHECKPOINT_ALL_ROWS_BELOW = 4096
 
+
 def fused_sgd_step(model, cfg):
     """The fused SGDStep kernel for this model, when the configuration is exactly what
     it computes (plain SGD on the softmax loss: no momentum, clipping, hidden dropout
