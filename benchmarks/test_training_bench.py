@@ -29,15 +29,19 @@ def test_train_step(benchmark, impl, B):
     assert np.isfinite(loss)
 
 
+def _implementations():
+    """cython and numpy, and pytorch where it is installed."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return ["cython", "numpy"]
+    return ["cython", "numpy", "pytorch"]
+
+
 def test_train_step_implementations_agree():
     """Not a timing: the three twins take the same step from the same start."""
     ids, y = twins.batch(16)
-    impls = ["cython", "numpy"]
-    try:
-        import torch  # noqa: F401
-        impls.append("pytorch")
-    except ImportError:
-        pass
+    impls = _implementations()
     losses = {}
     for impl in impls:
         stepper = make(impl)
@@ -66,14 +70,8 @@ def test_adam_crf_step_implementations_agree():
     steps from the same start (PyTorch's Adam adds ε after the bias correction, and its
     CRF sums in another order: close, not equal)."""
     ids, y, lengths, _ = twins.crf_batch()
-    impls = ["cython", "numpy"]
-    try:
-        import torch  # noqa: F401
-        impls.append("pytorch")
-    except ImportError:
-        pass
     losses = {}
-    for impl in impls:
+    for impl in _implementations():
         stepper = twins.adam_crf_step(impl)
         losses[impl] = [stepper.step(ids, y, lengths, 1e-3) for _ in range(4)]
     np.testing.assert_allclose(losses["numpy"], losses["cython"], rtol=1e-5)

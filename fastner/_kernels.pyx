@@ -846,6 +846,26 @@ def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
 # 5. a whole plain-SGD training step, fused (softmax loss; derivations §U1)
 
 
+cdef void _windows_and_hidden(const int[:, :, ::1] ids, int B, int K, int F, int E, int D,
+                              int H, float** table_ptr, const int* table_dim,
+                              const int* table_offset, const float* W, const float* b,
+                              int act, float* X, float* hidden) noexcept nogil:
+    # the fused steps' first layer: X[i] = the window's feature vectors side by side
+    # (derivations §F1), hidden = f(X Wᵀ + b) (§F2), as lookup_forward and
+    # affine_act_forward compute them
+    cdef Py_ssize_t i, k, f
+    cdef int e
+    for i in range(B):
+        for k in range(K):
+            for f in range(F):
+                e = table_dim[f]
+                memcpy(&X[i * D + k * E + table_offset[f]], &table_ptr[f][ids[i, k, f] * e],
+                       e * sizeof(float))
+    gemm_rm(False, True, B, H, D, 1.0, X, D, W, D, 0.0, hidden, H)
+    for i in range(B):
+        bias_activate_row(&hidden[i * H], b, H, act)
+
+
 cdef class SGDStep:
     """One plain-SGD step of the softmax window model in a single call.
 
@@ -964,17 +984,9 @@ cdef class SGDStep:
         cdef double loss = 0.0, log_z
         cdef float* row
         cdef const float* src
-        # forward 1: windows of feature vectors
-        for i in range(B):
-            for k in range(K):
-                for f in range(F):
-                    e = self.table_dim[f]
-                    memcpy(&X[i * D + k * E + self.table_offset[f]],
-                           &self.table_ptr[f][ids[i, k, f] * e], e * sizeof(float))
-        # forward 2–3: hidden = f(X Wᵀ + b), S = hidden Uᵀ + c
-        gemm_rm(False, True, B, H, D, 1.0, X, D, &self.W[0, 0], D, 0.0, hidden, H)
-        for i in range(B):
-            bias_activate_row(&hidden[i * H], &self.b[0], H, self.act)
+        # forward 1–3: windows of feature vectors, hidden = f(X Wᵀ + b), S = hidden Uᵀ + c
+        _windows_and_hidden(ids, B, K, F, E, D, H, self.table_ptr, self.table_dim,
+                            self.table_offset, &self.W[0, 0], &self.b[0], self.act, X, hidden)
         gemm_rm(False, True, B, T, H, 1.0, hidden, H, &self.U[0, 0], H, 0.0, S, T)
         # forward 4 and backward 1: loss, δ_S = (P − Y)/B (in place of S)
         for i in range(B):
@@ -1821,15 +1833,8 @@ cdef class AdamCRFStep:
         cdef const float* src
         cdef int* stamps
         # forward: windows of feature vectors, hidden = f(X Wᵀ + b), S = hidden Uᵀ + c
-        for i in range(B):
-            for k in range(K):
-                for f in range(F):
-                    e = self.table_dim[f]
-                    memcpy(&X[i * D + k * E + self.table_offset[f]],
-                           &self.table_ptr[f][ids[i, k, f] * e], e * sizeof(float))
-        gemm_rm(False, True, B, H, D, 1.0, X, D, &self.W[0, 0], D, 0.0, hidden, H)
-        for i in range(B):
-            bias_activate_row(&hidden[i * H], &self.b[0], H, self.act)
+        _windows_and_hidden(ids, B, K, F, E, D, H, self.table_ptr, self.table_dim,
+                            self.table_offset, &self.W[0, 0], &self.b[0], self.act, X, hidden)
         gemm_rm(False, True, B, T, H, 1.0, hidden, H, &self.U[0, 0], H, 0.0, S, T)
         for i in range(B):
             bias_activate_row(&S[i * T], &self.c[0], T, 0)
