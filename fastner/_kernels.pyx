@@ -979,7 +979,7 @@ cdef class SGDStep:
         cdef float* dZ = dH + B * H                # (B, H)
         cdef float* S = dZ + B * H                 # (B, T), then δ_S in place
         cdef Py_ssize_t i, j, k, f
-        cdef int e, v
+        cdef int e
         cdef float inv_b = 1.0 / B
         cdef double loss = 0.0, log_z
         cdef float* row
