@@ -1807,6 +1807,10 @@ cdef class AdamCRFStep:
         cdef double loss
         cdef int B_ = B
         self.clock += 1
+        if self.clock == 2**31 - 1:             # stamps would repeat: start afresh
+            memset(self.stamps, 0, self.stamp_at[self.F - 1] * sizeof(int)
+                   + self.table_rows[self.F - 1] * sizeof(int))
+            self.clock = 1
         with nogil:
             loss = self._step(ids, y, lengths, B_, step_dense, step_tables, &work[0], &ab[0],
                               &touched[0], &counts[0])
