@@ -587,32 +587,25 @@ def entity_runs(tags_b, conf_b, n_types):
     return starts_r, ends_r, kinds_r, lowest_r
 
 
-cdef double _crf_sentence(const float* s, const int* y, int n, int T, const float[:, ::1] A,
-                          const float[::1] start, const float[::1] end, const double* expA,
-                          const double* exp_start, const double* exp_end, float scale,
-                          double* work, float* ds, float[:, ::1] dA, float[::1] dstart,
-                          float[::1] dend) noexcept nogil:
-    # nll = log Z − score(gold); ∂/∂S = marginals − onehot(gold); ∂/∂A = expected minus
-    # gold transition counts; likewise start/end; all scaled by `scale` (derivations
-    # §C4). The recursions run in probability space with every row rescaled (§C8): T
-    # exps per token and one log, where log space took 3·T² exp/log pairs.
-    # work: 3·n·T + n doubles (alpha, beta, e, and the row sums c).
-    cdef double* alpha = work
-    cdef double* beta = alpha + n * T
-    cdef double* e = beta + n * T
-    cdef double* c = e + n * T
+cdef double _crf_scaled_recursions(const float* s, int n, int T, const double* expA,
+                                   const double* exp_start, const double* exp_end,
+                                   double* alpha, double* beta, double* e,
+                                   double* c) noexcept nogil:
+    # The forward-backward recursions in probability space with each row rescaled to
+    # sum 1 (derivations §C8): e_t = exp(s_t − max s_t); alpha_t and beta_t rows
+    # normalised (c_t: alpha_t's sum before, the factor log Z needs); a marginal,
+    # alpha_t ⊙ beta_t normalised, does not depend on their scale. T exps per token
+    # where log space took 3·T² exp/log pairs. Returns Σ_t max s_t.
     cdef int t, i, j
-    cdef double m, acc, total, log_z = 0.0, gold, norm, w
-    # e_t[j] = exp(s_t[j] − max_j s_t), so log Z gains Σ_t max_t
+    cdef double m, acc, total, maxima = 0.0
     for t in range(n):
         m = s[t * T]
         for j in range(1, T):
             if s[t * T + j] > m:
                 m = s[t * T + j]
-        log_z += m
+        maxima += m
         for j in range(T):
             e[t * T + j] = exp(s[t * T + j] - m)
-    # forward, each row normalised to sum 1 by c_t: log Z gains Σ_t log c_t
     for t in range(n):
         total = 0.0
         for j in range(T):
@@ -625,16 +618,7 @@ cdef double _crf_sentence(const float* s, const int* y, int n, int T, const floa
             alpha[t * T + j] = acc * e[t * T + j]
             total += alpha[t * T + j]
         c[t] = total
-        if total > 0.0:
-            for j in range(T):
-                alpha[t * T + j] /= total
-    total = 0.0
-    for j in range(T):
-        total += alpha[(n - 1) * T + j] * exp_end[j]
-    for t in range(n):
-        log_z += log(c[t])
-    log_z += log(total)
-    # backward, each row normalised to sum 1 (any scale: it cancels below)
+        _normalize(&alpha[t * T], T, total)
     for t in range(n - 1, -1, -1):
         total = 0.0
         for i in range(T):
@@ -646,9 +630,39 @@ cdef double _crf_sentence(const float* s, const int* y, int n, int T, const floa
                     acc += expA[i * T + j] * e[(t + 1) * T + j] * beta[(t + 1) * T + j]
             beta[t * T + i] = acc
             total += acc
-        if total > 0.0:
-            for i in range(T):
-                beta[t * T + i] /= total
+        _normalize(&beta[t * T], T, total)
+    return maxima
+
+
+cdef inline void _normalize(double* row, int T, double total) noexcept nogil:
+    cdef int j
+    if total > 0.0:
+        for j in range(T):
+            row[j] /= total
+
+
+cdef double _crf_sentence(const float* s, const int* y, int n, int T, const float[:, ::1] A,
+                          const float[::1] start, const float[::1] end, const double* expA,
+                          const double* exp_start, const double* exp_end, float scale,
+                          double* work, float* ds, float[:, ::1] dA, float[::1] dstart,
+                          float[::1] dend) noexcept nogil:
+    # nll = log Z − score(gold); ∂/∂S = marginals − onehot(gold); ∂/∂A = expected minus
+    # gold transition counts; likewise start/end; all scaled by `scale` (derivations
+    # §C4), from the rescaled recursions (§C8).
+    # work: 3·n·T + n doubles (alpha, beta, e, and the row sums c).
+    cdef double* alpha = work
+    cdef double* beta = alpha + n * T
+    cdef double* e = beta + n * T
+    cdef double* c = e + n * T
+    cdef int t, i, j
+    cdef double total = 0.0, log_z, gold, norm, w
+    # log Z = Σ_t max s_t + Σ_t log c_t + log Σ_j alpha_{n−1}[j] · exp end[j]
+    log_z = _crf_scaled_recursions(s, n, T, expA, exp_start, exp_end, alpha, beta, e, c)
+    for j in range(T):
+        total += alpha[(n - 1) * T + j] * exp_end[j]
+    for t in range(n):
+        log_z += log(c[t])
+    log_z += log(total)
     gold = start[y[0]] + end[y[n - 1]]
     for t in range(n):
         gold += s[t * T + y[t]]
@@ -744,47 +758,11 @@ def crf_forward_backward(S_bt, y_b, lengths_n, trans_tt, start_t, end_t,
 
 cdef void _crf_marginals(const float* s, int n, int T, const double* expA,
                          const double* exp_start, const double* exp_end, double* alpha,
-                         double* beta, double* e, float* out) noexcept nogil:
-    # The forward-backward recursions in probability space with each row rescaled to
-    # sum 1: a marginal row, alpha[t] ⊙ beta[t] normalised, does not depend on the
-    # scale of alpha[t] or beta[t]. T exps per token instead of T² exp/log pairs.
-    cdef int t, i, j
-    cdef double m, acc, total
-    for t in range(n):
-        m = s[t * T]
-        for j in range(1, T):
-            if s[t * T + j] > m:
-                m = s[t * T + j]
-        for j in range(T):
-            e[t * T + j] = exp(s[t * T + j] - m)
-    total = 0.0
-    for j in range(T):
-        alpha[j] = exp_start[j] * e[j]
-        total += alpha[j]
-    _normalize(alpha, T, total)
-    for t in range(1, n):
-        total = 0.0
-        for j in range(T):
-            acc = 0.0
-            for i in range(T):
-                acc += alpha[(t - 1) * T + i] * expA[i * T + j]
-            alpha[t * T + j] = acc * e[t * T + j]
-            total += alpha[t * T + j]
-        _normalize(&alpha[t * T], T, total)
-    total = 0.0
-    for j in range(T):
-        beta[(n - 1) * T + j] = exp_end[j]
-        total += exp_end[j]
-    _normalize(&beta[(n - 1) * T], T, total)
-    for t in range(n - 2, -1, -1):
-        total = 0.0
-        for i in range(T):
-            acc = 0.0
-            for j in range(T):
-                acc += expA[i * T + j] * e[(t + 1) * T + j] * beta[(t + 1) * T + j]
-            beta[t * T + i] = acc
-            total += acc
-        _normalize(&beta[t * T], T, total)
+                         double* beta, double* e, double* c, float* out) noexcept nogil:
+    # each token's marginals, alpha_t ⊙ beta_t normalised (§C3, §C8)
+    cdef int t, j
+    cdef double total
+    _crf_scaled_recursions(s, n, T, expA, exp_start, exp_end, alpha, beta, e, c)
     for t in range(n):
         total = 0.0
         for j in range(T):
@@ -793,13 +771,6 @@ cdef void _crf_marginals(const float* s, int n, int T, const double* expA,
             total = 1.0
         for j in range(T):
             out[t * T + j] = <float>(alpha[t * T + j] * beta[t * T + j] / total)
-
-
-cdef inline void _normalize(double* row, int T, double total) noexcept nogil:
-    cdef int j
-    if total > 0.0:
-        for j in range(T):
-            row[j] /= total
 
 
 def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
@@ -814,7 +785,7 @@ def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
     # exp of the transition scores once per call, in double; exp(-inf) = 0 forbids a
     # move. One buffer, filled in C: NumPy's astype and exp cost more than a sentence.
     exps = np.empty(T * T + 2 * T, dtype=np.float64)
-    work = np.empty((3, longest * T), dtype=np.float64)
+    work = np.empty((4, longest * T), dtype=np.float64)
     cdef const float[:, ::1] S = S_bt
     cdef const int[::1] lengths = lengths_n
     cdef const float[:, ::1] trans = trans_tt
@@ -823,21 +794,17 @@ def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
     cdef double[::1] e = exps
     cdef double[:, ::1] w = work
     cdef float[:, ::1] out = out_bt
-    cdef Py_ssize_t n, i, j, row = 0
+    cdef Py_ssize_t n, row = 0
     cdef int T_ = T
-    for i in range(T):
-        for j in range(T):
-            e[i * T + j] = exp(trans[i, j])
-        e[T * T + i] = exp(start[i])
-        e[T * T + T + i] = exp(end[i])
     cdef const double* expA = &e[0]
     cdef const double* exp_start = &e[T * T]
     cdef const double* exp_end = &e[T * T + T]
     with nogil:
+        _crf_exps(trans, start, end, &e[0])
         for n in range(lengths.shape[0]):
             if lengths[n] > 0:
                 _crf_marginals(&S[row, 0], lengths[n], T_, expA, exp_start, exp_end,
-                               &w[0, 0], &w[1, 0], &w[2, 0], &out[row, 0])
+                               &w[0, 0], &w[1, 0], &w[2, 0], &w[3, 0], &out[row, 0])
             row += lengths[n]
     return out_bt
 
