@@ -1245,7 +1245,9 @@ cdef class CachedScorer:
             stamps = self.stamps[f] = np.zeros((2, max(limit, 1)), dtype=np.int32)
         self.clock += 1
         if self.clock == 2**31 - 1:             # stamps would repeat: start afresh
-            stamps[0] = 0
+            for other in self.stamps:           # every feature's: they share the clock
+                if other is not None:
+                    other[0] = 0
             self.clock = 1
         rows_r = np.empty(values_m.shape[0], dtype=np.int64)
         cdef int[:, ::1] seen = stamps            # row 0: stamp; row 1: slot
