@@ -290,17 +290,16 @@ cdef void _act_backward(const float[:, ::1] dH_bh, const float[:, ::1] H_bh, int
         act_backward_row(&dH_bh[i, 0], &H_bh[i, 0], &dZ_bh[i, 0], H, act)
 
 
-cdef void _affine_backward(const float[:, ::1] dZ_bh, const float[:, ::1] X_bd,
-                           const float[:, ::1] W_hd, float[:, ::1] dW_hd, float[::1] db_h,
-                           float* dX, bint want_dX) noexcept nogil:
-    cdef int B = dZ_bh.shape[0], H = dZ_bh.shape[1], D = X_bd.shape[1]
+cdef void _affine_backward(const float* dZ, const float* X, const float* W, float* dW,
+                           float* db, float* dX, int B, int H, int D) noexcept nogil:
+    # dZ (B, H), X (B, D), W and dW (H, D), db (H,), dX (B, D) or NULL (not wanted)
     # ∂J/∂W += δ_Zᵀ X     (NumPy: dW += dZ.T @ X; outer products summed over the batch)
-    gemm_rm(True, False, H, D, B, 1.0, &dZ_bh[0, 0], H, &X_bd[0, 0], D, 1.0, &dW_hd[0, 0], D)
-    if want_dX:
+    gemm_rm(True, False, H, D, B, 1.0, dZ, H, X, D, 1.0, dW, D)
+    if dX != NULL:
         # δ_X = δ_Z W       (NumPy: dX = dZ @ W)
-        gemm_rm(False, False, B, D, H, 1.0, &dZ_bh[0, 0], H, &W_hd[0, 0], D, 0.0, dX, D)
+        gemm_rm(False, False, B, D, H, 1.0, dZ, H, W, D, 0.0, dX, D)
     # ∂J/∂b += Σ_b δ_Z[b]
-    add_column_sums(&db_h[0], &dZ_bh[0, 0], B, H, 1.0)
+    add_column_sums(db, dZ, B, H, 1.0)
 
 
 def affine_act_backward(dH_bh, H_bh, X_bd, W_hd, activation, dW_hd, db_h, dX_bd=None):
@@ -340,12 +339,11 @@ def affine_act_backward(dH_bh, H_bh, X_bd, W_hd, activation, dW_hd, db_h, dX_bd=
     if want_dX:
         dX = dX_bd
         dX_ptr = &dX[0, 0]
-    cdef int act_ = act
-    cdef bint want = want_dX
+    cdef int act_ = act, B_ = B, H_ = H, D_ = D
     with nogil:
         if act_ != 0:
             _act_backward(dH, hidden, act_, dZ)
-        _affine_backward(dZ, X, W, dW, db, dX_ptr, want)
+        _affine_backward(&dZ[0, 0], &X[0, 0], &W[0, 0], &dW[0, 0], &db[0], dX_ptr, B_, H_, D_)
     return dX_bd
 
 
@@ -1827,14 +1825,10 @@ cdef class AdamCRFStep:
                                       &dS[row_at * T], self.dtrans, self.dstart, self.dend)
             row_at += lengths[n]
         # backward: output layer (identity), then the hidden layer (§B2–§B4)
-        gemm_rm(True, False, T, H, B, 1.0, dS, T, hidden, H, 1.0, &self.dU[0, 0], H)
-        gemm_rm(False, False, B, H, T, 1.0, dS, T, &self.U[0, 0], H, 0.0, dH, H)
-        add_column_sums(&self.dc[0], dS, B, T, 1.0)
+        _affine_backward(dS, hidden, &self.U[0, 0], &self.dU[0, 0], &self.dc[0], dH, B, T, H)
         for i in range(B):
             act_backward_row(&dH[i * H], &hidden[i * H], &dZ[i * H], H, self.act)
-        gemm_rm(True, False, H, D, B, 1.0, dZ, H, X, D, 1.0, &self.dW[0, 0], D)
-        gemm_rm(False, False, B, D, H, 1.0, dZ, H, &self.W[0, 0], D, 0.0, dX, D)
-        add_column_sums(&self.db[0], dZ, B, H, 1.0)
+        _affine_backward(dZ, X, &self.W[0, 0], &self.dW[0, 0], &self.db[0], dX, B, H, D)
         # the clip's norm (§U3): the dense gradient, then each table's touched rows
         sq = _sum_of_squares(&self.dense_grad[0], self.dense_grad.shape[0])
         for f in range(F):
