@@ -155,8 +155,13 @@ class WindowTagger:
 
         sentences_ids: list over sentences of per-feature id arrays (from token_ids).
         """
-        lengths = np.array([len(ids[0]) for ids in sentences_ids], dtype=np.int64)
-        return self.windows_flat(self._laid_end_to_end(sentences_ids), lengths)
+        return window_columns(self.stacked_windows(sentences_ids))
+
+    def stacked_windows(self, sentences_ids):
+        """windows() as one int32 (B, K, columns) array, the layout the fused training
+        steps and the inference scorer read."""
+        lengths = np.array([len(ids[0]) for ids in sentences_ids], dtype=np.int32)
+        return self.ops.window_ids(self._laid_end_to_end(sentences_ids), lengths, self.K)
 
     def _laid_end_to_end(self, sentences_ids):
         """int32 (B, columns): per-sentence token_ids as one row per token."""
@@ -169,9 +174,9 @@ class WindowTagger:
         """Per-column (B, K) window ids from each token's ids (B, columns), the tokens of
         all sentences laid end to end (``lengths``: tokens per sentence), PAD past each
         sentence's edges: the window_ids kernel, split by column."""
-        windows = self.ops.window_ids(np.ascontiguousarray(ids_bf, dtype=np.int32),
-                                      np.asarray(lengths, dtype=np.int32), self.K)
-        return [np.ascontiguousarray(windows[:, :, f]) for f in range(windows.shape[2])]
+        return window_columns(self.ops.window_ids(
+            np.ascontiguousarray(ids_bf, dtype=np.int32), np.asarray(lengths, dtype=np.int32),
+            self.K))
 
     # -- forward / backward -------------------------------------------------
 
@@ -383,3 +388,8 @@ class WindowTagger:
                 "entity_types": list(self.tagset.entity_types),
                 "features": [f.config() for f in self.features]
                 + ([self.chars.config()] if self.chars is not None else [])}
+
+
+def window_columns(windows_bkc):
+    """Per-column contiguous (B, K) arrays of (B, K, columns) window ids."""
+    return [np.ascontiguousarray(windows_bkc[:, :, f]) for f in range(windows_bkc.shape[2])]

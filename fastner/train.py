@@ -17,7 +17,7 @@ from tqdm import tqdm
 from fastner import __version__, _kernels, io
 from fastner.evaluate import entity_scores
 from fastner.features import PAD, UNK, GazetteerFeature, Vocab, make_features, normalize_word
-from fastner.model import WindowTagger
+from fastner.model import WindowTagger, window_columns
 from fastner.modelfile import model_arrays, model_from_arrays, save_model
 from fastner.tags import TagSet
 
@@ -113,14 +113,14 @@ class EncodedSentences:
         self.lengths = np.array([len(s.tokens) for s in sentences], dtype=np.int32)
         docs = [s.doc for s in sentences]
         self.spellings = model.new_spellings()
-        self.ids = model.windows(model.sentences_ids([s.tokens for s in sentences], docs,
-                                                     self.spellings))
-        self.cased_ids = {case: model.windows(model.sentences_ids(
+        # (tokens, K, columns) window ids, as the epoch takes them, and per column, as
+        # the dev forward pass takes them
+        self.windows_bkc = model.stacked_windows(model.sentences_ids(
+            [s.tokens for s in sentences], docs, self.spellings))
+        self.ids = window_columns(self.windows_bkc)
+        self.cased_bkc = {case: model.stacked_windows(model.sentences_ids(
             [[getattr(t, case)() for t in s.tokens] for s in sentences], docs,
             self.spellings)) for case in cases}
-        # the same ids as one (tokens, K, columns) array each, as the epoch takes them
-        self.windows_bkc = _stacked(self.ids)
-        self.cased_bkc = {case: _stacked(ids) for case, ids in self.cased_ids.items()}
         self.y = (np.concatenate([model.tagset.encode(s.tags) for s in sentences])
                   if sentences else np.zeros(0, np.int32))
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
@@ -128,10 +128,6 @@ class EncodedSentences:
     @property
     def tokens(self):
         return int(self.lengths.sum())
-
-
-def _stacked(columns):
-    return np.ascontiguousarray(np.stack(columns, axis=2), dtype=np.int32)
 
 
 def build_model(cfg, train_sentences, log=print):
