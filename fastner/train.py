@@ -471,6 +471,12 @@ class RunState:
         return cls(rng, best_flat, **{name: meta[name] for name in cls.CHECKPOINTED})
 
 
+def _checkpoint_buffers(model, opt, best_flat):
+    """The flat buffers a checkpoint holds, by the prefix of their arrays' names."""
+    return {"param": model.flat, "best": best_flat,
+            **{f"opt.{name}": buf for name, buf in opt.slots.items()}}
+
+
 class Trainer:
     def __init__(self, cfg, out, quiet=False, log=None):
         cfg.validate()
@@ -486,9 +492,7 @@ class Trainer:
         so an epoch writes ~20 MB where the whole 400k-row table made it ~320 MB."""
         arrays = model_arrays(model)
         sparse = model.tables()[0].shape[0] >= CHECKPOINT_ALL_ROWS_BELOW
-        buffers = {"param": model.flat, "best": state.best_flat,
-                   **{f"opt.{name}": buf for name, buf in opt.slots.items()}}
-        for prefix, buf in buffers.items():
+        for prefix, buf in _checkpoint_buffers(model, opt, state.best_flat).items():
             for name, view in model.views(buf).items():
                 arrays[f"{prefix}.{name}"] = view[state.trained_rows] if (
                     sparse and name == "table.word") else view
@@ -525,9 +529,7 @@ class Trainer:
                                         f"with the same data, or train afresh")
         opt = Optimizer(model, self.cfg)
         best_flat = model.flat.copy()
-        buffers = {"param": model.flat, "best": best_flat,
-                   **{f"opt.{name}": buf for name, buf in opt.slots.items()}}
-        for prefix, buf in buffers.items():
+        for prefix, buf in _checkpoint_buffers(model, opt, best_flat).items():
             for name, view in model.views(buf).items():
                 stored = arrays.get(f"{prefix}.{name}")
                 expected = (len(rows), view.shape[1]) if (
