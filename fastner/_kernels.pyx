@@ -30,7 +30,7 @@ import numpy as np
 
 from libc.math cimport exp, log, sqrt, INFINITY
 from libc.stdint cimport uint16_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
 from fastner._blas cimport gemm_rm
@@ -807,6 +807,54 @@ def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
     return out_bt
 
 
+def crf_decode(S_bt, lengths_n, trans_tt, start_t, end_t):
+    """viterbi_decode and crf_marginals in one pass, for tagging: each sentence's best
+    path and, per token, the CRF marginal of the tag on it (§C3, §C5).
+
+    Arguments as in viterbi_decode. Returns (int32 (B,) tags, float32 (B,) each tag's
+    marginal): one call's checks and buffers instead of two, and no (B, T) marginals
+    array for the caller to gather from (a one-sentence request paid more for those
+    than for the arithmetic).
+    """
+    kernel = "crf_decode"
+    B, T, longest = _check_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t)
+    tags_b = np.zeros(B, dtype=np.int32)
+    conf_b = np.zeros(B, dtype=np.float32)
+    if B == 0:
+        return tags_b, conf_b
+    # Viterbi's scores, the recursions' four rows, then the exps of the transition
+    # scores; Viterbi's back-pointers; one sentence's marginals
+    work_buf = np.empty(5 * longest * T + T * T + 2 * T, dtype=np.float64)
+    back_buf = np.empty(longest * T, dtype=np.int32)
+    marg_buf = np.empty(longest * T, dtype=np.float32)
+    cdef const float[:, ::1] S = S_bt
+    cdef const int[::1] lengths = lengths_n
+    cdef const float[:, ::1] A = trans_tt
+    cdef const float[::1] start = start_t
+    cdef const float[::1] end = end_t
+    cdef double[::1] work = work_buf
+    cdef int[::1] back = back_buf
+    cdef float[::1] marg = marg_buf
+    cdef int[::1] tags = tags_b
+    cdef float[::1] conf = conf_b
+    cdef Py_ssize_t n, t, row = 0, L = longest * T
+    cdef int T_ = T, n_i
+    cdef double* exps = &work[5 * L]
+    with nogil:
+        _crf_exps(A, start, end, exps)
+        for n in range(lengths.shape[0]):
+            n_i = lengths[n]
+            if n_i > 0:
+                _viterbi(&S[row, 0], n_i, T_, A, start, end, &work[0], &back[0], &tags[row])
+                _crf_marginals(&S[row, 0], n_i, T_, exps, &exps[T_ * T_],
+                               &exps[T_ * T_ + T_], &work[L], &work[2 * L], &work[3 * L],
+                               &work[4 * L], &marg[0])
+                for t in range(n_i):
+                    conf[row + t] = marg[t * T_ + tags[row + t]]
+            row += n_i
+    return tags_b, conf_b
+
+
 # --------------------------------------------------------------------------
 # 5. a whole plain-SGD training step, fused (softmax loss; derivations §U1)
 
@@ -1112,6 +1160,7 @@ cdef class CachedScorer:
     """
     cdef object arrays
     cdef list tables, row_products
+    cdef object rows_f
     cdef list stamps                         # per feature: the last renumbering that met each row
     cdef int clock
     cdef uint16_t** cache_ptr
@@ -1151,6 +1200,7 @@ cdef class CachedScorer:
         self.cache_ptr = <uint16_t**>pointer_array(self.F)
         self.cache_rows = int_array([c.shape[0] for c in caches])
         self.table_rows = int_array([t.shape[0] for t in tables])
+        self.rows_f = np.array([t.shape[0] for t in tables], dtype=np.int32)   # id limits
         cdef const uint16_t[:, :, ::1] cview
         self.tables, self.row_products = [], []
         for f, (cache, table, offset) in enumerate(zip(caches, tables, offsets)):
@@ -1189,7 +1239,7 @@ cdef class CachedScorer:
         _check_array(kernel, "ids_bkf", ids_bkf, np.int32, (("B", None), ("K", self.K),
                                                            ("F", self.F)))
         tables = [(table, 0) for table in self.tables]    # (rows, id of the first row)
-        rows_f = np.array([self.table_rows[f] for f in range(self.F)], dtype=np.int32)
+        rows_f = self.rows_f if not call_tables else self.rows_f.copy()
         for f, table in (call_tables or {}).items():
             if not (isinstance(f, int) and 0 <= f < self.F):
                 raise ValueError(f"{kernel}: call_tables keys must be features 0..{self.F - 1}"
@@ -1204,9 +1254,15 @@ cdef class CachedScorer:
         _check_ids(kernel, "ids_bkf", ids_bkf, &ids[0, 0, 0], &limits[0], self.F,
                    _FEATURE_ROWS)
         out = np.empty((B, self.T), dtype=np.float32)
+        # one C pass finds whether any id is past its cache: most requests have no
+        # miss, and looking for them with NumPy cost more than scoring a sentence
+        cdef bint any_miss = B > 0 and _first_out_of_range(&ids[0, 0, 0], ids_bkf.size,
+                                                            self.cache_rows, self.F) >= 0
+        missed = [None] * self.F
         for start in range(0, B, SCORER_CHUNK):
             chunk = ids_bkf[start:start + SCORER_CHUNK]
-            chunk, missed = self._products_of_misses(chunk, tables)
+            if any_miss:
+                chunk, missed = self._products_of_misses(chunk, tables)
             self._score_chunk(chunk, missed, out[start:start + SCORER_CHUNK])
         return out
 
@@ -1267,27 +1323,35 @@ cdef class CachedScorer:
         cdef const int[:, :, ::1] ids = chunk
         cdef float[:, ::1] S = out
         cdef int F = self.F, B = ids.shape[0], start = 0, n
-        # the hidden rows of one block; sized to the chunk, so a short request does not
-        # allocate (and the allocator map and unmap) a whole block's 300 KB
-        work = np.empty(min(B, SCORER_BLOCK) * self.H, dtype=np.float32)
-        # per window: pointers to its cached (half) and missed (float) rows
-        pointers = np.empty(2 * self.K * F, dtype=np.intp)
-        missed_bases = np.zeros(F, dtype=np.intp)
-        cdef float[::1] Z = work
-        cdef Py_ssize_t[::1] rows = pointers
-        cdef Py_ssize_t[::1] bases = missed_bases
+        if B == 0:
+            return
+        # the hidden rows of one block, sized to the chunk (a short request does not
+        # allocate a whole block's 300 KB); per window, pointers to its cached (half)
+        # and missed (float) rows; per feature, its missed products. malloc, not NumPy:
+        # three small arrays cost a one-sentence request more than its arithmetic.
+        cdef float* Z = <float*>malloc(min(B, SCORER_BLOCK) * self.H * sizeof(float))
+        cdef void** rows = <void**>malloc((2 * self.K * F + F) * sizeof(void*))
+        if Z == NULL or rows == NULL:
+            free(Z)
+            free(rows)
+            raise MemoryError("CachedScorer: no memory for a block of windows")
+        cdef const float** bases = <const float**>&rows[2 * self.K * F]
         cdef const float[:, ::1] mview
-        for f in range(F):
-            if missed[f] is not None:
-                mview = missed[f]
-                bases[f] = <Py_ssize_t>&mview[0, 0]
-        with nogil:
-            while start < B:
-                n = B - start if B - start < SCORER_BLOCK else SCORER_BLOCK
-                self._block(ids, start, n, <const float**>&bases[0], &Z[0],
-                            <const uint16_t**>&rows[0], <const float**>&rows[self.K * F],
-                            &S[start, 0])
-                start += n
+        try:
+            for f in range(F):
+                bases[f] = NULL
+                if missed[f] is not None:
+                    mview = missed[f]
+                    bases[f] = &mview[0, 0]
+            with nogil:
+                while start < B:
+                    n = B - start if B - start < SCORER_BLOCK else SCORER_BLOCK
+                    self._block(ids, start, n, bases, Z, <const uint16_t**>rows,
+                                <const float**>&rows[self.K * F], &S[start, 0])
+                    start += n
+        finally:
+            free(Z)
+            free(rows)
 
     cdef void _block(self, const int[:, :, ::1] ids, int start, int n,
                      const float** missed, float* Z, const uint16_t** hit_rows,

@@ -277,16 +277,14 @@ class WindowTagger:
         keeps them with its inference cache), else computed here.
         """
         trans, start, end = self.transitions() if transitions is None else transitions
-        if self.loss == "crf" and not confidence:
-            return self.ops.viterbi_decode(S, lengths, trans, start, end), None
-        if self.loss == "softmax":
-            probs = self.ops.softmax_forward(S)
-            with np.errstate(divide="ignore"):
-                scores = np.log(probs)
-            tags = self.ops.viterbi_decode(scores, lengths, trans, start, end)
-        else:
-            tags = self.ops.viterbi_decode(S, lengths, trans, start, end)
-            probs = self.ops.crf_marginals(S, lengths, trans, start, end)
+        if self.loss == "crf":
+            if not confidence:
+                return self.ops.viterbi_decode(S, lengths, trans, start, end), None
+            return self.ops.crf_decode(S, lengths, trans, start, end)
+        probs = self.ops.softmax_forward(S)
+        with np.errstate(divide="ignore"):
+            scores = np.log(probs)
+        tags = self.ops.viterbi_decode(scores, lengths, trans, start, end)
         conf = probs[np.arange(len(tags)), tags] if len(tags) else np.zeros(0, self.dtype)
         return tags, conf
 

@@ -207,6 +207,14 @@ def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
     return out_bt
 
 
+def crf_decode(S_bt, lengths_n, trans_tt, start_t, end_t):
+    """NumPy twin of fastner._kernels.crf_decode: the Viterbi tags and each tag's CRF
+    marginal."""
+    tags = viterbi_decode(S_bt, lengths_n, trans_tt, start_t, end_t)
+    marginals = crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t)
+    return tags, marginals[np.arange(len(tags)), tags]
+
+
 class CachedScorer:
     """NumPy twin of fastner._kernels.CachedScorer: the first layer's X Wᵀ as the
     sum over window positions k of P_f[v, k] = W_k · table_f[v], taken from the

@@ -224,6 +224,7 @@ KERNELS = [
            outputs=("dS_bt", "dtrans_tt", "dstart_t", "dend_t"), ids=("y_b",), rtol=1e-4,
            section="C1-C4", gradcheck="test_crf_gradient_finite_difference"),
     Kernel("crf_marginals", _crf_marginals, outputs=("out_bt",), rtol=1e-4, section="C3"),
+    Kernel("crf_decode", _chain, rtol=1e-4, section="C3, C5"),
     Kernel("adam_update", _adam, outputs=("param_n", "grad_n", "m_n", "v_n"), rtol=0,
            section="U2"),
     Kernel("adam_update_rows", _adam_rows, outputs=("table_ve", "grad_ve", "m_ve", "v_ve"),
