@@ -210,9 +210,14 @@ class Tagger:
         ents = [[] for _ in texts]
         # offsets of every entity at once; one Python step per entity builds it
         groups, a, b, labels, scores = self._entity_columns(tags, conf, first)
-        base = np.asarray(bases)[groups]
-        columns = (groups.tolist(), (starts[a] - base).tolist(), (stops[b - 1] - base).tolist(),
-                   labels, (a - first[groups]).tolist(), (b - first[groups]).tolist(), scores)
+        if len(texts) == 1:      # no text to find or offset to shift: skip that arithmetic
+            columns = (groups.tolist(), starts[a].tolist(), stops[b - 1].tolist(), labels,
+                       a.tolist(), b.tolist(), scores)
+        else:
+            base = np.asarray(bases)[groups]
+            columns = (groups.tolist(), (starts[a] - base).tolist(),
+                       (stops[b - 1] - base).tolist(), labels, (a - first[groups]).tolist(),
+                       (b - first[groups]).tolist(), scores)
         for d, start, end, label, token_start, token_end, score in zip(*columns):
             ents[d].append(Entity(texts[d][start:end], label, start, end, token_start,
                                   token_end, score))
@@ -281,7 +286,8 @@ class Tagger:
         one-past-last flat token (arrays), its label and its score rounded to 4 places
         (lists)."""
         starts, ends, kinds, scores = self.model.tagset.entity_runs(tags, conf)
-        group = np.searchsorted(first, starts, side="right") - 1
+        group = (np.zeros(len(starts), np.intp) if len(first) == 2     # one group
+                 else np.searchsorted(first, starts, side="right") - 1)
         types = self.model.tagset.entity_types
         return (group, starts, ends, [types[k] for k in kinds.tolist()],
                 [round(x, 4) for x in scores.tolist()])

@@ -4,6 +4,8 @@ import logging
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
+from fastner.service.metrics import count_error
+
 log = logging.getLogger("fastner.service")
 
 # Machine-readable codes for the HTTP errors werkzeug raises itself.
@@ -23,6 +25,7 @@ def error_response(status, code, message):
     if len(message) > 500:
         message = message[:500] + "..."
     message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    count_error(code)
     response = jsonify({"error": {"code": code, "message": message}})
     response.status_code = status
     return response

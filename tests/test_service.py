@@ -204,6 +204,20 @@ def test_metrics_count_requests_and_tokens(client):
     assert "fastner_request_seconds_bucket" in text
 
 
+def test_metrics_label_sets_stay_bounded(client):
+    # the endpoint is the route's rule; a method no route knows counts as "other", so a
+    # client cannot add series at will
+    client.open("/v1/tag", method="FROB")
+    client.get("/no/such/path")
+    client.get("/static/demo.js").close()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'fastner_requests_total{endpoint="/v1/tag",method="other",status="405"}' in text
+    assert 'fastner_requests_total{endpoint="<unmatched>",method="GET",status="404"}' in text
+    assert 'endpoint="/static/<path:filename>",method="GET",status="200"' in text
+    assert "FROB" not in text
+    assert 'fastner_errors_total{code="not_found"}' in text
+
+
 def test_docs_and_demo_pages(client):
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.") and "/v1/tag" in spec["paths"]
