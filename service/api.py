@@ -30,7 +30,7 @@ def _config(name):
     return current_app.config[name]
 
 
-def _read_body():
+def _read_body(config):
     """The raw body, at most FASTNER_MAX_BODY_BYTES, or the right 4xx.
 
     A chunked body has no Content-Length, and werkzeug's limited stream stops
@@ -40,22 +40,23 @@ def _read_body():
     client that stops early) is the client's error, not ours: 400, or 408 when
     it stops arriving.
     """
-    limit = _config("FASTNER_MAX_BODY_BYTES")
+    limit = config["FASTNER_MAX_BODY_BYTES"]
     too_large = ApiError(413, "payload_too_large", f"the request body is over the limit of "
                                                    f"{limit} bytes")
     length = request.content_length
     if length is not None and length > limit:
         raise too_large
-    client = request.environ.get("gunicorn.socket")
+    environ = request.environ
+    client = environ.get("gunicorn.socket")
     if client is not None:
         # a client that stops sending mid-body would hold a sync worker until gunicorn
         # kills it (30 s); give up on the body after FASTNER_CLIENT_TIMEOUT instead
-        client.settimeout(_config("FASTNER_CLIENT_TIMEOUT"))
+        client.settimeout(config["FASTNER_CLIENT_TIMEOUT"])
     try:
-        body = request.environ["wsgi.input"]    # werkzeug's wrapper hides timeouts
+        body = environ["wsgi.input"]            # werkzeug's wrapper hides timeouts
         if length is not None:
             raw = body.read(length)
-        elif "wsgi.input_terminated" in request.environ:
+        elif "wsgi.input_terminated" in environ:
             raw = body.read(limit + 1)
         else:
             raw = b""                              # no length and no terminated stream
@@ -79,14 +80,14 @@ def _no_duplicate_keys(pairs):
     return body
 
 
-def _json_body():
+def _json_body(config):
     """The request body as a JSON object, or the right 4xx."""
     mimetype = request.mimetype
     if mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as JSON with 'Content-Type: application/json'; "
                        f"got {mimetype or 'no content type'!r}")
-    raw = _read_body()
+    raw = _read_body(config)
     if not raw:
         raise ApiError(422, "invalid_request", "the request body is empty; send a JSON object "
                                                "such as {\"text\": \"...\"}")
@@ -121,7 +122,7 @@ def _string_list(value, field):
     return value
 
 
-def parse_tag_request(body):
+def parse_tag_request(body, config):
     """(kind, payload, include_tokens) from a /v1/tag body, or ApiError. Every limit is
     checked here, before any tokenizing or tagging."""
     unknown = sorted(set(body) - TAG_FIELDS)
@@ -138,7 +139,7 @@ def parse_tag_request(body):
         raise ApiError(422, "invalid_request", "'include_tokens' must be true or false")
     kind = given[0]
     value = body[kind]
-    max_texts = _config("FASTNER_MAX_TEXTS")
+    max_texts = config["FASTNER_MAX_TEXTS"]
     if kind == "text":
         if not isinstance(value, str):
             raise ApiError(422, "invalid_request",
@@ -167,28 +168,29 @@ def parse_tag_request(body):
     if kind != "text" and len(value) > max_texts:
         raise ApiError(413, "too_many_texts", f"'{kind}' holds {len(value)} items; the limit "
                                               f"is {max_texts} per request")
-    max_chars = _config("FASTNER_MAX_CHARS")
+    max_chars = config["FASTNER_MAX_CHARS"]
     if n_chars > max_chars:
         raise ApiError(413, "too_many_chars", f"the request holds {n_chars} characters of "
                                               f"text; the limit is {max_chars}: split it into "
                                               f"smaller requests")
     if kind == "tokens":
         n_tokens = sum(len(s) for s in value)
-        if n_tokens > _config("FASTNER_MAX_TOKENS"):
+        if n_tokens > config["FASTNER_MAX_TOKENS"]:
             raise _too_many_tokens(n_tokens)
     return kind, value, include_tokens
 
 
 @api.post("/tag")
 def tag():
-    kind, value, include_tokens = parse_tag_request(_json_body())
-    tagger = _tagger()
+    config = current_app.config      # read once: each proxied lookup costs a microsecond
+    kind, value, include_tokens = parse_tag_request(_json_body(config), config)
+    tagger = current_app.extensions["fastner_tagger"]
     if kind == "tokens":
         docs = tagger.tag_sentences(value, include_tokens)
     else:
         texts = [value] if kind == "text" else value
         try:       # tokenizing is linear and the characters were bounded above
-            docs = tagger.tag_texts(texts, include_tokens, _config("FASTNER_MAX_TOKENS"))
+            docs = tagger.tag_texts(texts, include_tokens, config["FASTNER_MAX_TOKENS"])
         except TooManyTokens as err:
             raise _too_many_tokens(err.n_tokens) from None
     count_tagged(sum(d.n_tokens for d in docs), sum(len(d.ents) for d in docs))
