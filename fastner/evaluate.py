@@ -30,6 +30,12 @@ def entity_scores(gold_sequences, predicted_sequences):
             c[0] += span in gold_spans
         tokens += len(gold)
         correct_tokens += sum(g == p for g, p in zip(gold, pred))
+    return scores_from_counts(counts, tokens, correct_tokens)
+
+
+def scores_from_counts(counts, tokens, correct_tokens):
+    """entity_scores' result from its counts: {type: [correct, predicted, gold]} over the
+    types seen in either, and the number of tokens and of correctly tagged ones."""
     total = [sum(c[i] for c in counts.values()) for i in range(3)]
     p, r, f = _prf(*total)
     per_type = {}

