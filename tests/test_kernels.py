@@ -679,3 +679,16 @@ def test_char_cnn_refuses_inconsistent_lengths():
     out, argmax = K.char_cnn_forward(np.zeros((0, 3), np.int32), np.zeros(0, np.int32), table,
                                      Wc, bc)
     assert out.shape == argmax.shape == (0, 3)
+
+
+@pytest.mark.parametrize("B", [1, 3, 7, 32, 64, 65, 200])
+def test_small_batch_product_is_bit_identical(B):
+    # affine_act_forward takes a batch of up to 64 rows as Zᵀ = W Xᵀ (faster there):
+    # every entry must be what the plain Z = X Wᵀ gives, bit for bit, through the BLAS
+    # the kernels call (scipy's), or the trained model would change with the batching.
+    # The plain product as the kernels call it: column-major Zᵀ = (Wᵀ)ᵀ Xᵀ, no copies.
+    from scipy.linalg import blas
+    rng = np.random.default_rng(B)
+    X, W, b = rand(rng, B, 275), rand(rng, 300, 275) * 0.1, rand(rng, 300)
+    plain = blas.sgemm(1.0, W.T, X.T, trans_a=True).T + b
+    np.testing.assert_array_equal(K.affine_act_forward(X, W, b, "identity"), plain)
