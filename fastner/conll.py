@@ -90,6 +90,7 @@ def parse_conll(f, name="<input>", tagged=True):
     """Sentences from a binary file object (see decoded_lines)."""
     sentences, tokens, tags, extra = [], [], [], []
     doc, columns, saw_docstart = 0, None, False
+    valid_tags = set()          # a file has a handful of distinct tags: check each once
 
     def flush():
         if tokens:
@@ -118,9 +119,11 @@ def parse_conll(f, name="<input>", tagged=True):
                                    f"lines before; got {len(fields)}: {_quote(line.rstrip())}")
         tokens.append(fields[0])
         if tagged:
-            if not is_valid_tag(fields[-1]):
-                raise ConllFormatError(f"{name}:{lineno}: {_quote(fields[-1])} is not an IOB tag "
-                                       f"(expected O, B-TYPE or I-TYPE)")
+            if fields[-1] not in valid_tags:
+                if not is_valid_tag(fields[-1]):
+                    raise ConllFormatError(f"{name}:{lineno}: {_quote(fields[-1])} is not an "
+                                           f"IOB tag (expected O, B-TYPE or I-TYPE)")
+                valid_tags.add(fields[-1])
             tags.append(fields[-1])
             extra.append(fields[1:-1])
         else:

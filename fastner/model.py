@@ -301,8 +301,14 @@ class WindowTagger:
         to end and the number of tokens of each; ``docs`` numbers each sentence's
         document (document-level features look across it); ``spellings`` numbers the
         spellings for character features."""
-        return self.windows_flat(self.token_feature_ids(tokens, lengths, docs, spellings),
-                                 lengths)
+        return window_columns(self.stacked_sentence_windows(tokens, lengths, docs, spellings))
+
+    def stacked_sentence_windows(self, tokens, lengths, docs=None, spellings=None):
+        """sentence_windows as one int32 (N, K, columns) array (stacked_windows' layout)."""
+        return self.ops.window_ids(
+            np.ascontiguousarray(self.token_feature_ids(tokens, lengths, docs, spellings),
+                                 dtype=np.int32),
+            np.asarray(lengths, dtype=np.int32), self.K)
 
     def token_feature_ids(self, tokens, lengths, docs=None, spellings=None):
         """int32 (N, columns): each token's id in every column, for sentences given as

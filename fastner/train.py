@@ -113,14 +113,15 @@ class EncodedSentences:
         self.lengths = np.array([len(s.tokens) for s in sentences], dtype=np.int32)
         docs = [s.doc for s in sentences]
         self.spellings = model.new_spellings()
+        tokens = [t for s in sentences for t in s.tokens]
         # (tokens, K, columns) window ids, as the epoch takes them, and per column, as
-        # the dev forward pass takes them
-        self.windows_bkc = model.stacked_windows(model.sentences_ids(
-            [s.tokens for s in sentences], docs, self.spellings))
+        # the dev forward pass takes them; every sentence's tokens in one call
+        self.windows_bkc = model.stacked_sentence_windows(tokens, self.lengths, docs,
+                                                          self.spellings)
         self.ids = window_columns(self.windows_bkc)
-        self.cased_bkc = {case: model.stacked_windows(model.sentences_ids(
-            [[getattr(t, case)() for t in s.tokens] for s in sentences], docs,
-            self.spellings)) for case in cases}
+        self.cased_bkc = {case: model.stacked_sentence_windows(
+            [getattr(t, case)() for t in tokens], self.lengths, docs, self.spellings)
+            for case in cases}
         self.y = (np.concatenate([model.tagset.encode(s.tags) for s in sentences])
                   if sentences else np.zeros(0, np.int32))
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)

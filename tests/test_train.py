@@ -385,3 +385,25 @@ def test_trained_rows_include_the_recased_copies_words():
     rows = trained_word_rows(EncodedSentences(model, sentences, cfg.cases))
     vocab = model.features[0].vocab
     assert {vocab.id("straße"), vocab.id("strasse")} <= set(rows.tolist())
+
+
+@pytest.mark.parametrize("features", ["caps:4,chars:8", "caps:4,suffix3:5,doccase:3"])
+def test_encoded_sentences_equal_the_per_sentence_ids(tiny_train_path, features):
+    # EncodedSentences numbers all tokens in one call; the windows (re-cased copies and
+    # the spellings' numbering included) are what one sentence at a time gives
+    from fastner.train import EncodedSentences, build_model
+    sentences = read_conll(tiny_train_path)
+    cfg = TrainConfig(glove_words=0, features=features, case_lower=0.2, case_upper=0.2)
+    model = build_model(cfg, sentences, log=lambda m: None)
+    data = EncodedSentences(model, sentences, cfg.cases)
+    docs = [s.doc for s in sentences]
+    spellings = model.new_spellings()
+    expected = model.stacked_windows(model.sentences_ids([s.tokens for s in sentences], docs,
+                                                         spellings))
+    np.testing.assert_array_equal(data.windows_bkc, expected)
+    for case in cfg.cases:
+        cased = [[getattr(t, case)() for t in s.tokens] for s in sentences]
+        np.testing.assert_array_equal(data.cased_bkc[case], model.stacked_windows(
+            model.sentences_ids(cased, docs, spellings)))
+    if spellings is not None:
+        assert len(data.spellings) == len(spellings) and data.spellings.words == spellings.words
