@@ -105,7 +105,11 @@ class WindowTagger:
             if name in p:
                 p[name][...] = 0.0
         for table in self.tables() + ([p["char.table"]] if self.chars else []):
-            table[...] = rng.normal(0.0, 0.1, size=table.shape)
+            # a few thousand rows at a time: the same draws as one call (the generator
+            # keeps no state between calls), without a 160 MB float64 temporary
+            for lo in range(0, table.shape[0], 8192):
+                rows = table[lo:lo + 8192]
+                rows[...] = rng.normal(0.0, 0.1, size=rows.shape)
         if word_init is not None:
             rows, vectors = word_init
             self.tables()[0][rows] = vectors

@@ -343,3 +343,21 @@ def test_memo_rows_refuses_bad_arguments():
         memo_rows(["a"], None, 1)
     ids, missed = memo_rows(["a", "b", "a"], {"a": (7, 8)}, 2)
     assert ids.tolist() == [[7, 8], [0, 0], [7, 8]] and missed == [1]
+
+
+def test_random_tables_are_drawn_as_in_one_call():
+    # init_params draws the tables in chunks; the values (and what the generator draws
+    # next) must be those of one draw of the whole table, or a seed would give another model
+    model = tiny_model("crf")
+    big = np.zeros((20000, 3), np.float32)
+    model.tables = lambda views=None: [big]
+    rng = np.random.default_rng(7)
+    model.init_params(rng)
+    expected_rng = np.random.default_rng(7)
+    for name in ("W", "U"):
+        fan_out, fan_in = model.params[name].shape
+        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        expected_rng.uniform(-bound, bound, size=(fan_out, fan_in))
+    expected = expected_rng.normal(0.0, 0.1, size=big.shape).astype(np.float32)
+    np.testing.assert_array_equal(big, expected)
+    assert rng.uniform() == expected_rng.uniform()
