@@ -41,11 +41,9 @@ def _read_body(config):
     it stops arriving.
     """
     limit = config["FASTNER_MAX_BODY_BYTES"]
-    too_large = ApiError(413, "payload_too_large", f"the request body is over the limit of "
-                                                   f"{limit} bytes")
     length = request.content_length
     if length is not None and length > limit:
-        raise too_large
+        raise _too_large(limit)
     environ = request.environ
     client = environ.get("gunicorn.socket")
     if client is not None:
@@ -66,8 +64,13 @@ def _read_body(config):
         raise ApiError(400, "unreadable_body", f"the request body could not be read: "
                                                f"{str(err)[:200]}") from None
     if len(raw) > limit:
-        raise too_large
+        raise _too_large(limit)
     return raw
+
+
+def _too_large(limit):
+    return ApiError(413, "payload_too_large", f"the request body is over the limit of "
+                                              f"{limit} bytes")
 
 
 def _no_duplicate_keys(pairs):
