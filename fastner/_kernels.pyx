@@ -533,30 +533,8 @@ def viterbi_decode(S_bt, lengths_n, trans_tt, start_t, end_t):
     by tag j; start_t / end_t: scores of the first / last tag. -inf forbids.
     Returns int32 (B,) tags.
     """
-    kernel = "viterbi_decode"
-    B, T, longest = _check_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t)
-    tags_b = np.zeros(B, dtype=np.int32)
-    if B == 0:
-        return tags_b
-    score_buf = np.empty(longest * T, dtype=np.float64)
-    back_buf = np.zeros(longest * T, dtype=np.int32)
-    cdef const float[:, ::1] S = S_bt
-    cdef const int[::1] lengths = lengths_n
-    cdef const float[:, ::1] A = trans_tt
-    cdef const float[::1] start = start_t
-    cdef const float[::1] end = end_t
-    cdef double[::1] score = score_buf
-    cdef int[::1] back = back_buf
-    cdef int[::1] tags = tags_b
-    cdef Py_ssize_t n, row = 0
-    cdef int T_ = T
-    with nogil:
-        for n in range(lengths.shape[0]):
-            if lengths[n] > 0:
-                _viterbi(&S[row, 0], lengths[n], T_, A, start, end, &score[0], &back[0],
-                         &tags[row])
-            row += lengths[n]
-    return tags_b
+    return _decode_sentences("viterbi_decode", S_bt, lengths_n, trans_tt, start_t, end_t,
+                             False)[0]
 
 
 def entity_runs(tags_b, conf_b, n_types):
@@ -838,17 +816,25 @@ def crf_decode(S_bt, lengths_n, trans_tt, start_t, end_t):
     array for the caller to gather from (a one-sentence request paid more for those
     than for the arithmetic).
     """
-    kernel = "crf_decode"
+    return _decode_sentences("crf_decode", S_bt, lengths_n, trans_tt, start_t, end_t, True)
+
+
+def _decode_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t,
+                      bint confidences):
+    """viterbi_decode's (tags, None), or with ``confidences`` crf_decode's (tags, each
+    tag's marginal)."""
     B, T, longest = _check_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t)
     tags_b = np.zeros(B, dtype=np.int32)
-    conf_b = np.zeros(B, dtype=np.float32)
+    conf_b = np.zeros(B, dtype=np.float32) if confidences else None
     if B == 0:
         return tags_b, conf_b
-    # Viterbi's scores, the recursions' four rows, then the exps of the transition
-    # scores; Viterbi's back-pointers; one sentence's marginals
-    work_buf = np.empty(5 * longest * T + T * T + 2 * T, dtype=np.float64)
-    back_buf = np.empty(longest * T, dtype=np.int32)
-    marg_buf = np.empty(longest * T, dtype=np.float32)
+    cdef Py_ssize_t n, t, row = 0, L = longest * T
+    cdef int T_ = T, n_i
+    # Viterbi's scores, then (confidences) the recursions' four rows and the exps of
+    # the transition scores; Viterbi's back-pointers; one sentence's marginals
+    work_buf = np.empty(5 * L + T * T + 2 * T if confidences else L, dtype=np.float64)
+    back_buf = np.empty(L, dtype=np.int32)
+    marg_buf = np.empty(L if confidences else 1, dtype=np.float32)
     cdef const float[:, ::1] S = S_bt
     cdef const int[::1] lengths = lengths_n
     cdef const float[:, ::1] A = trans_tt
@@ -858,21 +844,24 @@ def crf_decode(S_bt, lengths_n, trans_tt, start_t, end_t):
     cdef int[::1] back = back_buf
     cdef float[::1] marg = marg_buf
     cdef int[::1] tags = tags_b
-    cdef float[::1] conf = conf_b
-    cdef Py_ssize_t n, t, row = 0, L = longest * T
-    cdef int T_ = T, n_i
-    cdef double* exps = &work[5 * L]
+    cdef float[::1] conf
+    cdef double* exps = NULL
+    if confidences:
+        conf = conf_b
+        exps = &work[5 * L]
     with nogil:
-        _crf_exps(A, start, end, exps)
+        if confidences:
+            _crf_exps(A, start, end, exps)
         for n in range(lengths.shape[0]):
             n_i = lengths[n]
             if n_i > 0:
                 _viterbi(&S[row, 0], n_i, T_, A, start, end, &work[0], &back[0], &tags[row])
-                _crf_marginals(&S[row, 0], n_i, T_, exps, &exps[T_ * T_],
-                               &exps[T_ * T_ + T_], &work[L], &work[2 * L], &work[3 * L],
-                               &work[4 * L], &marg[0])
-                for t in range(n_i):
-                    conf[row + t] = marg[t * T_ + tags[row + t]]
+                if confidences:
+                    _crf_marginals(&S[row, 0], n_i, T_, exps, &exps[T_ * T_],
+                                   &exps[T_ * T_ + T_], &work[L], &work[2 * L],
+                                   &work[3 * L], &work[4 * L], &marg[0])
+                    for t in range(n_i):
+                        conf[row + t] = marg[t * T_ + tags[row + t]]
             row += n_i
     return tags_b, conf_b
 
@@ -1106,7 +1095,7 @@ def half_to_float(h):
 def window_ids(ids_bf, lengths_n, K):
     """Every token's window ids under every feature, from the tokens' own ids: row b of
     the result holds, for k = 0..K−1, the ids of the token k − (K−1)/2 places from b in
-    its sentence, PAD (0) past the sentence's edges (WindowTagger.windows_flat for all
+    its sentence, PAD (0) past the sentence's edges (WindowTagger.windows for all
     features at once, in the (B, K, F) layout CachedScorer.scores takes).
 
     ids_bf: int32 (B, F), the tokens of N sentences one after another; lengths_n:

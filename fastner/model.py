@@ -174,14 +174,6 @@ class WindowTagger:
         return np.stack([np.concatenate([ids[f] for ids in sentences_ids])
                          for f in range(self.n_columns)], axis=1).astype(np.int32)
 
-    def windows_flat(self, ids_bf, lengths):
-        """Per-column (B, K) window ids from each token's ids (B, columns), the tokens of
-        all sentences laid end to end (``lengths``: tokens per sentence), PAD past each
-        sentence's edges: the window_ids kernel, split by column."""
-        return window_columns(self.ops.window_ids(
-            np.ascontiguousarray(ids_bf, dtype=np.int32), np.asarray(lengths, dtype=np.int32),
-            self.K))
-
     # -- forward / backward -------------------------------------------------
 
     def forward(self, ids, rng=None, spellings=None):

@@ -431,7 +431,7 @@ def entity_runs(tags_b, conf_b, n_types):
 
 def window_ids(ids_bf, lengths_n, K):
     # The tokens of each sentence laid out with (K−1)/2 PADs either side, then every
-    # token's K neighbours gathered at once (WindowTagger.windows_flat, all features).
+    # token's K neighbours gathered at once (WindowTagger.windows, all features).
     B, F = ids_bf.shape
     hw = (K - 1) // 2
     lengths = np.asarray(lengths_n, dtype=np.int64)
