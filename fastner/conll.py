@@ -7,6 +7,7 @@ sentences. IOB1 and IOB2 input are both accepted and normalised to IOB2.
 """
 from dataclasses import dataclass, field
 
+from fastner.gcpause import paused_gc
 from fastner.tags import is_valid_tag, to_iob2
 
 
@@ -27,7 +28,7 @@ MAX_LINE_BYTES = 1 << 20      # a CoNLL line is one token and a few tags
 
 def read_conll(path, tagged=True):
     """Sentences of a CoNLL file. With ``tagged=False`` a single column (tokens) is allowed."""
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, paused_gc():
         return parse_conll(f, name=str(path), tagged=tagged)
 
 

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from fastner import __version__, _kernels, io
 from fastner.evaluate import entity_scores, scores_from_counts
 from fastner.features import PAD, UNK, GazetteerFeature, Vocab, make_features, normalize_word
+from fastner.gcpause import paused_gc
 from fastner.model import WindowTagger, window_columns
 from fastner.modelfile import model_arrays, model_from_arrays, save_model
 from fastner.tags import TagSet, spans
@@ -606,6 +607,23 @@ class Trainer:
             removed = io.remove_stale_temps(path)
             if removed:
                 self.log(f"removed {removed} unfinished temporary file(s) of {path}")
+        with paused_gc():                    # the vocabulary and the encoded corpora
+            model, opt, state, train = self._start(train_sentences, dev_sentences, resume)
+        cfg = self.cfg                       # the checkpoint's settings when resuming
+        self.log(f"train: {len(train_sentences)} sentences, {train.tokens} tokens; "
+                 f"dev: {len(dev_sentences)} sentences, {state.dev.tokens} tokens")
+        for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            if state.bad_epochs >= cfg.patience:
+                break
+            self._epoch(model, opt, train, state, epoch)
+        model.flat[...] = state.best_flat
+        plot_history(state.history, paths["plot"])
+        return model, state
+
+    def _start(self, train_sentences, dev_sentences, resume):
+        """The model, optimiser and RunState to train from (fresh, or the checkpoint's)
+        and the encoded training data."""
+        paths = self.paths
         if resume and os.path.exists(paths["checkpoint"]):
             model, opt, state = self._load_checkpoint(train_sentences)
             self.log(f"resuming from {paths['checkpoint']} after epoch {state.epoch}")
@@ -617,19 +635,10 @@ class Trainer:
             state = RunState(np.random.default_rng(self.cfg.seed + 1), model.flat.copy())
             if os.path.exists(paths["log"]):
                 os.unlink(paths["log"])
-        cfg = self.cfg                       # the checkpoint's settings when resuming
-        train = EncodedSentences(model, train_sentences, cfg.cases)
+        train = EncodedSentences(model, train_sentences, self.cfg.cases)
         state.dev = EncodedSentences(model, dev_sentences)
         state.trained_rows = trained_word_rows(train)
-        self.log(f"train: {len(train_sentences)} sentences, {train.tokens} tokens; "
-                 f"dev: {len(dev_sentences)} sentences, {state.dev.tokens} tokens")
-        for epoch in range(state.epoch + 1, cfg.epochs + 1):
-            if state.bad_epochs >= cfg.patience:
-                break
-            self._epoch(model, opt, train, state, epoch)
-        model.flat[...] = state.best_flat
-        plot_history(state.history, paths["plot"])
-        return model, state
+        return model, opt, state, train
 
     def _epoch(self, model, opt, train, state, epoch):
         """Train one epoch, score dev, then commit the checkpoint and the log."""

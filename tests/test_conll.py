@@ -101,3 +101,29 @@ def test_malformed_files_name_the_place_briefly(tmp_path, data, message):
     with pytest.raises(ConllFormatError, match=message) as err:
         read_conll(path)
     assert len(str(err.value)) < 300
+
+
+def test_reading_pauses_the_collector_and_restores_it(tiny_train_path, tmp_path, monkeypatch):
+    # read_conll parses with the cyclic collector off (fastner.gcpause) and leaves
+    # it as it found it, also when the file is malformed
+    import gc
+
+    import fastner.conll as conll
+    seen = []
+    real_parse = conll.parse_conll
+    monkeypatch.setattr(conll, "parse_conll",
+                        lambda *a, **k: seen.append(gc.isenabled()) or real_parse(*a, **k))
+    assert gc.isenabled()
+    assert conll.read_conll(tiny_train_path)
+    assert seen == [False] and gc.isenabled()
+    bad = tmp_path / "bad.conll"
+    bad.write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP\n")
+    with pytest.raises(ConllFormatError):
+        conll.read_conll(bad)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        conll.read_conll(tiny_train_path)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -407,3 +407,21 @@ def test_encoded_sentences_equal_the_per_sentence_ids(tiny_train_path, features)
             model.sentences_ids(cased, docs, spellings)))
     if spellings is not None:
         assert len(data.spellings) == len(spellings) and data.spellings.words == spellings.words
+
+
+def test_setup_pauses_the_collector_and_training_runs_with_it(tmp_path, tiny_train_path,
+                                                               tiny_dev_path, monkeypatch):
+    # building the vocabulary and encoding the corpora run with the cyclic collector
+    # off (fastner.gcpause); the epochs run with it on again
+    import gc
+
+    import fastner.train as train_module
+    seen = {}
+    for name in ("build_model", "EncodedSentences", "train_epoch"):
+        real = getattr(train_module, name)
+        monkeypatch.setattr(train_module, name, lambda *a, _real=real, _name=name, **k: (
+            seen.setdefault(_name, gc.isenabled()), _real(*a, **k))[1])
+    assert gc.isenabled()
+    train(tmp_path, "m", tiny_train_path, tiny_dev_path, epochs=1)
+    assert seen == {"build_model": False, "EncodedSentences": False, "train_epoch": True}
+    assert gc.isenabled()
