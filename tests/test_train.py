@@ -351,7 +351,12 @@ def test_dev_scores_from_arrays_equal_entity_scores(tmp_path, tiny_train_path, t
     for epoch in range(epochs):
         train_epoch(model, opt, encoded_train, cfg, cfg.lr, rng)
     got = evaluate(model, data)
+    # evaluate scores through the inference scorer without a cache: the plain
+    # product's scores up to float rounding
+    from fastner.inference import InferenceScorer
     S, _ = model.forward(data.ids)
+    np.testing.assert_allclose(InferenceScorer(model, budget_mb=0).scores(data.ids), S,
+                               rtol=1e-5, atol=1e-5)
     tags, _ = model.decode(S, data.lengths, confidence=False)
     pred = [model.tagset.decode(tags[a:a + n]) for a, n in zip(data.starts, data.lengths)]
     assert got == entity_scores([s.tags for s in dev], pred)
