@@ -31,6 +31,7 @@ import numpy as np
 from libc.math cimport exp, log, sqrt, INFINITY
 from libc.stdint cimport uint16_t
 from libc.stdlib cimport calloc, free, malloc
+from libc.limits cimport INT_MAX
 from libc.string cimport memcpy, memset
 
 from fastner._blas cimport gemm_rm
@@ -1810,31 +1811,78 @@ cdef class AdamCRFStep:
         ids_bkf: int32 (B, K, F) each window's ids per table; y_b: int32 (B,) gold
         tags; lengths_n: int32 (N,) sentence lengths summing to B; step_dense and
         step_tables: Adam's step sizes for the dense parameters and the tables, the
-        bias corrections folded in (lr·√(1−β2ᵗ)/(1−β1ᵗ), as Optimizer computes them).
+        bias corrections folded in (lr·√(1−β2ᵗ)/(1−β1ᵗ), as Optimizer computes them;
+        the update uses them rounded to float32). ``steps`` with one batch.
         """
-        kernel = "AdamCRFStep.step"
+        one = lambda x, dtype: np.array([x], dtype=dtype)
+        return float(self.steps(ids_bkf, y_b, lengths_n, one(np.shape(y_b)[0], np.int32),
+                                one(np.shape(lengths_n)[0], np.int32),
+                                one(step_dense, np.float32), one(step_tables, np.float32))[0])
+
+    def steps(self, ids_bkf, y_b, lengths_n, ends_s, sentence_ends_s, step_dense_s,
+              step_tables_s):
+        """S consecutive steps in one call (the trainer passes an epoch's batches a few
+        hundred at a time); returns each step's mean loss per token, float64 (S,).
+
+        ids_bkf, y_b, lengths_n: the batches' windows, gold tags and sentence lengths
+        laid end to end, as ``step`` takes one batch's. Step s takes windows
+        ends_s[s−1]:ends_s[s] (from 0 for s = 0) and sentences sentence_ends_s[s−1]:
+        sentence_ends_s[s], whose lengths sum to its window count (int32 (S,) each;
+        the last ends are B and N), with Adam's step sizes step_dense_s[s] and
+        step_tables_s[s] (float32 (S,)). A step without windows changes nothing.
+        """
+        kernel = "AdamCRFStep.steps"
         _check_array(kernel, "ids_bkf", ids_bkf, np.int32, (("B", None), ("K", self.K),
                                                            ("F", self.F)))
         B = ids_bkf.shape[0]
         _check_array(kernel, "y_b", y_b, np.int32, (("B", B),))
         _check_array(kernel, "lengths_n", lengths_n, np.int32, (("N", None),))
-        shortest, total, longest = _length_stats(lengths_n)
-        if shortest < 0 or total != B:
-            raise ValueError(f"{kernel}: lengths_n must be >= 0 and sum to B = {B}; got "
-                             f"{lengths_n.tolist()[:10]} (sum {total})")
-        if not (step_dense >= 0.0 and step_tables >= 0.0):
-            raise ValueError(f"{kernel}: step sizes must be >= 0; got {step_dense}, "
-                             f"{step_tables}")
+        _check_array(kernel, "ends_s", ends_s, np.int32, (("S", None),))
+        cdef int n_steps = ends_s.shape[0]
+        _check_array(kernel, "sentence_ends_s", sentence_ends_s, np.int32, (("S", n_steps),))
+        for name, x in (("step_dense_s", step_dense_s), ("step_tables_s", step_tables_s)):
+            _check_array(kernel, name, x, np.float32, (("S", n_steps),))
+            if not np.all(x >= 0):
+                raise ValueError(f"{kernel}: step sizes must be >= 0; got {name} = "
+                                 f"{x.tolist()[:10]}")
+        cdef const int[::1] lengths = lengths_n
+        cdef const int[::1] ends = ends_s
+        cdef const int[::1] sentence_ends = sentence_ends_s
+        cdef int s, at = 0, sentence_at = 0, widest = 0, longest = 0
+        cdef long long total
+        cdef Py_ssize_t n
+        for s in range(n_steps):            # each step's sentences fill its windows
+            total = -1
+            if sentence_at <= sentence_ends[s] <= lengths.shape[0]:
+                total = 0
+                for n in range(sentence_at, sentence_ends[s]):
+                    if lengths[n] < 0:
+                        total = -1
+                        break
+                    total += lengths[n]
+                    longest = max(longest, lengths[n])
+            if not (at <= ends[s] <= B and total == ends[s] - at):
+                raise ValueError(f"{kernel}: step {s} takes windows {at}:{ends[s]} and "
+                                 f"sentences {sentence_at}:{sentence_ends[s]} (ends_s, "
+                                 f"sentence_ends_s), whose lengths_n must be >= 0 and sum "
+                                 f"to its {ends[s] - at} windows, within B = {B} and N = "
+                                 f"{lengths.shape[0]}")
+            widest = max(widest, ends[s] - at)
+            at, sentence_at = ends[s], sentence_ends[s]
+        if at != B or sentence_at != lengths.shape[0]:
+            raise ValueError(f"{kernel}: the steps must take all B = {B} windows and N = "
+                             f"{lengths.shape[0]} sentences of lengths_n (ends_s and "
+                             f"sentence_ends_s end at {at} and {sentence_at})")
+        losses = np.zeros(n_steps, dtype=np.float64)
         if B == 0:
-            return 0.0
+            return losses
         cdef const int[:, :, ::1] ids = ids_bkf
         cdef const int[::1] y = y_b
-        cdef const int[::1] lengths = lengths_n
         _check_ids(kernel, "ids_bkf", ids_bkf, &ids[0, 0, 0], self.table_rows, self.F,
                    _FEATURE_ROWS)
         _check_ids(kernel, "y_b", y_b, &y[0], &self.T, 1, _TAGS)
-        if B > self.capacity or longest > self.longest:
-            self.capacity = max(B, 2 * self.capacity)
+        if widest > self.capacity or longest > self.longest:
+            self.capacity = max(widest, 2 * self.capacity)
             self.longest = max(longest, 2 * self.longest)
             self.work = (np.empty(self.capacity * (2 * self.D + 3 * self.H + 2 * self.T),
                                   dtype=np.float32),
@@ -1846,17 +1894,24 @@ cdef class AdamCRFStep:
         cdef double[::1] ab = self.work[1]
         cdef int[::1] touched = self.work[2]
         cdef int[::1] counts = self.work[3]
-        cdef double loss
-        cdef int B_ = B
-        self.clock += 1
-        if self.clock == 2**31 - 1:             # stamps would repeat: start afresh
-            memset(self.stamps, 0, self.stamp_at[self.F - 1] * sizeof(int)
-                   + self.table_rows[self.F - 1] * sizeof(int))
-            self.clock = 1
+        cdef const float[::1] step_dense = step_dense_s
+        cdef const float[::1] step_tables = step_tables_s
+        cdef double[::1] loss = losses
+        at = sentence_at = 0
         with nogil:
-            loss = self._step(ids, y, lengths, B_, step_dense, step_tables, &work[0], &ab[0],
-                              &touched[0], &counts[0])
-        return loss
+            for s in range(n_steps):
+                if ends[s] > at:
+                    self.clock += 1
+                    if self.clock == INT_MAX:       # stamps would repeat: start afresh
+                        memset(self.stamps, 0, self.stamp_at[self.F - 1] * sizeof(int)
+                               + self.table_rows[self.F - 1] * sizeof(int))
+                        self.clock = 1
+                    loss[s] = self._step(ids[at:ends[s]], y[at:ends[s]],
+                                         lengths[sentence_at:sentence_ends[s]], ends[s] - at,
+                                         step_dense[s], step_tables[s], &work[0], &ab[0],
+                                         &touched[0], &counts[0])
+                at, sentence_at = ends[s], sentence_ends[s]
+        return losses
 
     cdef double _step(self, const int[:, :, ::1] ids, const int[::1] y,
                       const int[::1] lengths, int B, double step_dense, double step_tables,

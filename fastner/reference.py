@@ -340,6 +340,16 @@ class AdamCRFStep:
                 g[name][rows] = 0.0
         return loss
 
+    def steps(self, ids_bkf, y_b, lengths_n, ends_s, sentence_ends_s, step_dense_s,
+              step_tables_s):
+        losses, at, sentence_at = np.zeros(len(ends_s)), 0, 0
+        for s, (end, sentence_end) in enumerate(zip(ends_s.tolist(), sentence_ends_s.tolist())):
+            losses[s] = self.step(ids_bkf[at:end], y_b[at:end],
+                                  lengths_n[sentence_at:sentence_end], step_dense_s[s],
+                                  step_tables_s[s])
+            at, sentence_at = end, sentence_end
+        return losses
+
 
 def adam_update(param_n, grad_n, m_n, v_n, step, beta1=0.9, beta2=0.999, eps=1e-8,
                 grad_scale=1.0):

@@ -179,13 +179,14 @@ def build_model(cfg, train_sentences, log=print):
     return model
 
 
-def epoch_batches(data, cfg, rng, model):
+def epoch_arrays(data, cfg, rng, model):
     """The batches of one epoch, assembled in one vectorised pass before the first:
     shuffle, take every window's ids at once, then re-case, drop words and hide
-    gazetteer matches over the whole epoch. Yields, per batch, its windows' ids
-    (B, K, columns) as one contiguous slice, gold tags (B,) and sentence lengths
-    (whole sentences until a batch holds batch_size tokens; None for the softmax
-    loss, whose batches are batch_size windows from anywhere)."""
+    gazetteer matches over the whole epoch. Returns the windows' ids (B, K, columns),
+    gold tags (B,) and the batches' bounds in them (0, then each batch's end); for
+    the CRF loss also the sentence lengths and the batches' bounds in those (whole
+    sentences until a batch holds batch_size tokens), for the softmax loss, whose
+    batches are batch_size windows from anywhere, None and None."""
     if cfg.loss == "softmax":
         rows = rng.permutation(data.tokens)
         bounds = list(range(0, len(rows), cfg.batch_size)) + [len(rows)]
@@ -214,7 +215,13 @@ def epoch_batches(data, cfg, rng, model):
         words[(rng.random(words.shape) < cfg.word_dropout) & (words > UNK)] = UNK
     if cfg.gazetteer_dropout > 0:
         _hide_gazetteer_matches(ids, model, cfg.gazetteer_dropout, rng)
-    y = data.y[rows]
+    return ids, data.y[rows], bounds, lengths, sentence_bounds
+
+
+def epoch_batches(data, cfg, rng, model):
+    """epoch_arrays one batch at a time: its windows' ids (B, K, columns) as one
+    contiguous slice, gold tags (B,) and sentence lengths (None for the softmax loss)."""
+    ids, y, bounds, lengths, sentence_bounds = epoch_arrays(data, cfg, rng, model)
     for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
         yield (ids[a:b], y[a:b], None if lengths is None
                else lengths[sentence_bounds[i]:sentence_bounds[i + 1]])
@@ -369,14 +376,12 @@ def train_epoch(model, opt, data, cfg, lr, rng, bar=None, fused=True):
     the Optimizer."""
     fused_step = fused_sgd_step(model, cfg) if fused else None
     adam_step = fused_adam_crf_step(model, opt, cfg) if fused else None
+    if adam_step is not None:
+        return _adam_crf_epoch(adam_step, opt, data, cfg, lr, rng, bar, model)
     total_loss, seen = 0.0, 0
     for ids, y, lengths in epoch_batches(data, cfg, rng, model):
         if fused_step is not None:
             loss = fused_step.step(ids, y, lr)
-        elif adam_step is not None:
-            opt.t += 1
-            loss = adam_step.step(ids, y, lengths, opt.adam_step_size(lr),
-                                  opt.adam_step_size(lr * cfg.emb_lr_scale))
         else:
             columns = [np.ascontiguousarray(ids[:, :, f]) for f in range(ids.shape[2])]
             loss = model.loss_and_backward(columns, y, lengths, opt.grads, rng,
@@ -386,6 +391,37 @@ def train_epoch(model, opt, data, cfg, lr, rng, bar=None, fused=True):
         seen += len(y)
         if bar is not None:
             bar.update(len(y))
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+    return total_loss, seen
+
+
+STEPS_PER_CALL = 256     # fused steps per kernel call (~11k tokens): the bar still moves
+
+
+def _adam_crf_epoch(adam_step, opt, data, cfg, lr, rng, bar, model):
+    """train_epoch through AdamCRFStep.steps, STEPS_PER_CALL batches per call: the
+    same steps in the same order as one ``step`` call per batch, without a Python
+    round trip per batch."""
+    ids, y, bounds, lengths, sentence_bounds = epoch_arrays(data, cfg, rng, model)
+    ends = np.asarray(bounds[1:], dtype=np.int32)
+    sentence_ends = np.asarray(sentence_bounds[1:], dtype=np.int32)
+    total_loss, seen = 0.0, 0
+    for first in range(0, len(ends), STEPS_PER_CALL):
+        last = min(first + STEPS_PER_CALL, len(ends))
+        sizes = np.empty((2, last - first), dtype=np.float32)   # as step() rounds them
+        for i in range(last - first):
+            opt.t += 1
+            sizes[0, i] = opt.adam_step_size(lr)
+            sizes[1, i] = opt.adam_step_size(lr * cfg.emb_lr_scale)
+        a, b = bounds[first], bounds[last]
+        sa, sb = sentence_bounds[first], sentence_bounds[last]
+        losses = adam_step.steps(ids[a:b], y[a:b], lengths[sa:sb], ends[first:last] - a,
+                                 sentence_ends[first:last] - sa, sizes[0], sizes[1])
+        for loss, lo, hi in zip(losses.tolist(), bounds[first:last], bounds[first + 1:]):
+            total_loss += loss * (hi - lo)     # summed per batch, as train_epoch does
+        seen += b - a
+        if bar is not None:
+            bar.update(b - a)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
     return total_loss, seen
 

@@ -129,7 +129,8 @@ def _run_sgd_step(module, tables, W_hd, b_h, U_th, c_t, offsets, K, ids_bkf, y_b
     return step.step(ids_bkf, y_b, lr)
 
 
-def _adam_crf_step(rng, lengths=(4, 1, 3), Kw=3, H=7, T=5, V=(10, 6), e=(4, 2)):
+def _adam_crf_step(rng, lengths=(4, 1, 3, 2, 5), Kw=3, H=7, T=5, V=(10, 6), e=(4, 2)):
+    # three steps: sentences 0:2 (windows 0:5), none, then sentences 2:5 (windows 5:15)
     E, B = sum(e), sum(lengths)
     layout = [("W", (H, Kw * E)), ("b", (H,)), ("U", (T, H)), ("c", (T,)), ("trans", (T, T)),
               ("start", (T,)), ("end", (T,))] + [(f"table.t{i}", (v, d))
@@ -142,15 +143,20 @@ def _adam_crf_step(rng, lengths=(4, 1, 3), Kw=3, H=7, T=5, V=(10, 6), e=(4, 2)):
             "mask_start_t": np.zeros(T, f32), "offsets": [0, e[0]], "K": Kw, "clip": 0.5,
             "emb_lr_scale": 1.0, "ids_bkf": _ids_bkf(rng, B, Kw, V),
             "y_b": rng.integers(0, T, B).astype(np.int32),
-            "lengths_n": np.array(lengths, np.int32), "step_dense": 1e-2, "step_tables": 5e-3}
+            "lengths_n": np.array(lengths, np.int32),
+            "ends_s": np.array([5, 5, B], np.int32),
+            "sentence_ends_s": np.array([2, 2, len(lengths)], np.int32),
+            "step_dense_s": np.array([1e-2, 2e-2, 8e-3], f32),
+            "step_tables_s": np.array([5e-3, 1e-2, 4e-3], f32)}
 
 
 def _run_adam_crf_step(module, flat, grad, m, v, layout, dense_size, mask_tt, mask_start_t,
-                       offsets, K, clip, emb_lr_scale, ids_bkf, y_b, lengths_n, step_dense,
-                       step_tables):
+                       offsets, K, clip, emb_lr_scale, ids_bkf, y_b, lengths_n, ends_s,
+                       sentence_ends_s, step_dense_s, step_tables_s):
     step = module.AdamCRFStep(flat, grad, m, v, layout, dense_size, mask_tt, mask_start_t,
                               "tanh", offsets, K, clip, emb_lr_scale)
-    return step.step(ids_bkf, y_b, lengths_n, step_dense, step_tables)
+    return step.steps(ids_bkf, y_b, lengths_n, ends_s, sentence_ends_s, step_dense_s,
+                      step_tables_s)
 
 
 def scorer_inputs(rng, N, Kw=3, H=7, T=4):

@@ -332,6 +332,53 @@ def test_adam_crf_step_refuses_a_layout_that_does_not_fit():
         step.step(ids, np.zeros(3, np.int32), np.array([2], np.int32), 1e-3, 1e-3)
     with pytest.raises(ValueError, match="step sizes"):
         step.step(ids, np.zeros(3, np.int32), np.array([3], np.int32), -1.0, 1e-3)
+    # steps: each step's sentences must fill its windows, and all of them be taken
+    sizes = np.full(2, 1e-3, np.float32)
+    y, lengths = np.zeros(3, np.int32), np.array([2, 1], np.int32)
+    for ends, sentence_ends, message in (([2, 3], [1, 2], None),
+                                         ([1, 3], [1, 2], "step 0 takes windows 0:1"),
+                                         ([3, 2], [1, 2], "step 0 takes windows 0:3"),
+                                         ([2, 3], [2, 1], "step 0 takes windows 0:2"),
+                                         ([2, 3], [1, 3], "step 1 takes windows 2:3"),
+                                         ([2, 2], [1, 1], "must take all B = 3 windows")):
+        args = (ids, y, lengths, np.array(ends, np.int32), np.array(sentence_ends, np.int32),
+                sizes, sizes)
+        if message is None:
+            assert step.steps(*args).shape == (2,)
+        else:
+            with pytest.raises(ValueError, match=message):
+                step.steps(*args)
+
+
+def test_an_epoch_of_fused_calls_equals_one_step_per_batch(tiny_train_path, monkeypatch):
+    # train_epoch hands AdamCRFStep STEPS_PER_CALL batches per call; the parameters,
+    # moments, step count and summed loss equal those of one step() per batch
+    from fastner import train as train_module
+    from fastner.train import (EncodedSentences, Optimizer, build_model, epoch_batches,
+                               fused_adam_crf_step, train_epoch)
+    monkeypatch.setattr(train_module, "STEPS_PER_CALL", 3)   # several calls, a short last
+    sentences = read_conll(tiny_train_path)
+    cfg = TrainConfig(glove_words=0, word_dim=16, hidden=8, batch_size=5, clip=0.5,
+                      emb_lr_scale=0.5)
+    runs = []
+    for per_batch in (False, True):
+        model = build_model(cfg, sentences, log=lambda msg: None)
+        opt, rng = Optimizer(model, cfg), np.random.default_rng(7)
+        data = EncodedSentences(model, sentences, cfg.cases)
+        if per_batch:
+            step, total = fused_adam_crf_step(model, opt, cfg), 0.0
+            for ids, y, lengths in epoch_batches(data, cfg, rng, model):
+                opt.t += 1
+                total += step.step(ids, y, lengths, opt.adam_step_size(cfg.lr),
+                                   opt.adam_step_size(cfg.lr * cfg.emb_lr_scale)) * len(y)
+        else:
+            total, _ = train_epoch(model, opt, data, cfg, cfg.lr, rng)
+        runs.append((model.flat.copy(), opt.slots["m"].copy(), opt.slots["v"].copy(),
+                     opt.t, total))
+    assert runs[0][3] == runs[1][3] > 3
+    assert runs[0][4] == runs[1][4]
+    for a, b in zip(runs[0][:3], runs[1][:3]):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("loss", ["crf", "softmax"])
