@@ -1906,12 +1906,31 @@ cdef class AdamCRFStep:
                         memset(self.stamps, 0, self.stamp_at[self.F - 1] * sizeof(int)
                                + self.table_rows[self.F - 1] * sizeof(int))
                         self.clock = 1
+                    if s + 1 < n_steps:
+                        self._prefetch_rows(ids, ends[s], ends[s + 1])
                     loss[s] = self._step(ids[at:ends[s]], y[at:ends[s]],
                                          lengths[sentence_at:sentence_ends[s]], ends[s] - at,
                                          step_dense[s], step_tables[s], &work[0], &ab[0],
                                          &touched[0], &counts[0])
                 at, sentence_at = ends[s], sentence_ends[s]
         return losses
+
+    cdef void _prefetch_rows(self, const int[:, :, ::1] ids, int start,
+                             int stop) noexcept nogil:
+        # the next step's table rows, with their gradient and moment rows, start on
+        # their way to the cache while this step runs: rare words' rows come from
+        # memory (every token is the middle of one window, so that column covers all)
+        cdef Py_ssize_t i, f
+        cdef long at
+        cdef int n
+        for i in range(start, stop):
+            for f in range(self.F):
+                at = <long>ids[i, self.K // 2, f] * self.table_dim[f]
+                n = self.table_dim[f] * sizeof(float)
+                fastner_prefetch(&self.table_ptr[f][at], n)
+                fastner_prefetch(&self.grad_ptr[f][at], n)
+                fastner_prefetch(&self.m_ptr[f][at], n)
+                fastner_prefetch(&self.v_ptr[f][at], n)
 
     cdef double _step(self, const int[:, :, ::1] ids, const int[::1] y,
                       const int[::1] lengths, int B, double step_dense, double step_tables,
