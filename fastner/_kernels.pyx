@@ -1702,6 +1702,7 @@ cdef class AdamCRFStep:
     cdef double clip, emb_lr_scale
     cdef float beta1, one_minus_beta1, beta2, one_minus_beta2, eps
     cdef object work                         # workspace arrays, grown on demand
+    cdef object one_step                     # step()'s bounds and step sizes for steps()
     cdef int capacity, longest
 
     def __cinit__(self):
@@ -1792,6 +1793,8 @@ cdef class AdamCRFStep:
         self.beta2, self.one_minus_beta2 = beta2, 1.0 - beta2
         self.eps = eps
         self.arrays = (flat, grad, m, v, mask_tt, mask_start_t)
+        self.one_step = (np.zeros(1, np.int32), np.zeros(1, np.int32),
+                         np.zeros(1, np.float32), np.zeros(1, np.float32))
         self.capacity = self.longest = self.clock = 0
 
     def __dealloc__(self):
@@ -1814,10 +1817,11 @@ cdef class AdamCRFStep:
         bias corrections folded in (lr·√(1−β2ᵗ)/(1−β1ᵗ), as Optimizer computes them;
         the update uses them rounded to float32). ``steps`` with one batch.
         """
-        one = lambda x, dtype: np.array([x], dtype=dtype)
-        return float(self.steps(ids_bkf, y_b, lengths_n, one(np.shape(y_b)[0], np.int32),
-                                one(np.shape(lengths_n)[0], np.int32),
-                                one(step_dense, np.float32), one(step_tables, np.float32))[0])
+        ends, sentence_ends, dense, tables = self.one_step
+        ends[0], sentence_ends[0] = np.shape(y_b)[0], np.shape(lengths_n)[0]
+        dense[0], tables[0] = step_dense, step_tables
+        return float(self.steps(ids_bkf, y_b, lengths_n, ends, sentence_ends, dense,
+                                tables)[0])
 
     def steps(self, ids_bkf, y_b, lengths_n, ends_s, sentence_ends_s, step_dense_s,
               step_tables_s):
@@ -1840,15 +1844,19 @@ cdef class AdamCRFStep:
         _check_array(kernel, "ends_s", ends_s, np.int32, (("S", None),))
         cdef int n_steps = ends_s.shape[0]
         _check_array(kernel, "sentence_ends_s", sentence_ends_s, np.int32, (("S", n_steps),))
+        cdef const float[::1] sizes
+        cdef int s
         for name, x in (("step_dense_s", step_dense_s), ("step_tables_s", step_tables_s)):
             _check_array(kernel, name, x, np.float32, (("S", n_steps),))
-            if not np.all(x >= 0):
-                raise ValueError(f"{kernel}: step sizes must be >= 0; got {name} = "
-                                 f"{x.tolist()[:10]}")
+            sizes = x
+            for s in range(n_steps):
+                if not sizes[s] >= 0:            # NaN fails too
+                    raise ValueError(f"{kernel}: step sizes must be >= 0; got {name} = "
+                                     f"{x.tolist()[:10]}")
         cdef const int[::1] lengths = lengths_n
         cdef const int[::1] ends = ends_s
         cdef const int[::1] sentence_ends = sentence_ends_s
-        cdef int s, at = 0, sentence_at = 0, widest = 0, longest = 0
+        cdef int at = 0, sentence_at = 0, widest = 0, longest = 0
         cdef long long total
         cdef Py_ssize_t n
         for s in range(n_steps):            # each step's sentences fill its windows
@@ -1919,7 +1927,8 @@ cdef class AdamCRFStep:
                              int stop) noexcept nogil:
         # the next step's table rows, with their gradient and moment rows, start on
         # their way to the cache while this step runs: rare words' rows come from
-        # memory (every token is the middle of one window, so that column covers all)
+        # memory (every token is the middle of one window: that column names every
+        # row but padding's, which stays cached)
         cdef Py_ssize_t i, f
         cdef long at
         cdef int n
