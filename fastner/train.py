@@ -453,7 +453,7 @@ def evaluate(model, data):
     """Entity scores of the model on EncodedSentences (IOB-constrained Viterbi; the
     CRF's marginals are not computed).
 
-    Scored through the inference scorer with no cache (derivations §I1): the first
+    Scored through the inference scorer with no cache (derivations §I1, §I2): the first
     layer as each window's sum of its rows' products W_k · table[v], made once per
     distinct row of every SCORER_CHUNK windows, in float32. Equal to the plain
     product X Wᵀ up to float rounding (the sum runs in another order), and a third of
