@@ -17,7 +17,7 @@ from tqdm import tqdm
 from fastner import __version__, _kernels, io
 from fastner.evaluate import entity_scores, scores_from_counts
 from fastner.features import PAD, UNK, GazetteerFeature, Vocab, make_features, normalize_word
-from fastner.gcpause import paused_gc
+from fastner.gcpause import frozen_heap, paused_gc
 from fastner.inference import InferenceScorer
 from fastner.model import WindowTagger, window_columns
 from fastner.modelfile import model_arrays, model_from_arrays, save_model
@@ -538,12 +538,16 @@ class RunState:
         return cls(rng, best_flat, **{name: meta[name] for name in cls.CHECKPOINTED})
 
 
-def trained_word_rows(train):
-    """The word-table rows training can change: every word id of the EncodedSentences'
-    windows, of its re-cased copies too (a spelling may lower-case to another word once
-    upper-cased: "Straße" → "STRASSE"), and PAD and UNK (word dropout)."""
-    columns = [train.windows_bkc[:, :, 0]] + [c[:, :, 0] for c in train.cased_bkc.values()]
-    return np.union1d(np.concatenate([c.reshape(-1) for c in columns]), [PAD, UNK])
+def trained_word_rows(train, vocab_size):
+    """The word-table rows training can change, ascending: every word id of the
+    EncodedSentences' windows, of its re-cased copies too (a spelling may lower-case to
+    another word once upper-cased: "Straße" → "STRASSE"), and PAD and UNK (word
+    dropout). Marked in a mask, not sorted out of the 3M ids (np.union1d: 10× slower)."""
+    seen = np.zeros(vocab_size, bool)
+    for windows_bkc in [train.windows_bkc, *train.cased_bkc.values()]:
+        seen[windows_bkc[:, :, 0]] = True
+    seen[[PAD, UNK]] = True
+    return np.flatnonzero(seen)
 
 
 def _copy_trained(model, src, dst, trained_rows):
@@ -648,12 +652,13 @@ class Trainer:
         cfg = self.cfg                       # the checkpoint's settings when resuming
         self.log(f"train: {len(train_sentences)} sentences, {train.tokens} tokens; "
                  f"dev: {len(dev_sentences)} sentences, {state.dev.tokens} tokens")
-        for epoch in range(state.epoch + 1, cfg.epochs + 1):
-            if state.bad_epochs >= cfg.patience:
-                break
-            self._epoch(model, opt, train, state, epoch)
-        model.flat[...] = state.best_flat
-        plot_history(state.history, paths["plot"])
+        with frozen_heap():                  # the corpora, vocabulary and encoded data
+            for epoch in range(state.epoch + 1, cfg.epochs + 1):
+                if state.bad_epochs >= cfg.patience:
+                    break
+                self._epoch(model, opt, train, state, epoch)
+            model.flat[...] = state.best_flat
+            plot_history(state.history, paths["plot"])
         return model, state
 
     def _start(self, train_sentences, dev_sentences, resume):
@@ -673,7 +678,7 @@ class Trainer:
                 os.unlink(paths["log"])
         train = EncodedSentences(model, train_sentences, self.cfg.cases)
         state.dev = EncodedSentences(model, dev_sentences)
-        state.trained_rows = trained_word_rows(train)
+        state.trained_rows = trained_word_rows(train, model.tables()[0].shape[0])
         return model, opt, state, train
 
     def _epoch(self, model, opt, train, state, epoch):

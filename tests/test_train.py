@@ -7,6 +7,7 @@ import pytest
 from fastner.conll import read_conll
 from fastner.io import CHECKPOINT_FORMAT, ModelFileError, load_npz
 from fastner.modelfile import load_model
+from fastner.features import PAD, UNK
 from fastner.train import TrainConfig, Trainer, artifact_paths
 
 
@@ -434,9 +435,14 @@ def test_trained_rows_include_the_recased_copies_words():
     sentences = [Sentence(["Die", "Straße", "."], ["O", "B-LOC", "O"])]
     cfg = TrainConfig(glove_words=0, case_upper=0.5)
     model = build_model(cfg, sentences + [Sentence(["strasse"], ["O"])], log=lambda m: None)
-    rows = trained_word_rows(EncodedSentences(model, sentences, cfg.cases))
+    data = EncodedSentences(model, sentences, cfg.cases)
+    rows = trained_word_rows(data, model.tables()[0].shape[0])
     vocab = model.features[0].vocab
     assert {vocab.id("straße"), vocab.id("strasse")} <= set(rows.tolist())
+    # the rows are the distinct ids of every window and PAD and UNK, ascending
+    every_id = np.concatenate([w[:, :, 0].ravel()
+                               for w in [data.windows_bkc, *data.cased_bkc.values()]])
+    assert np.array_equal(rows, np.union1d(every_id, [PAD, UNK]))
 
 
 @pytest.mark.parametrize("features", ["caps:4,chars:8", "caps:4,suffix3:5,doccase:3"])
@@ -464,16 +470,21 @@ def test_encoded_sentences_equal_the_per_sentence_ids(tiny_train_path, features)
 def test_setup_pauses_the_collector_and_training_runs_with_it(tmp_path, tiny_train_path,
                                                                tiny_dev_path, monkeypatch):
     # building the vocabulary and encoding the corpora run with the cyclic collector
-    # off (fastner.gcpause); the epochs run with it on again
+    # off (fastner.gcpause); the epochs run with it on again, the objects built before
+    # them frozen (out of the collector's sight), and unfrozen after the run
     import gc
 
     import fastner.train as train_module
-    seen = {}
-    for name in ("build_model", "EncodedSentences", "train_epoch"):
+    seen, frozen = {}, {}
+    for name in ("build_model", "EncodedSentences", "train_epoch", "plot_history"):
         real = getattr(train_module, name)
         monkeypatch.setattr(train_module, name, lambda *a, _real=real, _name=name, **k: (
-            seen.setdefault(_name, gc.isenabled()), _real(*a, **k))[1])
-    assert gc.isenabled()
+            seen.setdefault(_name, gc.isenabled()),
+            frozen.setdefault(_name, gc.get_freeze_count() > 0), _real(*a, **k))[2])
+    assert gc.isenabled() and gc.get_freeze_count() == 0
     train(tmp_path, "m", tiny_train_path, tiny_dev_path, epochs=1)
-    assert seen == {"build_model": False, "EncodedSentences": False, "train_epoch": True}
-    assert gc.isenabled()
+    assert seen == {"build_model": False, "EncodedSentences": False, "train_epoch": True,
+                    "plot_history": True}
+    assert frozen == {"build_model": False, "EncodedSentences": False, "train_epoch": True,
+                      "plot_history": True}
+    assert gc.isenabled() and gc.get_freeze_count() == 0
