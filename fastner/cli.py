@@ -104,6 +104,7 @@ def build_parser():
 
 def cmd_train(args):
     from fastner.conll import read_conll
+    from fastner.gcpause import kept_to_the_end
     from fastner.io import file_sha256
     from fastner.train import Trainer, TrainConfig
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
@@ -113,9 +114,10 @@ def cmd_train(args):
         trainer = Trainer(cfg, args.out, quiet=args.quiet)      # checks the settings
     except ValueError as err:
         return _die(str(err), 2)
-    train = read_conll(args.train)
-    dev = read_conll(args.dev)
-    test = read_conll(args.test) if args.test else None
+    with kept_to_the_end():            # the corpora live as long as the command
+        train = read_conll(args.train)
+        dev = read_conll(args.dev)
+        test = read_conll(args.test) if args.test else None
     provenance = {"command": "fastner " + " ".join(shlex.quote(a) for a in args.argv),
                   "data": {os.path.basename(p): file_sha256(p)
                            for p in (args.train, args.dev, args.test) if p}}

@@ -38,3 +38,19 @@ def frozen_heap():
         yield
     finally:
         gc.unfreeze()
+
+
+@contextmanager
+def kept_to_the_end():
+    """For a command that owns its process: the collector is paused while the block
+    builds objects the command keeps until it ends, and those are then frozen, so no
+    collection walks them, not even the one re-enabling the collector would start
+    at once over all the block made (0.12 s after reading CoNLL-2003 train and valid)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+        gc.freeze()
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -68,6 +68,32 @@ def test_missing_model_is_a_clear_error(tmp_path, capsys, monkeypatch):
     assert code == 1 and "no such model file" in err
 
 
+def test_train_reads_the_corpora_with_the_collector_paused_then_freezes_them(
+        tmp_path, capsys, monkeypatch, tiny_train_path, tiny_dev_path):
+    # fastner train reads the corpora with the cyclic collector paused, then freezes
+    # them (fastner.gcpause.kept_to_the_end): training starts with them frozen and the
+    # collector on; the trainer's run unfreezes everything when it ends
+    import gc
+
+    import fastner.conll as conll
+    import fastner.train as train_module
+    seen = {}
+    real_parse, real_run = conll.parse_conll, train_module.Trainer.run
+    monkeypatch.setattr(conll, "parse_conll", lambda *a, **k: (
+        seen.setdefault("reading", (gc.isenabled(), gc.get_freeze_count())),
+        real_parse(*a, **k))[1])
+    monkeypatch.setattr(train_module.Trainer, "run", lambda *a, **k: (
+        seen.setdefault("run", (gc.isenabled(), gc.get_freeze_count() > 0)),
+        real_run(*a, **k))[1])
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    code, _, err = run(["train", "--train", tiny_train_path, "--dev", tiny_dev_path,
+                        "--out", str(tmp_path / "m.npz"), "--epochs", "1", "--hidden", "8",
+                        "--glove-words", "0", "--word-dim", "8", "--quiet"], capsys, monkeypatch)
+    assert code == 0, err
+    assert seen == {"reading": (False, 0), "run": (True, True)}
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
 def test_bad_training_flags(tmp_path, capsys, monkeypatch, tiny_train_path):
     code, _, err = run(["train", "--train", tiny_train_path, "--dev", tiny_train_path, "--out",
                         str(tmp_path / "x.npz"), "--optimizer", "lbfgs"], capsys, monkeypatch)
