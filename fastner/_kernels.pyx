@@ -1179,7 +1179,7 @@ cdef class CachedScorer:
     cdef int* cache_rows
     cdef int* table_rows
     cdef const float* b
-    cdef const float* U
+    cdef const float* UT                     # U transposed, (H, T)
     cdef const float* c
     cdef int F, K, H, T, act
 
@@ -1226,11 +1226,15 @@ cdef class CachedScorer:
             blocks = WT_dh.reshape(K, E, H)[:, offset:offset + e, :]
             self.row_products.append(np.ascontiguousarray(blocks.transpose(1, 0, 2))
                                      .reshape(e, K * H))
+        # the output layer multiplies by Uᵀ stored as such: OpenBLAS's product with
+        # T = 9 columns took 32 µs per block with U transposed on the fly, 23 µs so
+        # (the same sums in the same order, bit for bit)
+        UT_ht = np.ascontiguousarray(U_th.T)
         cdef const float[::1] bv = b_h
-        cdef const float[:, ::1] Uv = U_th
+        cdef const float[:, ::1] UTv = UT_ht
         cdef const float[::1] cv = c_t
-        self.b, self.U, self.c = &bv[0], &Uv[0, 0], &cv[0]
-        self.arrays = (list(caches), b_h, U_th, c_t)
+        self.b, self.UT, self.c = &bv[0], &UTv[0, 0], &cv[0]
+        self.arrays = (list(caches), b_h, UT_ht, c_t)
         self.stamps = [None] * self.F
         self.clock = 0
 
@@ -1400,7 +1404,7 @@ cdef class CachedScorer:
         for i in range(n):
             for t in range(T):
                 S[i * T + t] = self.c[t]
-        gemm_rm(False, True, n, T, H, 1.0, Z, H, self.U, H, 1.0, S, T)
+        gemm_rm(False, False, n, T, H, 1.0, Z, H, self.UT, T, 1.0, S, T)
 
 
 # --------------------------------------------------------------------------
