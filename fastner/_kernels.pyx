@@ -1052,6 +1052,10 @@ cdef class SGDStep:
 cdef enum:
     SCORER_BLOCK = 256      # windows per block: the block's hidden layer stays in L2
     PREFETCH_AHEAD = 4      # windows ahead whose newest word's cached rows are prefetched
+    PATTERN_KEYS = 65536    # most distinct patterns of the small features' ids a window
+                            # can have for those features to be summed per pattern
+    PATTERN_WINDOWS = 256   # fewest windows a call sums per pattern: below, few windows
+                            # share one and numbering them cost a sentence 8 µs more
     SCORER_CHUNK = 4096     # windows whose cache misses are multiplied together: each
                             # window brings one new token, so about 4096 distinct missed
                             # rows, 4096·K·H floats of products (25 MB at K=5, H=300)
@@ -1159,7 +1163,8 @@ cdef class CachedScorer:
     where P_f[v, k] = W_k · table_f[v] is the product of row v at window position k.
 
     The inference twin of lookup_forward + affine_act_forward (twice): the first
-    layer becomes K·F vector additions per window. P_f comes from the cache
+    layer becomes K·F vector additions per window, fewer where small tables are
+    summed once per pattern of their ids (_patterns, §I5). P_f comes from the cache
     (precomputed rows, stored in half precision) or, for rows past the cache,
     from one sgemm per chunk of SCORER_CHUNK windows over the chunk's *distinct*
     missed rows (a rare word that recurs in a document is multiplied once). The
@@ -1175,6 +1180,9 @@ cdef class CachedScorer:
     cdef object rows_f
     cdef list stamps                         # per feature: the last renumbering that met each row
     cdef int clock
+    cdef readonly list pattern_features      # summed per pattern of their ids (_patterns)
+    cdef object pattern_stamps               # per pattern key: the last call that met it
+    cdef int pattern_clock
     cdef uint16_t** cache_ptr
     cdef int* cache_rows
     cdef int* table_rows
@@ -1237,6 +1245,16 @@ cdef class CachedScorer:
         self.arrays = (list(caches), b_h, UT_ht, c_t)
         self.stamps = [None] * self.F
         self.clock = 0
+        # small tables held whole by their caches (capitalisation: 7 rows, 7⁵ patterns
+        # at K = 5), as long as their patterns together stay within PATTERN_KEYS
+        self.pattern_features, keys = [], 1
+        for f, (cache, table) in enumerate(zip(caches, tables)):
+            n = cache.shape[0]
+            if 0 < n == table.shape[0] and keys * n ** K <= PATTERN_KEYS:
+                self.pattern_features.append(f)
+                keys *= n ** K
+        self.pattern_stamps = None
+        self.pattern_clock = 0
 
     def __dealloc__(self):
         free(self.cache_ptr)
@@ -1274,13 +1292,81 @@ cdef class CachedScorer:
         # miss, and looking for them with NumPy cost more than scoring a sentence
         cdef bint any_miss = B > 0 and _first_out_of_range(&ids[0, 0, 0], ids_bkf.size,
                                                             self.cache_rows, self.F) >= 0
+        patterns = [f for f in self.pattern_features if f not in (call_tables or {})]
+        slots = pattern_rows = in_pattern = None
+        if patterns and B >= PATTERN_WINDOWS:
+            slots, pattern_rows = self._patterns(ids_bkf, patterns)
+            in_pattern = np.zeros(self.F, dtype=np.int32)
+            in_pattern[patterns] = 1
         missed = [None] * self.F
         for start in range(0, B, SCORER_CHUNK):
             chunk = ids_bkf[start:start + SCORER_CHUNK]
             if any_miss:
                 chunk, missed = self._products_of_misses(chunk, tables)
-            self._score_chunk(chunk, missed, out[start:start + SCORER_CHUNK])
+            self._score_chunk(chunk, missed,
+                              None if slots is None else slots[start:start + SCORER_CHUNK],
+                              pattern_rows, in_pattern, out[start:start + SCORER_CHUNK])
         return out
+
+    def _patterns(self, ids_bkf, patterns):
+        """(slots, rows): per window, the slot of its pattern (the ids of the features
+        ``patterns`` at every position) among the call's distinct patterns, and per
+        pattern the float32 row b + Σ_k Σ_f P_f[ids[k, f], k] (derivations §I5).
+        Windows that share a pattern (capitalisation shapes repeat: CoNLL-2003 valid's
+        51k windows have 1,189) then start from one row instead of adding K
+        per feature. Without patterns every window has slot 0, whose row is b. Runs
+        holding the GIL: the stamps are shared, like _renumber's."""
+        cdef const int[:, :, ::1] ids = ids_bkf
+        cdef int B = ids.shape[0], K = self.K, H = self.H, P = len(patterns) * self.K
+        cdef Py_ssize_t i, j, r
+        cdef long long key, keys = 1
+        cdef int n = 0, clock
+        fk = np.empty((max(P, 1), 2), dtype=np.int32)       # (feature, position) per term
+        mult_arr = np.empty(max(P, 1), dtype=np.int64)       # each term's place value
+        for j, (f, k) in enumerate((f, k) for f in patterns for k in range(K)):
+            fk[j] = f, k
+            mult_arr[j] = keys
+            keys *= self.cache_rows[f]
+        stamps = self.pattern_stamps
+        if stamps is None or stamps.shape[1] < keys:
+            stamps = self.pattern_stamps = np.zeros((2, keys), dtype=np.int32)
+        self.pattern_clock += 1
+        if self.pattern_clock == 2**31 - 1:     # stamps would repeat: start afresh
+            stamps[0] = 0
+            self.pattern_clock = 1
+        clock = self.pattern_clock
+        slots_arr = np.empty(B, dtype=np.int32)
+        first_arr = np.empty(max(B, 1), dtype=np.int64)      # each pattern's first window
+        cdef int[:, ::1] seen = stamps                       # row 0: stamp; row 1: slot
+        cdef const int[:, ::1] terms = fk
+        cdef const long long[::1] mult = mult_arr
+        cdef int[::1] slots = slots_arr
+        cdef long long[::1] first = first_arr
+        for i in range(B):
+            key = 0
+            for j in range(P):
+                key += ids[i, terms[j, 1], terms[j, 0]] * mult[j]
+            if seen[0, key] != clock:
+                seen[0, key] = clock
+                seen[1, key] = n
+                first[n] = i
+                n += 1
+            slots[i] = seen[1, key]
+        rows_arr = np.empty((max(n, 1), H), dtype=np.float32)
+        cdef float[:, ::1] rows = rows_arr
+        cdef const uint16_t** parts = <const uint16_t**>malloc(max(P, 1) * sizeof(void*))
+        if parts == NULL:
+            raise MemoryError("CachedScorer: no memory for the patterns")
+        memcpy(&rows[0, 0], self.b, H * sizeof(float))     # no windows: slot 0 is b
+        for r in range(n):
+            i = first[r]
+            memcpy(&rows[r, 0], self.b, H * sizeof(float))
+            for j in range(P):
+                parts[j] = &self.cache_ptr[terms[j, 0]][(ids[i, terms[j, 1], terms[j, 0]] * K
+                                                         + terms[j, 1]) * H]
+            fastner_add_half_rows(&rows[r, 0], parts, P, H)
+        free(parts)
+        return slots_arr, rows_arr
 
     def _products_of_misses(self, chunk, tables):
         """Ids past a cache are renumbered cache_rows + slot into the chunk's products
@@ -1335,12 +1421,24 @@ cdef class CachedScorer:
             values[i] = base + seen[1, v]
         return rows_r[:n]
 
-    def _score_chunk(self, chunk, missed, out):
+    def _score_chunk(self, chunk, missed, slots_b, pattern_rows, in_pattern, out):
+        """Scores of a chunk's windows into ``out``; with patterns (slots_b not None)
+        each window starts from its pattern's row and skips the features in_pattern
+        marks, else from b."""
         cdef const int[:, :, ::1] ids = chunk
         cdef float[:, ::1] S = out
+        cdef const int[::1] slots_v
+        cdef const float[:, ::1] rows_v
+        cdef const int[::1] skip_v
+        cdef const int* slots = NULL
+        cdef const float* starts = NULL
+        cdef const int* skip = NULL
         cdef int F = self.F, B = ids.shape[0], start = 0, n
         if B == 0:
             return
+        if slots_b is not None:
+            slots_v, rows_v, skip_v = slots_b, pattern_rows, in_pattern
+            slots, starts, skip = &slots_v[0], &rows_v[0, 0], &skip_v[0]
         # the hidden rows of one block, sized to the chunk (a short request does not
         # allocate a whole block's 300 KB); per window, pointers to its cached (half)
         # and missed (float) rows; per feature, its missed products. malloc, not NumPy:
@@ -1362,7 +1460,9 @@ cdef class CachedScorer:
             with nogil:
                 while start < B:
                     n = B - start if B - start < SCORER_BLOCK else SCORER_BLOCK
-                    self._block(ids, start, n, bases, Z, <const uint16_t**>rows,
+                    self._block(ids, start, n, bases,
+                                &slots[start] if slots != NULL else NULL, starts, skip,
+                                Z, <const uint16_t**>rows,
                                 <const float**>&rows[self.K * F], &S[start, 0])
                     start += n
         finally:
@@ -1370,8 +1470,10 @@ cdef class CachedScorer:
             free(rows)
 
     cdef void _block(self, const int[:, :, ::1] ids, int start, int n,
-                     const float** missed, float* Z, const uint16_t** hit_rows,
+                     const float** missed, const int* slots, const float* pattern_rows,
+                     const int* in_pattern, float* Z, const uint16_t** hit_rows,
                      const float** miss_rows, float* S) noexcept nogil:
+        # slots NULL: every window starts from b and adds every feature's rows
         cdef int H = self.H, T = self.T, K = self.K, F = self.F
         cdef Py_ssize_t i, k, f, t
         cdef int v, cached, hits, misses
@@ -1388,6 +1490,8 @@ cdef class CachedScorer:
                         fastner_prefetch(&self.cache_ptr[f][v * K * H], K * H * 2)
             for k in range(K):
                 for f in range(F):
+                    if in_pattern != NULL and in_pattern[f]:
+                        continue                # in the window's pattern row
                     v = ids[start + i, k, f]
                     cached = self.cache_rows[f]
                     if v < cached:
@@ -1396,7 +1500,10 @@ cdef class CachedScorer:
                     else:
                         miss_rows[misses] = &missed[f][((v - cached) * K + k) * H]
                         misses += 1
-            memcpy(z, self.b, H * sizeof(float))
+            if slots != NULL:
+                memcpy(z, &pattern_rows[slots[i] * H], H * sizeof(float))    # b included
+            else:
+                memcpy(z, self.b, H * sizeof(float))
             fastner_add_half_rows(z, hit_rows, hits, H)
             _add_rows(z, miss_rows, misses, H)
             activate_row(z, H, self.act)

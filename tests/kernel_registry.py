@@ -242,7 +242,7 @@ KERNELS = [
            gradcheck="test_every_parameter_gradient_matches_finite_differences"),
     Kernel("window_ids", _window_ids, rtol=0, section="F1"),
     Kernel("CachedScorer", _cached_scorer, ids=("ids_bkf",), call=_run_cached_scorer,
-           rtol=1e-4, section="I1-I3"),
+           rtol=1e-4, section="I1-I5"),
     Kernel("char_cnn_forward", _char_cnn, outputs=("out_nj", "argmax_nj"), ids=("chars_pk",),
            rtol=1e-4, section="W1, W2"),
     Kernel("char_cnn_backward", _char_cnn_backward, outputs=("dtable_ve", "dWc_jd", "dbc_j"),

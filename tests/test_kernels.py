@@ -524,6 +524,29 @@ def test_cached_scorer_over_several_chunks_leaves_the_ids_alone():
     np.testing.assert_array_equal(ids, before)
 
 
+@pytest.mark.parametrize("N, patterns", [(3, [1]), (10, [0])])
+def test_cached_scorer_sums_small_tables_per_pattern(N, patterns):
+    # a table the cache holds whole is summed once per distinct pattern of its ids
+    # (derivations I5) while the patterns of all such tables fit PATTERN_KEYS: the
+    # 6-row table's 6³ alone, or the 10-row one's 10³ (then 10³ · 6³ is too many);
+    # a call whose call_tables extend a pattern table adds its rows per window
+    rng = np.random.default_rng(N)
+    caches, tables, WT, b, U, c, offsets, Kw, _ = scorer_inputs(rng, N)
+    scorer = K.CachedScorer(caches, tables, WT, b, U, c, "tanh", offsets, Kw)
+    assert scorer.pattern_features == patterns
+    ids = np.stack([rng.integers(0, 10, (700, Kw)), rng.integers(0, 6, (700, Kw))],
+                   axis=2).astype(np.int32)
+    ids[:300, :, patterns[0]] = ids[0, :, patterns[0]]       # many windows share one
+    twin = R.CachedScorer(caches, tables, WT, b, U, c, "tanh", offsets, Kw)
+    for _ in range(2):                                       # the stamps serve each call
+        assert_close(scorer.scores(ids), twin.scores(ids), f"N={N}", rtol=1e-4, atol=1e-5)
+    extra = {patterns[0]: rand(rng, 2, tables[patterns[0]].shape[1])}
+    ids[5, 1, patterns[0]] = tables[patterns[0]].shape[0] + 1     # a call-table row
+    assert_close(scorer.scores(ids, extra), twin.scores(ids, extra), "call table",
+                 rtol=1e-4, atol=1e-5)
+    assert_close(scorer.scores(ids[:0]), twin.scores(ids[:0]), "no windows")
+
+
 def test_cached_scorer_rejects_bad_arguments():
     rng = np.random.default_rng(0)
     caches, tables, WT, b, U, c, offsets, Kw, _ = scorer_inputs(rng, 3)
