@@ -44,9 +44,20 @@ static inline float fastner_half_to_float(uint16_t h)
     return out;
 }
 
-static void fastner_add_half_rows_portable(float *z, const uint16_t *const *rows, int n, int H)
+/* z = base + Σ_r rows[r], summed as the F16C version sums: four rows at a time,
+ * (rows[0] + rows[1]) + (rows[2] + rows[3]), then one at a time */
+static void fastner_sum_half_rows_portable(float *z, const float *base,
+                                           const uint16_t *const *rows, int n, int H)
 {
-    for (int r = 0; r < n; r++)
+    int r = 0;
+    if (z != base)
+        memcpy(z, base, (size_t)H * sizeof(float));
+    for (; n - r >= 4; r += 4)
+        for (int h = 0; h < H; h++)
+            z[h] += (fastner_half_to_float(rows[r][h]) + fastner_half_to_float(rows[r + 1][h]))
+                    + (fastner_half_to_float(rows[r + 2][h])
+                       + fastner_half_to_float(rows[r + 3][h]));
+    for (; r < n; r++)
         for (int h = 0; h < H; h++)
             z[h] += fastner_half_to_float(rows[r][h]);
 }
@@ -58,21 +69,28 @@ static inline __m256 fastner_load8_half(const uint16_t *p)
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
-/* four rows per pass over z, so z is loaded and stored ⌈n/4⌉ times, not n */
+/* four rows per pass over z, so z is loaded and stored ⌈n/4⌉ times, not n; the
+ * first pass reads base instead of z (no separate copy of base into z) */
 __attribute__((target("avx,f16c")))
-static void fastner_add_half_rows_f16c(float *z, const uint16_t *const *rows, int n, int H)
+static void fastner_sum_half_rows_f16c(float *z, const float *base,
+                                       const uint16_t *const *rows, int n, int H)
 {
     int r = 0, h;
+    const float *from = base;
     for (; n - r >= 4; r += 4) {
         const uint16_t *p0 = rows[r], *p1 = rows[r + 1], *p2 = rows[r + 2], *p3 = rows[r + 3];
         for (h = 0; h + 8 <= H; h += 8) {
             __m256 a = _mm256_add_ps(fastner_load8_half(p0 + h), fastner_load8_half(p1 + h));
             __m256 b = _mm256_add_ps(fastner_load8_half(p2 + h), fastner_load8_half(p3 + h));
-            _mm256_storeu_ps(z + h, _mm256_add_ps(_mm256_loadu_ps(z + h), _mm256_add_ps(a, b)));
+            _mm256_storeu_ps(z + h, _mm256_add_ps(_mm256_loadu_ps(from + h), _mm256_add_ps(a, b)));
         }
         for (; h < H; h++)
-            z[h] += (_cvtsh_ss(p0[h]) + _cvtsh_ss(p1[h])) + (_cvtsh_ss(p2[h]) + _cvtsh_ss(p3[h]));
+            z[h] = from[h] + ((_cvtsh_ss(p0[h]) + _cvtsh_ss(p1[h]))
+                              + (_cvtsh_ss(p2[h]) + _cvtsh_ss(p3[h])));
+        from = z;
     }
+    if (from == base && z != base)     /* fewer than four rows */
+        memcpy(z, base, (size_t)H * sizeof(float));
     for (; r < n; r++) {
         const uint16_t *p0 = rows[r];
         for (h = 0; h + 8 <= H; h += 8)
@@ -104,16 +122,18 @@ static void fastner_half_init(void)
 #endif
 }
 
-/* z[0:H] += Σ_r rows[r][0:H] over n half-precision rows */
-static inline void fastner_add_half_rows(float *z, const uint16_t *const *rows, int n, int H)
+/* z[0:H] = base[0:H] + Σ_r rows[r][0:H] over n half-precision rows (z and base
+ * may be the same row) */
+static inline void fastner_sum_half_rows(float *z, const float *base,
+                                         const uint16_t *const *rows, int n, int H)
 {
 #if FASTNER_HAVE_F16C_PATH
     if (fastner_use_f16c) {
-        fastner_add_half_rows_f16c(z, rows, n, H);
+        fastner_sum_half_rows_f16c(z, base, rows, n, H);
         return;
     }
 #endif
-    fastner_add_half_rows_portable(z, rows, n, H);
+    fastner_sum_half_rows_portable(z, base, rows, n, H);
 }
 
 #endif

@@ -1063,7 +1063,8 @@ cdef enum:
 
 cdef extern from "_half.h":
     void fastner_half_init() noexcept nogil
-    void fastner_add_half_rows(float* z, const uint16_t** rows, int n, int H) noexcept nogil
+    void fastner_sum_half_rows(float* z, const float* base, const uint16_t** rows, int n,
+                               int H) noexcept nogil
     float fastner_half_to_float(uint16_t h) noexcept nogil
     void fastner_prefetch(const void* p, int n) noexcept nogil
     int fastner_use_f16c
@@ -1360,11 +1361,10 @@ cdef class CachedScorer:
         memcpy(&rows[0, 0], self.b, H * sizeof(float))     # no windows: slot 0 is b
         for r in range(n):
             i = first[r]
-            memcpy(&rows[r, 0], self.b, H * sizeof(float))
             for j in range(P):
                 parts[j] = &self.cache_ptr[terms[j, 0]][(ids[i, terms[j, 1], terms[j, 0]] * K
                                                          + terms[j, 1]) * H]
-            fastner_add_half_rows(&rows[r, 0], parts, P, H)
+            fastner_sum_half_rows(&rows[r, 0], self.b, parts, P, H)
         free(parts)
         return slots_arr, rows_arr
 
@@ -1500,11 +1500,9 @@ cdef class CachedScorer:
                     else:
                         miss_rows[misses] = &missed[f][((v - cached) * K + k) * H]
                         misses += 1
-            if slots != NULL:
-                memcpy(z, &pattern_rows[slots[i] * H], H * sizeof(float))    # b included
-            else:
-                memcpy(z, self.b, H * sizeof(float))
-            fastner_add_half_rows(z, hit_rows, hits, H)
+            # z = the window's pattern row (b included), or b, plus its cached rows
+            fastner_sum_half_rows(z, &pattern_rows[slots[i] * H] if slots != NULL else self.b,
+                                  hit_rows, hits, H)
             _add_rows(z, miss_rows, misses, H)
             activate_row(z, H, self.act)
         # S = Z Uᵀ + c for the block (NumPy: S = Z @ U.T + c)
