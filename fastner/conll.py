@@ -20,7 +20,9 @@ class Sentence:
     tokens: list
     tags: list = None          # IOB2 tags, or None when the file has no tag column
     doc: int = 0               # index of the -DOCSTART- document this sentence belongs to
-    extra: list = field(default_factory=list)   # middle columns (POS, chunk) per token
+    extra: list = field(default_factory=list)   # middle columns (POS, chunk) per token,
+    # a tuple each: the cyclic collector stops tracking tuples of strings, so a corpus
+    # read does not add a tracked object per token to every later full collection
 
 
 MAX_LINE_BYTES = 1 << 20      # a CoNLL line is one token and a few tags
@@ -126,9 +128,9 @@ def parse_conll(f, name="<input>", tagged=True):
                                            f"IOB tag (expected O, B-TYPE or I-TYPE)")
                 valid_tags.add(fields[-1])
             tags.append(fields[-1])
-            extra.append(fields[1:-1])
+            extra.append(tuple(fields[1:-1]))
         else:
-            extra.append(fields[1:])
+            extra.append(tuple(fields[1:]))
     flush()
     return sentences
 

@@ -10,7 +10,7 @@ def test_reads_four_and_two_column_files(tiny_train_path, tiny_dev_path):
     train = read_conll(tiny_train_path)
     dev = read_conll(tiny_dev_path)
     assert len(train) == 400 and len(dev) == 100
-    assert train[0].extra[0] == ["NN", "O"] and dev[0].extra[0] == []
+    assert train[0].extra[0] == ("NN", "O") and dev[0].extra[0] == ()
     assert train[-1].doc == 39 and train[0].doc == 0
 
 

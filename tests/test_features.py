@@ -9,7 +9,16 @@ def test_vocab_lowercases_and_falls_back_to_digit_shape():
     assert vocab.id("PARIS") == vocab.index["paris"]
     assert vocab.id("1996") == vocab.index["1996"]
     assert vocab.id("2024") == vocab.index["0000"]
-    assert vocab.id("Atlantis") == 1 and vocab.words[:2] == ["<pad>", "<unk>"]
+    assert vocab.id("Atlantis") == 1 and vocab.words[:2] == ("<pad>", "<unk>")
+
+
+def test_vocabulary_words_are_left_alone_by_the_cyclic_collector():
+    # a tuple of strings, which the collector stops tracking, so its full collections
+    # do not walk the 400k words of a loaded model (a list they would)
+    import gc
+    vocab = Vocab([f"w{i}" for i in range(1000)])
+    gc.collect()
+    assert isinstance(vocab.words, tuple) and not gc.is_tracked(vocab.words)
 
 
 def test_caps_classes():
