@@ -586,15 +586,38 @@ def entity_runs(tags_b, conf_b, n_types):
     return starts_r, ends_r, kinds_r, lowest_r
 
 
+cdef extern from "_exp.h":
+    double fastner_exp_nonpositive(double x) noexcept nogil
+
+
+def exp_nonpositive(x):
+    """fastner_exp_nonpositive (tagging's marginals' exp, fastner/_exp.h) on a float64
+    array of values at most 0 (for tests)."""
+    src = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    if np.any(~(src <= 0)):
+        raise ValueError("exp_nonpositive: the values must be at most 0")
+    out = np.empty(src.shape[0], dtype=np.float64)
+    cdef const double[::1] a = src
+    cdef double[::1] o = out
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(a.shape[0]):
+            o[i] = fastner_exp_nonpositive(a[i])
+    return out.reshape(np.shape(x))
+
+
 cdef double _crf_scaled_recursions(const float* s, int n, int T, const double* expA,
                                    const double* exp_start, const double* exp_end,
-                                   double* alpha, double* beta, double* e,
-                                   double* c) noexcept nogil:
+                                   double* alpha, double* beta, double* e, double* c,
+                                   bint vector_exp) noexcept nogil:
     # The forward-backward recursions in probability space with each row rescaled to
     # sum 1 (derivations §C8): e_t = exp(s_t − max s_t); alpha_t and beta_t rows
     # normalised (c_t: alpha_t's sum before, the factor log Z needs); a marginal,
     # alpha_t ⊙ beta_t normalised, does not depend on their scale. T exps per token
     # where log space took 3·T² exp/log pairs. Returns Σ_t max s_t.
+    # vector_exp: the sentence's exps in one loop of fastner_exp_nonpositive, which
+    # vectorizes (tagging's marginals); else libm's exp one at a time (training, whose
+    # results the shipped model was trained with, bit for bit).
     cdef int t, i, j
     cdef double m, acc, total, maxima = 0.0
     for t in range(n):
@@ -603,8 +626,15 @@ cdef double _crf_scaled_recursions(const float* s, int n, int T, const double* e
             if s[t * T + j] > m:
                 m = s[t * T + j]
         maxima += m
-        for j in range(T):
-            e[t * T + j] = exp(s[t * T + j] - m)
+        if vector_exp:
+            for j in range(T):
+                e[t * T + j] = s[t * T + j] - m        # exponentiated below
+        else:
+            for j in range(T):
+                e[t * T + j] = exp(s[t * T + j] - m)
+    if vector_exp:
+        for i in range(n * T):
+            e[i] = fastner_exp_nonpositive(e[i])
     for t in range(n):
         total = 0.0
         for j in range(T):
@@ -656,7 +686,8 @@ cdef double _crf_sentence(const float* s, const int* y, int n, int T, const floa
     cdef int t, i, j
     cdef double total = 0.0, log_z, gold, norm, w
     # log Z = Σ_t max s_t + Σ_t log c_t + log Σ_j alpha_{n−1}[j] · exp end[j]
-    log_z = _crf_scaled_recursions(s, n, T, expA, exp_start, exp_end, alpha, beta, e, c)
+    log_z = _crf_scaled_recursions(s, n, T, expA, exp_start, exp_end, alpha, beta, e, c,
+                                   False)
     for j in range(T):
         total += alpha[(n - 1) * T + j] * exp_end[j]
     for t in range(n):
@@ -761,7 +792,7 @@ cdef void _crf_marginals(const float* s, int n, int T, const double* expA,
     # each token's marginals, alpha_t ⊙ beta_t normalised (§C3, §C8)
     cdef int t, j
     cdef double total
-    _crf_scaled_recursions(s, n, T, expA, exp_start, exp_end, alpha, beta, e, c)
+    _crf_scaled_recursions(s, n, T, expA, exp_start, exp_end, alpha, beta, e, c, True)
     for t in range(n):
         total = 0.0
         for j in range(T):

@@ -567,6 +567,17 @@ def test_cached_scorer_rejects_bad_arguments():
         K.CachedScorer(caches[:1], tables, WT, b, U, c, "tanh", offsets, Kw)
 
 
+def test_marginals_exp_accuracy():
+    # tagging's marginals take their exps from fastner/_exp.h (derivations C8)
+    x = -np.concatenate([np.linspace(0, 708, 700001), np.logspace(-300, 2.85, 2000)])
+    got = K.exp_nonpositive(x)
+    assert np.abs(got / np.exp(x) - 1).max() < 1e-15
+    assert K.exp_nonpositive(np.array([0.0]))[0] == 1.0
+    assert 0 < K.exp_nonpositive(np.array([-800.0]))[0] < 1e-300     # clamped, not subnormal
+    with pytest.raises(ValueError, match="at most 0"):
+        K.exp_nonpositive(np.array([0.5]))
+
+
 def test_tanh_accuracy():
     x = np.linspace(-30, 30, 100001).astype(f32)
     assert np.abs(K.tanh(x) - np.tanh(x.astype(np.float64))).max() < 4e-7
