@@ -1346,8 +1346,7 @@ cdef class CachedScorer:
         pattern the float32 row b + Σ_k Σ_f P_f[ids[k, f], k] (derivations §I5).
         Windows that share a pattern (capitalisation shapes repeat: CoNLL-2003 valid's
         51k windows have 1,189) then start from one row instead of adding K
-        per feature. Without patterns every window has slot 0, whose row is b. Runs
-        holding the GIL: the stamps are shared, like _renumber's."""
+        per feature. Runs holding the GIL: the stamps are shared, like _renumber's."""
         cdef const int[:, :, ::1] ids = ids_bkf
         cdef int B = ids.shape[0], K = self.K, H = self.H, P = len(patterns) * self.K
         cdef Py_ssize_t i, j, r

@@ -31,8 +31,9 @@ def paused_gc():
 @contextmanager
 def frozen_heap():
     """The objects alive at entry are not scanned by collections during the block
-    (gc.freeze); after it they are the oldest generation again (gc.unfreeze).
-    Reference counting still frees them if the block drops them."""
+    (gc.freeze); after it they are the oldest generation again (gc.unfreeze, which
+    releases whatever is frozen, a caller's own freeze too). Reference counting
+    still frees frozen objects the block drops."""
     gc.freeze()
     try:
         yield
