@@ -1346,14 +1346,16 @@ cdef class CachedScorer:
         pattern the float32 row b + Σ_k Σ_f P_f[ids[k, f], k] (derivations §I5).
         Windows that share a pattern (capitalisation shapes repeat: CoNLL-2003 valid's
         51k windows have 1,189) then start from one row instead of adding K
-        per feature. Runs holding the GIL: the stamps are shared, like _renumber's."""
+        per feature. Called with at least one pattern feature and one window (scores:
+        PATTERN_WINDOWS or more). Runs holding the GIL: the stamps are shared, like
+        _renumber's."""
         cdef const int[:, :, ::1] ids = ids_bkf
         cdef int B = ids.shape[0], K = self.K, H = self.H, P = len(patterns) * self.K
         cdef Py_ssize_t i, j, r
         cdef long long key, keys = 1
         cdef int n = 0, clock
-        fk = np.empty((max(P, 1), 2), dtype=np.int32)       # (feature, position) per term
-        mult_arr = np.empty(max(P, 1), dtype=np.int64)       # each term's place value
+        fk = np.empty((P, 2), dtype=np.int32)                # (feature, position) per term
+        mult_arr = np.empty(P, dtype=np.int64)               # each term's place value
         for j, (f, k) in enumerate((f, k) for f in patterns for k in range(K)):
             fk[j] = f, k
             mult_arr[j] = keys
@@ -1367,7 +1369,7 @@ cdef class CachedScorer:
             self.pattern_clock = 1
         clock = self.pattern_clock
         slots_arr = np.empty(B, dtype=np.int32)
-        first_arr = np.empty(max(B, 1), dtype=np.int64)      # each pattern's first window
+        first_arr = np.empty(B, dtype=np.int64)              # each pattern's first window
         cdef int[:, ::1] seen = stamps                       # row 0: stamp; row 1: slot
         cdef const int[:, ::1] terms = fk
         cdef const long long[::1] mult = mult_arr
@@ -1383,12 +1385,11 @@ cdef class CachedScorer:
                 first[n] = i
                 n += 1
             slots[i] = seen[1, key]
-        rows_arr = np.empty((max(n, 1), H), dtype=np.float32)
+        rows_arr = np.empty((n, H), dtype=np.float32)
         cdef float[:, ::1] rows = rows_arr
-        cdef const uint16_t** parts = <const uint16_t**>malloc(max(P, 1) * sizeof(void*))
+        cdef const uint16_t** parts = <const uint16_t**>malloc(P * sizeof(void*))
         if parts == NULL:
             raise MemoryError("CachedScorer: no memory for the patterns")
-        memcpy(&rows[0, 0], self.b, H * sizeof(float))     # no windows: slot 0 is b
         for r in range(n):
             i = first[r]
             for j in range(P):
