@@ -484,6 +484,20 @@ def test_cached_scorer_matches_reference_and_full_forward(N, B):
     assert_close(fast, full, "against the training forward", rtol=5e-3, atol=5e-3)
 
 
+@pytest.mark.parametrize("T", [1, 8, 9, 17])
+def test_cached_scorer_output_layer_for_any_number_of_tags(T):
+    # the output layer runs as two products, the first 8·⌊T/8⌋ tags and the rest:
+    # none, one or both of them, and a wrong column in either shows here
+    rng = np.random.default_rng(T)
+    caches, tables, WT, b, U, c, offsets, Kw, _ = scorer_inputs(rng, 4, T=T)
+    ids = np.stack([rng.integers(0, 10, (300, Kw)), rng.integers(0, 6, (300, Kw))],
+                   axis=2).astype(np.int32)
+    fast = K.CachedScorer(caches, tables, WT, b, U, c, "tanh", offsets, Kw).scores(ids)
+    slow = R.CachedScorer(caches, tables, WT, b, U, c, "tanh", offsets, Kw).scores(ids)
+    assert fast.shape == (300, T)
+    assert_close(fast, slow, f"T={T}", rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("portable", [False, True])
 def test_cached_scorer_half_paths_agree(portable):
     # the F16C and the portable half conversions give the same scores
