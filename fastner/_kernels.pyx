@@ -803,6 +803,25 @@ cdef void _crf_marginals(const float* s, int n, int T, const double* expA,
             out[t * T + j] = <float>(alpha[t * T + j] * beta[t * T + j] / total)
 
 
+cdef void _crf_chosen_marginals(const float* s, int n, int T, const double* expA,
+                                const double* exp_start, const double* exp_end,
+                                double* alpha, double* beta, double* e, double* c,
+                                const int* tags, float* out) noexcept nogil:
+    # _crf_marginals at each token's given tag only: out[t] = its marginal, the same
+    # expression, so the same float, without the T − 1 other divisions
+    cdef int t, j
+    cdef double total
+    _crf_scaled_recursions(s, n, T, expA, exp_start, exp_end, alpha, beta, e, c, True)
+    for t in range(n):
+        total = 0.0
+        for j in range(T):
+            total += alpha[t * T + j] * beta[t * T + j]
+        if total <= 0.0:
+            total = 1.0
+        j = tags[t]
+        out[t] = <float>(alpha[t * T + j] * beta[t * T + j] / total)
+
+
 def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
     """Per-token tag marginals P(y_t = j | sentence) under the CRF, float32 (B, T)."""
     kernel = "crf_marginals"
@@ -860,13 +879,12 @@ def _decode_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t,
     conf_b = np.zeros(B, dtype=np.float32) if confidences else None
     if B == 0:
         return tags_b, conf_b
-    cdef Py_ssize_t n, t, row = 0, L = longest * T
+    cdef Py_ssize_t n, row = 0, L = longest * T
     cdef int T_ = T, n_i
     # Viterbi's scores, then (confidences) the recursions' four rows and the exps of
-    # the transition scores; Viterbi's back-pointers; one sentence's marginals
+    # the transition scores; Viterbi's back-pointers
     work_buf = np.empty(5 * L + T * T + 2 * T if confidences else L, dtype=np.float64)
     back_buf = np.empty(L, dtype=np.int32)
-    marg_buf = np.empty(L if confidences else 1, dtype=np.float32)
     cdef const float[:, ::1] S = S_bt
     cdef const int[::1] lengths = lengths_n
     cdef const float[:, ::1] A = trans_tt
@@ -874,7 +892,6 @@ def _decode_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t,
     cdef const float[::1] end = end_t
     cdef double[::1] work = work_buf
     cdef int[::1] back = back_buf
-    cdef float[::1] marg = marg_buf
     cdef int[::1] tags = tags_b
     cdef float[::1] conf
     cdef double* exps = NULL
@@ -889,11 +906,10 @@ def _decode_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t,
             if n_i > 0:
                 _viterbi(&S[row, 0], n_i, T_, A, start, end, &work[0], &back[0], &tags[row])
                 if confidences:
-                    _crf_marginals(&S[row, 0], n_i, T_, exps, &exps[T_ * T_],
-                                   &exps[T_ * T_ + T_], &work[L], &work[2 * L],
-                                   &work[3 * L], &work[4 * L], &marg[0])
-                    for t in range(n_i):
-                        conf[row + t] = marg[t * T_ + tags[row + t]]
+                    _crf_chosen_marginals(&S[row, 0], n_i, T_, exps, &exps[T_ * T_],
+                                          &exps[T_ * T_ + T_], &work[L], &work[2 * L],
+                                          &work[3 * L], &work[4 * L], &tags[row],
+                                          &conf[row])
             row += n_i
     return tags_b, conf_b
 

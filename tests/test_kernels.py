@@ -321,6 +321,21 @@ def test_crf_marginals_sum_to_one_and_loss_is_positive():
     assert loss > 0
 
 
+def test_crf_decode_is_viterbi_and_the_marginal_of_each_chosen_tag_exactly():
+    # crf_decode works out the marginal of the chosen tag only: the same float as
+    # crf_marginals' at that tag, under IOB2 masks and with empty sentences between
+    from fastner.tags import TagSet
+    rng = np.random.default_rng(7)
+    S, L = sentences(rng, [6, 0, 1, 12, 3], 9)
+    S *= 4
+    mask, mask_start = TagSet().transition_mask()
+    A, start, end = mask + rand(rng, 9, 9), mask_start + rand(rng, 9), rand(rng, 9)
+    tags, conf = K.crf_decode(S, L, A, start, end)
+    np.testing.assert_array_equal(tags, K.viterbi_decode(S, L, A, start, end))
+    np.testing.assert_array_equal(conf, K.crf_marginals(S, L, A, start, end)[np.arange(22),
+                                                                             tags])
+
+
 # --------------------------------------------------------------------------
 # bad arguments raise clear exceptions: the messages in full (every argument of
 # every kernel is also mutated generically in test_kernel_registry.py)
