@@ -21,7 +21,7 @@ def scan(str text not None, finditer):
     """(tokens, starts, ends) of ``text``: a list of strings and two int64 arrays. Each
     chunk between white space is a token as it stands when it is one character, all
     letters or all digits, else the matches of ``finditer`` (the token pattern's
-    finditer) over it, shifted to the chunk."""
+    finditer) over it, shifted to the chunk, worked out once per distinct chunk."""
     cdef Py_ssize_t n = len(text), i = 0, start, count = 0
     cdef Py_UCS4 ch
     cdef bint alpha, decimal
@@ -31,6 +31,9 @@ def scan(str text not None, finditer):
     cdef long long[::1] starts = starts_buf
     cdef long long[::1] ends = ends_buf
     tokens = []
+    # each distinct chunk goes through the pattern once per call: the same ones recur
+    # ("'s", "U.S.", dates, scores: CoNLL-2003 valid's 3,139 have 1,434 spellings)
+    cdef dict split = {}
     while i < n:
         ch = text[i]
         if Py_UNICODE_ISSPACE(ch):
@@ -50,9 +53,14 @@ def scan(str text not None, finditer):
             starts[count], ends[count] = start, i
             count += 1
         else:
-            for m in finditer(text[start:i]):
-                tokens.append(m.group())
-                starts[count], ends[count] = start + m.start(), start + m.end()
+            chunk = text[start:i]
+            pieces = split.get(chunk)
+            if pieces is None:
+                pieces = split[chunk] = [(m.group(), m.start(), m.end())
+                                         for m in finditer(chunk)]
+            for piece, a, b in pieces:
+                tokens.append(piece)
+                starts[count], ends[count] = start + a, start + b
                 count += 1
     return tokens, starts_buf[:count].copy(), ends_buf[:count].copy()
 

@@ -47,6 +47,15 @@ def test_c_scan_equals_its_python_twin(text):
         assert tokenize(text) == _tokenize_python(text)
 
 
+def test_c_scan_splits_a_recurring_chunk_once_and_places_each_copy():
+    # scan splits each distinct chunk once per call: every copy keeps its own offsets
+    from fastner.tokenize import _tokenize_python
+    text = "U.S. x U.S.  don't\nU.S. don't 1996-08-31 (1996-08-31) 1996-08-31"
+    got = tokenize(text)
+    assert got == _tokenize_python(text)
+    assert [start for token, start, _ in got if token == "U.S."] == [0, 7, 19]
+
+
 def test_boundary_positions_in_c_equal_the_list_comprehension():
     from fastner._text import positions_in
     tokens = ["Why", "?", "''", "He", "left", ".", "...", ")", "x"] * 3
