@@ -28,7 +28,7 @@ the trainer zeroes them once per step. Gradients with respect to activations
 """
 import numpy as np
 
-from libc.math cimport exp, log, sqrt, INFINITY
+from libc.math cimport exp, log, sqrt, INFINITY, NAN
 from libc.stdint cimport uint16_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.limits cimport INT_MAX
@@ -609,7 +609,8 @@ def exp_nonpositive(x):
 cdef double _crf_scaled_recursions(const float* s, int n, int T, const double* expA,
                                    const double* exp_start, const double* exp_end,
                                    double* alpha, double* beta, double* e, double* c,
-                                   bint vector_exp) noexcept nogil:
+                                   bint vector_exp, int alpha_end,
+                                   int beta_start) noexcept nogil:
     # The forward-backward recursions in probability space with each row rescaled to
     # sum 1 (derivations §C8): e_t = exp(s_t − max s_t); alpha_t and beta_t rows
     # normalised (c_t: alpha_t's sum before, the factor log Z needs); a marginal,
@@ -618,6 +619,8 @@ cdef double _crf_scaled_recursions(const float* s, int n, int T, const double* e
     # vector_exp: the sentence's exps in one loop of fastner_exp_nonpositive, which
     # vectorizes (tagging's marginals); else libm's exp one at a time (training, whose
     # results the shipped model was trained with, bit for bit).
+    # alpha_t is computed for t < alpha_end and beta_t for t ≥ beta_start only (n and
+    # 0: all of them; tagging needs them only around its entities).
     cdef int t, i, j
     cdef double m, acc, total, maxima = 0.0
     for t in range(n):
@@ -635,7 +638,7 @@ cdef double _crf_scaled_recursions(const float* s, int n, int T, const double* e
     if vector_exp:
         for i in range(n * T):
             e[i] = fastner_exp_nonpositive(e[i])
-    for t in range(n):
+    for t in range(alpha_end):
         total = 0.0
         for j in range(T):
             if t == 0:
@@ -648,7 +651,7 @@ cdef double _crf_scaled_recursions(const float* s, int n, int T, const double* e
             total += alpha[t * T + j]
         c[t] = total
         _normalize(&alpha[t * T], T, total)
-    for t in range(n - 1, -1, -1):
+    for t in range(n - 1, beta_start - 1, -1):
         total = 0.0
         for i in range(T):
             if t == n - 1:
@@ -687,7 +690,7 @@ cdef double _crf_sentence(const float* s, const int* y, int n, int T, const floa
     cdef double total = 0.0, log_z, gold, norm, w
     # log Z = Σ_t max s_t + Σ_t log c_t + log Σ_j alpha_{n−1}[j] · exp end[j]
     log_z = _crf_scaled_recursions(s, n, T, expA, exp_start, exp_end, alpha, beta, e, c,
-                                   False)
+                                   False, n, 0)
     for j in range(T):
         total += alpha[(n - 1) * T + j] * exp_end[j]
     for t in range(n):
@@ -792,7 +795,8 @@ cdef void _crf_marginals(const float* s, int n, int T, const double* expA,
     # each token's marginals, alpha_t ⊙ beta_t normalised (§C3, §C8)
     cdef int t, j
     cdef double total
-    _crf_scaled_recursions(s, n, T, expA, exp_start, exp_end, alpha, beta, e, c, True)
+    _crf_scaled_recursions(s, n, T, expA, exp_start, exp_end, alpha, beta, e, c, True, n,
+                           0)
     for t in range(n):
         total = 0.0
         for j in range(T):
@@ -806,13 +810,30 @@ cdef void _crf_marginals(const float* s, int n, int T, const double* expA,
 cdef void _crf_chosen_marginals(const float* s, int n, int T, const double* expA,
                                 const double* exp_start, const double* exp_end,
                                 double* alpha, double* beta, double* e, double* c,
-                                const int* tags, float* out) noexcept nogil:
+                                const int* tags, bint entities_only,
+                                float* out) noexcept nogil:
     # _crf_marginals at each token's given tag only: out[t] = its marginal, the same
-    # expression, so the same float, without the T − 1 other divisions
-    cdef int t, j
+    # expression, so the same float, without the T − 1 other divisions. entities_only:
+    # only at tokens whose tag is not 0 (O), NaN at the others; the recursions then
+    # stop at the sentence's last such token (alpha) and its first (beta), and a
+    # sentence without one costs nothing.
+    cdef int t, j, first = 0, last = n - 1
     cdef double total
-    _crf_scaled_recursions(s, n, T, expA, exp_start, exp_end, alpha, beta, e, c, True)
+    if entities_only:
+        while first < n and tags[first] == 0:
+            first += 1
+        if first == n:
+            for t in range(n):
+                out[t] = NAN
+            return
+        while tags[last] == 0:
+            last -= 1
+    _crf_scaled_recursions(s, n, T, expA, exp_start, exp_end, alpha, beta, e, c, True,
+                           last + 1, first)
     for t in range(n):
+        if entities_only and tags[t] == 0:
+            out[t] = NAN
+            continue
         total = 0.0
         for j in range(T):
             total += alpha[t * T + j] * beta[t * T + j]
@@ -858,20 +879,23 @@ def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
     return out_bt
 
 
-def crf_decode(S_bt, lengths_n, trans_tt, start_t, end_t):
+def crf_decode(S_bt, lengths_n, trans_tt, start_t, end_t, entities_only=False):
     """viterbi_decode and crf_marginals in one pass, for tagging: each sentence's best
     path and, per token, the CRF marginal of the tag on it (§C3, §C5).
 
     Arguments as in viterbi_decode. Returns (int32 (B,) tags, float32 (B,) each tag's
     marginal): one call's checks and buffers instead of two, and no (B, T) marginals
     array for the caller to gather from (a one-sentence request paid more for those
-    than for the arithmetic).
+    than for the arithmetic). ``entities_only``: the marginals of tokens tagged 0 (O in
+    fastner.tags.TagSet's layout) are not wanted and come back NaN; the others are
+    the same floats, for less work (an entity's score needs only its own tokens').
     """
-    return _decode_sentences("crf_decode", S_bt, lengths_n, trans_tt, start_t, end_t, True)
+    return _decode_sentences("crf_decode", S_bt, lengths_n, trans_tt, start_t, end_t, True,
+                             entities_only)
 
 
 def _decode_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t,
-                      bint confidences):
+                      bint confidences, bint entities_only=False):
     """viterbi_decode's (tags, None), or with ``confidences`` crf_decode's (tags, each
     tag's marginal)."""
     B, T, longest = _check_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t)
@@ -909,7 +933,7 @@ def _decode_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t,
                     _crf_chosen_marginals(&S[row, 0], n_i, T_, exps, &exps[T_ * T_],
                                           &exps[T_ * T_ + T_], &work[L], &work[2 * L],
                                           &work[3 * L], &work[4 * L], &tags[row],
-                                          &conf[row])
+                                          entities_only, &conf[row])
             row += n_i
     return tags_b, conf_b
 

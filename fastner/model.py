@@ -265,7 +265,9 @@ class WindowTagger:
 
     def decode(self, S, lengths, confidence=True, transitions=None):
         """Best IOB2-valid tag ids and each token's confidence in its tag (None when
-        ``confidence`` is False: the CRF's marginals are then not computed).
+        ``confidence`` is False: the CRF's marginals are then not computed; with
+        ``confidence="entities"`` the CRF's are computed for tokens in entities only,
+        NaN at O tokens, which is all entity scores need).
 
         The confidence is the model's probability of that tag for that token:
         the softmax output (loss "softmax") or the CRF marginal (loss "crf").
@@ -276,7 +278,8 @@ class WindowTagger:
         if self.loss == "crf":
             if not confidence:
                 return self.ops.viterbi_decode(S, lengths, trans, start, end), None
-            return self.ops.crf_decode(S, lengths, trans, start, end)
+            return self.ops.crf_decode(S, lengths, trans, start, end,
+                                       entities_only=confidence == "entities")
         probs = self.ops.softmax_forward(S)
         with np.errstate(divide="ignore"):
             scores = np.log(probs)

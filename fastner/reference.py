@@ -207,12 +207,15 @@ def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
     return out_bt
 
 
-def crf_decode(S_bt, lengths_n, trans_tt, start_t, end_t):
+def crf_decode(S_bt, lengths_n, trans_tt, start_t, end_t, entities_only=False):
     """NumPy twin of fastner._kernels.crf_decode: the Viterbi tags and each tag's CRF
-    marginal."""
+    marginal (NaN at tags 0 with ``entities_only``)."""
     tags = viterbi_decode(S_bt, lengths_n, trans_tt, start_t, end_t)
     marginals = crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t)
-    return tags, marginals[np.arange(len(tags)), tags]
+    conf = marginals[np.arange(len(tags)), tags]
+    if entities_only:
+        conf[tags == 0] = np.nan
+    return tags, conf
 
 
 class CachedScorer:

@@ -149,9 +149,10 @@ class Tagger:
                                "cache": round(time.perf_counter() - read, 3)}
         return tagger
 
-    def _predict(self, tokens, lengths, docs=None, confidence=True):
+    def _predict(self, tokens, lengths, docs=None, confidence="entities"):
         """(tag ids, confidences or None) of sentences laid end to end, scored through
-        the inference cache when there is one."""
+        the inference cache when there is one. ``confidence`` as in WindowTagger.decode:
+        by default only the tokens in entities get one (the rest are NaN)."""
         if len(tokens) == 0:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)
         lengths = np.asarray(lengths, dtype=np.int32)

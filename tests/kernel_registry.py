@@ -79,6 +79,11 @@ def _chain(rng, lengths=(3, 1, 5), T=9):
             "trans_tt": rand(rng, T, T), "start_t": rand(rng, T), "end_t": rand(rng, T)}
 
 
+def _crf_decode(rng):
+    # tags 0 among the decoded ones, so the NaN confidences are compared with the twin's
+    return dict(_chain(rng), entities_only=True)
+
+
 def _crf_forward_backward(rng, T=9):
     args = _chain(rng, T=T)
     B = args["S_bt"].shape[0]
@@ -230,7 +235,7 @@ KERNELS = [
            outputs=("dS_bt", "dtrans_tt", "dstart_t", "dend_t"), ids=("y_b",), rtol=1e-4,
            section="C1-C4", gradcheck="test_crf_gradient_finite_difference"),
     Kernel("crf_marginals", _crf_marginals, outputs=("out_bt",), rtol=1e-4, section="C3"),
-    Kernel("crf_decode", _chain, rtol=1e-4, section="C3, C5"),
+    Kernel("crf_decode", _crf_decode, rtol=1e-4, section="C3, C5"),
     Kernel("adam_update", _adam, outputs=("param_n", "grad_n", "m_n", "v_n"), rtol=0,
            section="U2"),
     Kernel("adam_update_rows", _adam_rows, outputs=("table_ve", "grad_ve", "m_ve", "v_ve"),

@@ -336,6 +336,29 @@ def test_crf_decode_is_viterbi_and_the_marginal_of_each_chosen_tag_exactly():
                                                                              tags])
 
 
+def test_crf_decode_for_entities_only_gives_their_tokens_the_same_confidences():
+    # the marginals of entity tokens only: equal to the full decode's bit for bit, NaN
+    # at O (tag 0), and a sentence with no entity left out entirely
+    from fastner.tags import TagSet
+    rng = np.random.default_rng(8)
+    S, L = sentences(rng, [7, 5, 0, 9, 1], 9)
+    S *= 3
+    S[:7, 0] += 50                               # the first sentence: O throughout
+    S[[12, 18, 19, 20], 0] += 50                 # the fourth: O before and after entities
+    mask, mask_start = TagSet().transition_mask()
+    A, start, end = mask + rand(rng, 9, 9), mask_start + rand(rng, 9), rand(rng, 9)
+    tags, every = K.crf_decode(S, L, A, start, end)
+    same_tags, conf = K.crf_decode(S, L, A, start, end, entities_only=True)
+    np.testing.assert_array_equal(same_tags, tags)
+    assert (tags[:7] == 0).all() and (tags[[12, 18, 19, 20]] == 0).all()
+    assert (tags[7:12] != 0).any() and (tags[13:18] != 0).any()
+    np.testing.assert_array_equal(conf[tags != 0], every[tags != 0])
+    assert np.isnan(conf[tags == 0]).all()
+    twin_tags, twin = R.crf_decode(S, L, A, start, end, entities_only=True)
+    np.testing.assert_array_equal(twin_tags, tags)
+    np.testing.assert_allclose(twin, conf, rtol=1e-5, equal_nan=True)
+
+
 # --------------------------------------------------------------------------
 # bad arguments raise clear exceptions: the messages in full (every argument of
 # every kernel is also mutated generically in test_kernel_registry.py)
