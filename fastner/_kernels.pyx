@@ -1138,6 +1138,7 @@ cdef extern from "_half.h":
                                int H) noexcept nogil
     float fastner_half_to_float(uint16_t h) noexcept nogil
     void fastner_prefetch(const void* p, int n) noexcept nogil
+    void fastner_prefetch_l2(const void* p, int n) noexcept nogil
     int fastner_use_f16c
 
 fastner_half_init()
@@ -1558,7 +1559,7 @@ cdef class CachedScorer:
                 for f in range(F):
                     v = ids[start + i + PREFETCH_AHEAD, K - 1, f]
                     if v < self.cache_rows[f]:
-                        fastner_prefetch(&self.cache_ptr[f][v * K * H], K * H * 2)
+                        fastner_prefetch_l2(&self.cache_ptr[f][v * K * H], K * H * 2)
             for k in range(K):
                 for f in range(F):
                     if in_pattern != NULL and in_pattern[f]:
