@@ -1554,12 +1554,16 @@ cdef class CachedScorer:
             z = &Z[i * H]
             hits = misses = 0
             if i + PREFETCH_AHEAD < n:
-                # the newest word of a window PREFETCH_AHEAD ahead: all K of its cached
-                # rows are read by the next K windows
+                # the newest word of a window PREFETCH_AHEAD ahead: all K of its rows,
+                # cached (half) or this chunk's product (float), are read by the next K
+                # windows
                 for f in range(F):
                     v = ids[start + i + PREFETCH_AHEAD, K - 1, f]
                     if v < self.cache_rows[f]:
                         fastner_prefetch_l2(&self.cache_ptr[f][v * K * H], K * H * 2)
+                    else:
+                        fastner_prefetch_l2(&missed[f][(v - self.cache_rows[f]) * K * H],
+                                            K * H * 4)
             for k in range(K):
                 for f in range(F):
                     if in_pattern != NULL and in_pattern[f]:
