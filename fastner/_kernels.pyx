@@ -1442,32 +1442,26 @@ cdef class CachedScorer:
 
     def _products_of_misses(self, chunk, tables):
         """Ids past a cache are renumbered cache_rows + slot into the chunk's products
-        of its distinct missed rows, float32 (n, K·H) per feature (None: no misses)."""
+        of its distinct missed rows, float32 (n, K·H) per feature (None: no misses).
+        The caller's array is never renumbered: a copy is."""
         missed = [None] * self.F
-        copied = False
+        chunk = chunk.copy()
         for f in range(self.F):
             table, first = tables[f]
             if self.cache_rows[f] == first + table.shape[0]:
                 continue
-            column = chunk[:, :, f]
-            miss = column >= self.cache_rows[f]
-            if not miss.any():
-                continue
-            if not copied:      # never renumber the caller's array
-                chunk, copied = chunk.copy(), True
-                column = chunk[:, :, f]
-            values = np.ascontiguousarray(column[miss])
-            rows = self._renumber(f, values, first + table.shape[0])
-            column[miss] = values
-            missed[f] = table[rows - first] @ self.row_products[f]
+            rows = self._renumber(f, chunk, first + table.shape[0])
+            if rows.shape[0]:
+                missed[f] = table[rows - first] @ self.row_products[f]
         return chunk, missed
 
-    def _renumber(self, f, values_m, limit):
-        """The distinct rows among ``values_m`` (ids past feature f's cache, all below
-        ``limit``) in order of first sight, each value replaced in place by
-        cache_rows + its row's slot: np.unique's work without its sort, which costs
-        more than the scoring for a one-sentence request. Runs holding the GIL (a
-        scorer may serve several threads; the stamps are shared)."""
+    def _renumber(self, f, chunk, limit):
+        """The distinct rows among feature f's ids past its cache in ``chunk`` (int32
+        (B, K, F); all below ``limit``), in order of first sight, each such id replaced
+        in place by cache_rows + its row's slot: np.unique's work without its sort, in
+        one pass with no masks, which cost more than the scoring for a one-sentence
+        request. Runs holding the GIL (a scorer may serve several threads; the stamps
+        are shared)."""
         stamps = self.stamps[f]
         if stamps is None or stamps.shape[1] < limit:
             stamps = self.stamps[f] = np.zeros((2, max(limit, 1)), dtype=np.int32)
@@ -1477,20 +1471,23 @@ cdef class CachedScorer:
                 if other is not None:
                     other[0] = 0
             self.clock = 1
-        rows_r = np.empty(values_m.shape[0], dtype=np.int64)
+        cdef int[:, :, ::1] ids = chunk
+        rows_r = np.empty(ids.shape[0] * ids.shape[1], dtype=np.int64)
         cdef int[:, ::1] seen = stamps            # row 0: stamp; row 1: slot
-        cdef int[::1] values = values_m
         cdef long long[::1] rows = rows_r
-        cdef int clock = self.clock, base = self.cache_rows[f], v, n = 0
-        cdef Py_ssize_t i
-        for i in range(values.shape[0]):
-            v = values[i]
-            if seen[0, v] != clock:
-                seen[0, v] = clock
-                seen[1, v] = n
-                rows[n] = v
-                n += 1
-            values[i] = base + seen[1, v]
+        cdef int clock = self.clock, base = self.cache_rows[f], v, n = 0, column = f
+        cdef Py_ssize_t b, k
+        for b in range(ids.shape[0]):
+            for k in range(ids.shape[1]):
+                v = ids[b, k, column]
+                if v < base:
+                    continue
+                if seen[0, v] != clock:
+                    seen[0, v] = clock
+                    seen[1, v] = n
+                    rows[n] = v
+                    n += 1
+                ids[b, k, column] = base + seen[1, v]
         return rows_r[:n]
 
     def _score_chunk(self, chunk, missed, slots_b, pattern_rows, in_pattern, out):
