@@ -490,24 +490,28 @@ def _check_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t):
     return B, T, longest
 
 
-cdef void _viterbi(const float* s, int n, int T, const float[:, ::1] A, const float[::1] start,
+cdef void _viterbi(const float* s, int n, int T, const double* AT, const float[::1] start,
                    const float[::1] end, double* score, int* back, int* path) noexcept nogil:
     # score[t, j] = s[t, j] + max_i (score[t−1, i] + A[i, j]); ties go to the lowest i,
-    # as np.argmax does. -inf entries of A or start/end forbid a move.
+    # as np.argmax does. -inf entries of A or start/end forbid a move. AT: A transposed
+    # and in double (_transposed_in_double), so the loop over i reads a row and
+    # converts nothing (each A[i, j] is a float, exactly a double: the same sums).
     cdef int t, i, j, best_i
     cdef double best, cand
     cdef double* prev
     cdef double* cur
+    cdef const double* A_j
     for j in range(T):
         score[j] = start[j] + s[j]
     for t in range(1, n):
         prev = score + (t - 1) * T
         cur = score + t * T
         for j in range(T):
-            best = prev[0] + A[0, j]
+            A_j = &AT[j * T]
+            best = prev[0] + A_j[0]
             best_i = 0
             for i in range(1, T):
-                cand = prev[i] + A[i, j]
+                cand = prev[i] + A_j[i]
                 if cand > best:
                     best = cand
                     best_i = i
@@ -524,6 +528,14 @@ cdef void _viterbi(const float* s, int n, int T, const float[:, ::1] A, const fl
     path[n - 1] = best_i
     for t in range(n - 1, 0, -1):
         path[t - 1] = back[t * T + path[t]]
+
+
+cdef void _transposed_in_double(const float[:, ::1] A, double* out) noexcept nogil:
+    # out[j, i] = A[i, j] for _viterbi
+    cdef int T = A.shape[0], i, j
+    for i in range(T):
+        for j in range(T):
+            out[j * T + i] = A[i, j]
 
 
 def viterbi_decode(S_bt, lengths_n, trans_tt, start_t, end_t):
@@ -909,6 +921,7 @@ def _decode_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t,
     # the transition scores; Viterbi's back-pointers
     work_buf = np.empty(5 * L + T * T + 2 * T if confidences else L, dtype=np.float64)
     back_buf = np.empty(L, dtype=np.int32)
+    AT_buf = np.empty(T * T, dtype=np.float64)
     cdef const float[:, ::1] S = S_bt
     cdef const int[::1] lengths = lengths_n
     cdef const float[:, ::1] A = trans_tt
@@ -916,6 +929,7 @@ def _decode_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t,
     cdef const float[::1] end = end_t
     cdef double[::1] work = work_buf
     cdef int[::1] back = back_buf
+    cdef double[::1] AT = AT_buf
     cdef int[::1] tags = tags_b
     cdef float[::1] conf
     cdef double* exps = NULL
@@ -923,12 +937,14 @@ def _decode_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t,
         conf = conf_b
         exps = &work[5 * L]
     with nogil:
+        _transposed_in_double(A, &AT[0])
         if confidences:
             _crf_exps(A, start, end, exps)
         for n in range(lengths.shape[0]):
             n_i = lengths[n]
             if n_i > 0:
-                _viterbi(&S[row, 0], n_i, T_, A, start, end, &work[0], &back[0], &tags[row])
+                _viterbi(&S[row, 0], n_i, T_, &AT[0], start, end, &work[0], &back[0],
+                         &tags[row])
                 if confidences:
                     _crf_chosen_marginals(&S[row, 0], n_i, T_, exps, &exps[T_ * T_],
                                           &exps[T_ * T_ + T_], &work[L], &work[2 * L],
