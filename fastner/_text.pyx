@@ -45,8 +45,12 @@ def scan(str text not None, finditer):
             ch = text[i]
             if Py_UNICODE_ISSPACE(ch):
                 break
-            alpha = alpha and Py_UNICODE_ISALPHA(ch)
-            decimal = decimal and Py_UNICODE_ISDECIMAL(ch)
+            if ch < 128:        # ASCII: the same classes without a call per character
+                alpha = alpha and (c'a' <= ch <= c'z' or c'A' <= ch <= c'Z')
+                decimal = decimal and c'0' <= ch <= c'9'
+            else:
+                alpha = alpha and Py_UNICODE_ISALPHA(ch)
+                decimal = decimal and Py_UNICODE_ISDECIMAL(ch)
             i += 1
         if i - start == 1 or alpha or decimal:
             tokens.append(text[start:i])
