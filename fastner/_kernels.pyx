@@ -1247,6 +1247,20 @@ cdef inline void _add_rows(float* z, const float** src, int n, int H) noexcept n
         r += 1
 
 
+def _next_clock(clock, stamp_arrays):
+    """The clock of a new call of CachedScorer's stamped passes (_patterns,
+    _renumber): clock + 1, or, where that would reach 2³¹ − 1, 1 after clearing the
+    stamp row (row 0) of each array in ``stamp_arrays`` (None: not made yet), so an
+    old stamp never equals a new clock."""
+    clock += 1
+    if clock == 2**31 - 1:
+        for stamps in stamp_arrays:
+            if stamps is not None:
+                stamps[0] = 0
+        clock = 1
+    return clock
+
+
 cdef class CachedScorer:
     """S = (f(Σ_f Σ_k P_f[ids[b, k, f], k] + b)) Uᵀ + c for a whole batch in one call,
     where P_f[v, k] = W_k · table_f[v] is the product of row v at window position k.
@@ -1420,11 +1434,7 @@ cdef class CachedScorer:
         stamps = self.pattern_stamps
         if stamps is None or stamps.shape[1] < keys:
             stamps = self.pattern_stamps = np.zeros((2, keys), dtype=np.int32)
-        self.pattern_clock += 1
-        if self.pattern_clock == 2**31 - 1:     # stamps would repeat: start afresh
-            stamps[0] = 0
-            self.pattern_clock = 1
-        clock = self.pattern_clock
+        clock = self.pattern_clock = _next_clock(self.pattern_clock, (stamps,))
         slots_arr = np.empty(B, dtype=np.int32)
         first_arr = np.empty(B, dtype=np.int64)              # each pattern's first window
         cdef int[:, ::1] seen = stamps                       # row 0: stamp; row 1: slot
@@ -1481,12 +1491,7 @@ cdef class CachedScorer:
         stamps = self.stamps[f]
         if stamps is None or stamps.shape[1] < limit:
             stamps = self.stamps[f] = np.zeros((2, max(limit, 1)), dtype=np.int32)
-        self.clock += 1
-        if self.clock == 2**31 - 1:             # stamps would repeat: start afresh
-            for other in self.stamps:           # every feature's: they share the clock
-                if other is not None:
-                    other[0] = 0
-            self.clock = 1
+        self.clock = _next_clock(self.clock, self.stamps)   # every feature's: one clock
         cdef int[:, :, ::1] ids = chunk
         rows_r = np.empty(ids.shape[0] * ids.shape[1], dtype=np.int64)
         cdef int[:, ::1] seen = stamps            # row 0: stamp; row 1: slot

@@ -522,6 +522,16 @@ def test_cached_scorer_matches_reference_and_full_forward(N, B):
     assert_close(fast, full, "against the training forward", rtol=5e-3, atol=5e-3)
 
 
+def test_scorer_clock_clears_the_stamps_before_it_would_repeat():
+    # _patterns and _renumber stamp rows with a per-call clock; at 2³¹ − 1 it starts
+    # again from 1, and every stamp row is cleared first so none equals a new clock
+    stamps = np.array([[7, 2**31 - 2, 3], [4, 5, 6]], np.int32)
+    assert K._next_clock(41, [stamps, None]) == 42
+    assert stamps[0].tolist() == [7, 2**31 - 2, 3]
+    assert K._next_clock(2**31 - 2, [stamps, None]) == 1
+    assert stamps.tolist() == [[0, 0, 0], [4, 5, 6]]
+
+
 @pytest.mark.parametrize("T", [1, 8, 9, 17])
 def test_cached_scorer_output_layer_for_any_number_of_tags(T):
     # the output layer runs as two products, the first 8·⌊T/8⌋ tags and the rest:
