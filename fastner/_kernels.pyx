@@ -490,33 +490,32 @@ def _check_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t):
     return B, T, longest
 
 
-cdef void _viterbi(const float* s, int n, int T, const double* AT, const float[::1] start,
+cdef extern from "_crf.h":
+    int fastner_crf_stride(int T) noexcept nogil
+    void fastner_viterbi_step(const double* prev, const double* A, int stride, const float* s,
+                              int T, double* cur, int* back) noexcept nogil
+    double fastner_crf_alpha_step(const double* prev, const double* expA, int stride,
+                                  const double* exp_start, const double* e, int T,
+                                  double* cur) noexcept nogil
+    void fastner_crf_beta_step(const double* next, const double* e_next, const double* expAT,
+                               int stride, const double* exp_end, int T,
+                               double* cur) noexcept nogil
+
+
+cdef void _viterbi(const float* s, int n, int T, const double* A, const float[::1] start,
                    const float[::1] end, double* score, int* back, int* path) noexcept nogil:
     # score[t, j] = s[t, j] + max_i (score[t−1, i] + A[i, j]); ties go to the lowest i,
-    # as np.argmax does. -inf entries of A or start/end forbid a move. AT: A transposed
-    # and in double (_transposed_in_double), so the loop over i reads a row and
-    # converts nothing (each A[i, j] is a float, exactly a double: the same sums).
-    cdef int t, i, j, best_i
+    # as np.argmax does. -inf entries of A or start/end forbid a move. A: in double,
+    # rows padded (_in_double), so the step (fastner/_crf.h, across j) converts
+    # nothing; each A[i, j] is a float, exactly a double: the same sums.
+    cdef int t, j, best_i, stride = fastner_crf_stride(T)
     cdef double best, cand
     cdef double* prev
-    cdef double* cur
-    cdef const double* A_j
     for j in range(T):
         score[j] = start[j] + s[j]
     for t in range(1, n):
-        prev = score + (t - 1) * T
-        cur = score + t * T
-        for j in range(T):
-            A_j = &AT[j * T]
-            best = prev[0] + A_j[0]
-            best_i = 0
-            for i in range(1, T):
-                cand = prev[i] + A_j[i]
-                if cand > best:
-                    best = cand
-                    best_i = i
-            cur[j] = best + s[t * T + j]
-            back[t * T + j] = best_i
+        fastner_viterbi_step(&score[(t - 1) * T], A, stride, &s[t * T], T, &score[t * T],
+                             &back[t * T])
     prev = score + (n - 1) * T
     best = prev[0] + end[0]
     best_i = 0
@@ -530,12 +529,12 @@ cdef void _viterbi(const float* s, int n, int T, const double* AT, const float[:
         path[t - 1] = back[t * T + path[t]]
 
 
-cdef void _transposed_in_double(const float[:, ::1] A, double* out) noexcept nogil:
-    # out[j, i] = A[i, j] for _viterbi
-    cdef int T = A.shape[0], i, j
+cdef void _in_double(const float[:, ::1] A, double* out) noexcept nogil:
+    # out[i, j] = A[i, j] for _viterbi: T × fastner_crf_stride(T), the padding 0
+    cdef int T = A.shape[0], i, j, stride = fastner_crf_stride(T)
     for i in range(T):
-        for j in range(T):
-            out[j * T + i] = A[i, j]
+        for j in range(stride):
+            out[i * stride + j] = A[i, j] if j < T else 0.0
 
 
 def viterbi_decode(S_bt, lengths_n, trans_tt, start_t, end_t):
@@ -618,8 +617,7 @@ def exp_nonpositive(x):
     return out.reshape(np.shape(x))
 
 
-cdef double _crf_scaled_recursions(const float* s, int n, int T, const double* expA,
-                                   const double* exp_start, const double* exp_end,
+cdef double _crf_scaled_recursions(const float* s, int n, int T, const double* exps,
                                    double* alpha, double* beta, double* e, double* c,
                                    bint vector_exp, int alpha_end,
                                    int beta_start) noexcept nogil:
@@ -633,61 +631,48 @@ cdef double _crf_scaled_recursions(const float* s, int n, int T, const double* e
     # results the shipped model was trained with, bit for bit).
     # alpha_t is computed for t < alpha_end and beta_t for t ≥ beta_start only (n and
     # 0: all of them; tagging needs them only around its entities).
-    cdef int t, i, j
-    cdef double m, acc, total, maxima = 0.0
+    cdef int t, i, j, stride = fastner_crf_stride(T)
+    cdef double m, maxima = 0.0
+    cdef const double* expA = exps                 # laid out as _crf_exps lays them
+    cdef const double* exp_start = &exps[T * stride]
+    cdef const double* exp_end = &exps[T * stride + T]
+    cdef const double* expAT = &exps[T * stride + 2 * T]
+    cdef const float* s_t
+    cdef double* e_t
     for t in range(n):
-        m = s[t * T]
+        s_t, e_t = &s[t * T], &e[t * T]      # row pointers: see _crf_sentence
+        m = s_t[0]
         for j in range(1, T):
-            if s[t * T + j] > m:
-                m = s[t * T + j]
+            if s_t[j] > m:
+                m = s_t[j]
         maxima += m
         if vector_exp:
             for j in range(T):
-                e[t * T + j] = s[t * T + j] - m        # exponentiated below
+                e_t[j] = s_t[j] - m        # exponentiated below
         else:
             for j in range(T):
-                e[t * T + j] = exp(s[t * T + j] - m)
+                e_t[j] = exp(s_t[j] - m)
     if vector_exp:
         for i in range(n * T):
             e[i] = fastner_exp_nonpositive(e[i])
-    for t in range(alpha_end):
-        total = 0.0
-        for j in range(T):
-            if t == 0:
-                acc = exp_start[j]
-            else:
-                acc = 0.0
-                for i in range(T):
-                    acc += alpha[(t - 1) * T + i] * expA[i * T + j]
-            alpha[t * T + j] = acc * e[t * T + j]
-            total += alpha[t * T + j]
-        c[t] = total
-        _normalize(&alpha[t * T], T, total)
-    for t in range(n - 1, beta_start - 1, -1):
-        total = 0.0
-        for i in range(T):
-            if t == n - 1:
-                acc = exp_end[i]
-            else:
-                acc = 0.0
-                for j in range(T):
-                    acc += expA[i * T + j] * e[(t + 1) * T + j] * beta[(t + 1) * T + j]
-            beta[t * T + i] = acc
-            total += acc
-        _normalize(&beta[t * T], T, total)
+    # alpha runs forwards and beta backwards in one loop, a step of each per pass
+    # (fastner/_crf.h): each step waits on the one before it, and two independent
+    # chains keep the core busy where one left it idle. The same floats either way.
+    for t in range(max(alpha_end, n - beta_start)):
+        if t < alpha_end:
+            c[t] = fastner_crf_alpha_step(&alpha[(t - 1) * T] if t > 0 else NULL, expA,
+                                          stride, exp_start, &e[t * T], T, &alpha[t * T])
+        if t < n - beta_start:
+            i = n - 1 - t
+            fastner_crf_beta_step(&beta[(i + 1) * T] if i < n - 1 else NULL,
+                                  &e[(i + 1) * T] if i < n - 1 else NULL, expAT, stride,
+                                  exp_end, T, &beta[i * T])
     return maxima
 
 
-cdef inline void _normalize(double* row, int T, double total) noexcept nogil:
-    cdef int j
-    if total > 0.0:
-        for j in range(T):
-            row[j] /= total
-
-
 cdef double _crf_sentence(const float* s, const int* y, int n, int T, const float[:, ::1] A,
-                          const float[::1] start, const float[::1] end, const double* expA,
-                          const double* exp_start, const double* exp_end, float scale,
+                          const float[::1] start, const float[::1] end, const double* exps,
+                          float scale,
                           double* work, float* ds, float[:, ::1] dA, float[::1] dstart,
                           float[::1] dend) noexcept nogil:
     # nll = log Z − score(gold); ∂/∂S = marginals − onehot(gold); ∂/∂A = expected minus
@@ -701,8 +686,10 @@ cdef double _crf_sentence(const float* s, const int* y, int n, int T, const floa
     cdef int t, i, j
     cdef double total = 0.0, log_z, gold, norm, w
     # log Z = Σ_t max s_t + Σ_t log c_t + log Σ_j alpha_{n−1}[j] · exp end[j]
-    log_z = _crf_scaled_recursions(s, n, T, expA, exp_start, exp_end, alpha, beta, e, c,
-                                   False, n, 0)
+    cdef int stride = fastner_crf_stride(T)
+    cdef const double* expA = exps                   # laid out as _crf_exps lays them
+    cdef const double* exp_end = &exps[T * stride + T]
+    log_z = _crf_scaled_recursions(s, n, T, exps, alpha, beta, e, c, False, n, 0)
     for j in range(T):
         total += alpha[(n - 1) * T + j] * exp_end[j]
     for t in range(n):
@@ -713,43 +700,62 @@ cdef double _crf_sentence(const float* s, const int* y, int n, int T, const floa
         gold += s[t * T + y[t]]
         if t > 0:
             gold += A[y[t - 1], y[t]]
+    # rows through pointers (a_t[j], not alpha[t * T + j]): under -fwrapv (Python's
+    # flags) gcc cannot prove int index arithmetic contiguous and gathered the rows
+    cdef const double* a_t
+    cdef const double* b_t
+    cdef const double* a_prev
+    cdef const double* e_t
+    cdef const double* expA_i
+    cdef float* ds_t
+    cdef float* dA_i
     for t in range(n):
+        a_t, b_t, ds_t = &alpha[t * T], &beta[t * T], &ds[t * T]
         # unary marginal μ_t ∝ alpha_t ⊙ beta_t (§C3)
         norm = 0.0
         for j in range(T):
-            norm += alpha[t * T + j] * beta[t * T + j]
+            norm += a_t[j] * b_t[j]
         for j in range(T):
-            w = alpha[t * T + j] * beta[t * T + j] / norm
-            ds[t * T + j] = <float>(scale * w)
+            w = a_t[j] * b_t[j] / norm
+            ds_t[j] = <float>(scale * w)
             if t == 0:
                 dstart[j] += <float>(scale * w)
             if t == n - 1:
                 dend[j] += <float>(scale * w)
-        ds[t * T + y[t]] -= scale
+        ds_t[y[t]] -= scale
         if t > 0:
             # pairwise marginal ξ_t[i, j] ∝ alpha_{t−1}[i] · expA[i, j] · e_t[j] · beta_t[j];
             # the sum of these over i and j is c_t · Σ_j alpha_t[j] beta_t[j] (§C8)
             norm = c[t] * norm
+            a_prev, e_t = &alpha[(t - 1) * T], &e[t * T]
             for i in range(T):
+                expA_i, dA_i = &expA[i * stride], &dA[i, 0]
                 for j in range(T):
-                    dA[i, j] += <float>(scale * alpha[(t - 1) * T + i] * expA[i * T + j]
-                                        * e[t * T + j] * beta[t * T + j] / norm)
+                    dA_i[j] += <float>(scale * a_prev[i] * expA_i[j] * e_t[j] * b_t[j] / norm)
             dA[y[t - 1], y[t]] -= scale
     dstart[y[0]] -= scale
     dend[y[n - 1]] -= scale
     return log_z - gold
 
 
+cdef inline int _crf_exps_size(int T) noexcept nogil:
+    return 2 * T * fastner_crf_stride(T) + 2 * T
+
+
 cdef void _crf_exps(const float[:, ::1] A, const float[::1] start, const float[::1] end,
                     double* out) noexcept nogil:
-    # exp of the transition, start and end scores in double, T² + 2T values laid out
-    # as expA (T × T), exp_start, exp_end; exp(−inf) = 0 forbids a move
-    cdef int T = A.shape[0], i, j
+    # exp of the transition, start and end scores in double, _crf_exps_size(T) values
+    # laid out as expA (T × stride), exp_start, exp_end, and expA transposed (T ×
+    # stride: the backward step reads its columns as rows), the rows padded with 0 to
+    # fastner_crf_stride(T) (fastner/_crf.h); exp(−inf) = 0 forbids a move
+    cdef int T = A.shape[0], i, j, stride = fastner_crf_stride(T)
+    cdef double* expAT = &out[T * stride + 2 * T]
     for i in range(T):
-        for j in range(T):
-            out[i * T + j] = exp(A[i, j])
-        out[T * T + i] = exp(start[i])
-        out[T * T + T + i] = exp(end[i])
+        for j in range(stride):
+            out[i * stride + j] = exp(A[i, j]) if j < T else 0.0
+            expAT[i * stride + j] = exp(A[j, i]) if j < T else 0.0
+        out[T * stride + i] = exp(start[i])
+        out[T * stride + T + i] = exp(end[i])
 
 
 def crf_forward_backward(S_bt, y_b, lengths_n, trans_tt, start_t, end_t,
@@ -774,7 +780,7 @@ def crf_forward_backward(S_bt, y_b, lengths_n, trans_tt, start_t, end_t,
     cdef const int[::1] y = y_b
     cdef int T_tags = T
     _check_ids(kernel, "y_b", y_b, &y[0], &T_tags, 1, _TAGS)
-    work_buf = np.empty((3 * T + 1) * longest + T * T + 2 * T, dtype=np.float64)
+    work_buf = np.empty((3 * T + 1) * longest + _crf_exps_size(T), dtype=np.float64)
     cdef const float[:, ::1] S = S_bt
     cdef const int[::1] lengths = lengths_n
     cdef const float[:, ::1] A = trans_tt
@@ -795,32 +801,32 @@ def crf_forward_backward(S_bt, y_b, lengths_n, trans_tt, start_t, end_t,
         for n in range(lengths.shape[0]):
             if lengths[n] > 0:
                 total += _crf_sentence(&S[row, 0], &y[row], lengths[n], T_, A, start, end,
-                                       exps, &exps[T_ * T_], &exps[T_ * T_ + T_], scale,
-                                       &work[0], &dS[row, 0], dA, dstart, dend)
+                                       exps, scale, &work[0], &dS[row, 0], dA, dstart, dend)
             row += lengths[n]
     return total / B
 
 
-cdef void _crf_marginals(const float* s, int n, int T, const double* expA,
-                         const double* exp_start, const double* exp_end, double* alpha,
+cdef void _crf_marginals(const float* s, int n, int T, const double* exps, double* alpha,
                          double* beta, double* e, double* c, float* out) noexcept nogil:
     # each token's marginals, alpha_t ⊙ beta_t normalised (§C3, §C8)
     cdef int t, j
     cdef double total
-    _crf_scaled_recursions(s, n, T, expA, exp_start, exp_end, alpha, beta, e, c, True, n,
-                           0)
+    cdef const double* a_t
+    cdef const double* b_t
+    cdef float* out_t
+    _crf_scaled_recursions(s, n, T, exps, alpha, beta, e, c, True, n, 0)
     for t in range(n):
+        a_t, b_t, out_t = &alpha[t * T], &beta[t * T], &out[t * T]   # see _crf_sentence
         total = 0.0
         for j in range(T):
-            total += alpha[t * T + j] * beta[t * T + j]
+            total += a_t[j] * b_t[j]
         if total <= 0.0:
             total = 1.0
         for j in range(T):
-            out[t * T + j] = <float>(alpha[t * T + j] * beta[t * T + j] / total)
+            out_t[j] = <float>(a_t[j] * b_t[j] / total)
 
 
-cdef void _crf_chosen_marginals(const float* s, int n, int T, const double* expA,
-                                const double* exp_start, const double* exp_end,
+cdef void _crf_chosen_marginals(const float* s, int n, int T, const double* exps,
                                 double* alpha, double* beta, double* e, double* c,
                                 const int* tags, bint entities_only,
                                 float* out) noexcept nogil:
@@ -840,8 +846,7 @@ cdef void _crf_chosen_marginals(const float* s, int n, int T, const double* expA
             return
         while tags[last] == 0:
             last -= 1
-    _crf_scaled_recursions(s, n, T, expA, exp_start, exp_end, alpha, beta, e, c, True,
-                           last + 1, first)
+    _crf_scaled_recursions(s, n, T, exps, alpha, beta, e, c, True, last + 1, first)
     for t in range(n):
         if entities_only and tags[t] == 0:
             out[t] = NAN
@@ -866,7 +871,7 @@ def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
         return out_bt
     # exp of the transition scores once per call, in double; exp(-inf) = 0 forbids a
     # move. One buffer, filled in C: NumPy's astype and exp cost more than a sentence.
-    exps = np.empty(T * T + 2 * T, dtype=np.float64)
+    exps = np.empty(_crf_exps_size(T), dtype=np.float64)
     work = np.empty((4, longest * T), dtype=np.float64)
     cdef const float[:, ::1] S = S_bt
     cdef const int[::1] lengths = lengths_n
@@ -878,15 +883,11 @@ def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
     cdef float[:, ::1] out = out_bt
     cdef Py_ssize_t n, row = 0
     cdef int T_ = T
-    cdef const double* expA = &e[0]
-    cdef const double* exp_start = &e[T * T]
-    cdef const double* exp_end = &e[T * T + T]
     with nogil:
         _crf_exps(trans, start, end, &e[0])
         for n in range(lengths.shape[0]):
             if lengths[n] > 0:
-                _crf_marginals(&S[row, 0], lengths[n], T_, expA, exp_start, exp_end,
-                               &w[0, 0], &w[1, 0], &w[2, 0], &w[3, 0], &out[row, 0])
+                _crf_marginals(&S[row, 0], lengths[n], T_, &e[0], &w[0, 0], &w[1, 0], &w[2, 0], &w[3, 0], &out[row, 0])
             row += lengths[n]
     return out_bt
 
@@ -919,9 +920,9 @@ def _decode_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t,
     cdef int T_ = T, n_i
     # Viterbi's scores, then (confidences) the recursions' four rows and the exps of
     # the transition scores; Viterbi's back-pointers
-    work_buf = np.empty(5 * L + T * T + 2 * T if confidences else L, dtype=np.float64)
+    work_buf = np.empty(5 * L + _crf_exps_size(T) if confidences else L, dtype=np.float64)
     back_buf = np.empty(L, dtype=np.int32)
-    AT_buf = np.empty(T * T, dtype=np.float64)
+    A_d_buf = np.empty(T * fastner_crf_stride(T), dtype=np.float64)
     cdef const float[:, ::1] S = S_bt
     cdef const int[::1] lengths = lengths_n
     cdef const float[:, ::1] A = trans_tt
@@ -929,7 +930,7 @@ def _decode_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t,
     cdef const float[::1] end = end_t
     cdef double[::1] work = work_buf
     cdef int[::1] back = back_buf
-    cdef double[::1] AT = AT_buf
+    cdef double[::1] A_d = A_d_buf
     cdef int[::1] tags = tags_b
     cdef float[::1] conf
     cdef double* exps = NULL
@@ -937,17 +938,16 @@ def _decode_sentences(kernel, S_bt, lengths_n, trans_tt, start_t, end_t,
         conf = conf_b
         exps = &work[5 * L]
     with nogil:
-        _transposed_in_double(A, &AT[0])
+        _in_double(A, &A_d[0])
         if confidences:
             _crf_exps(A, start, end, exps)
         for n in range(lengths.shape[0]):
             n_i = lengths[n]
             if n_i > 0:
-                _viterbi(&S[row, 0], n_i, T_, &AT[0], start, end, &work[0], &back[0],
+                _viterbi(&S[row, 0], n_i, T_, &A_d[0], start, end, &work[0], &back[0],
                          &tags[row])
                 if confidences:
-                    _crf_chosen_marginals(&S[row, 0], n_i, T_, exps, &exps[T_ * T_],
-                                          &exps[T_ * T_ + T_], &work[L], &work[2 * L],
+                    _crf_chosen_marginals(&S[row, 0], n_i, T_, exps, &work[L], &work[2 * L],
                                           &work[3 * L], &work[4 * L], &tags[row],
                                           entities_only, &conf[row])
             row += n_i
@@ -2103,8 +2103,8 @@ cdef class AdamCRFStep:
             self.longest = max(longest, 2 * self.longest)
             self.work = (np.empty(self.capacity * (2 * self.D + 3 * self.H + 2 * self.T),
                                   dtype=np.float32),
-                         np.empty((3 * self.T + 1) * self.longest + self.T * self.T
-                                  + 2 * self.T, dtype=np.float64),
+                         np.empty((3 * self.T + 1) * self.longest
+                                  + _crf_exps_size(self.T), dtype=np.float64),
                          np.empty(self.capacity * self.K * self.F, dtype=np.int32),
                          np.empty(self.F, dtype=np.int32))
         cdef float[::1] work = self.work[0]
@@ -2188,8 +2188,7 @@ cdef class AdamCRFStep:
         for n in range(lengths.shape[0]):
             if lengths[n] > 0:
                 loss += _crf_sentence(&S[row_at * T], &y[row_at], lengths[n], T, self.A,
-                                      self.A_start, self.end, exps, &exps[T * T],
-                                      &exps[T * T + T], <float>(1.0 / B), alpha,
+                                      self.A_start, self.end, exps, <float>(1.0 / B), alpha,
                                       &dS[row_at * T], self.dtrans, self.dstart, self.dend)
             row_at += lengths[n]
         # backward: output layer (identity), then the hidden layer (§B2–§B4)

@@ -192,6 +192,31 @@ def sentences(rng, lengths, T):
     return S, lengths
 
 
+@pytest.mark.parametrize("T", [1, 2, 3, 4, 5, 7, 8, 9, 12, 17])
+def test_crf_steps_for_any_number_of_tags(T):
+    # the steps run across tags in groups of lanes (fastner/_crf.h): fewer tags than a
+    # group, exact multiples and a partial last group; forbidden moves (-inf) included
+    rng = np.random.default_rng(T)
+    S, L = sentences(rng, [6, 1, 0, 9], T)
+    A, start, end = rand(rng, T, T), rand(rng, T), rand(rng, T)
+    if T > 2:
+        A[1, 2] = A[T - 1, 0] = -np.inf
+    np.testing.assert_array_equal(K.viterbi_decode(S, L, A, start, end),
+                                  R.viterbi_decode(S, L, A, start, end))
+    marginals = K.crf_marginals(S, L, A, start, end)
+    assert_close(marginals, R.crf_marginals(S, L, A, start, end), "marginals")
+    tags, conf = K.crf_decode(S, L, A, start, end)
+    np.testing.assert_array_equal(conf, marginals[np.arange(len(S)), tags])
+    y = R.viterbi_decode(S, L, A, start, end)           # a gold path the masks allow
+    results = []
+    for ops in (K, R):
+        grads = (np.empty_like(S), np.zeros((T, T), f32), np.zeros(T, f32), np.zeros(T, f32))
+        results.append((ops.crf_forward_backward(S, y, L, A, start, end, *grads), grads))
+    assert abs(results[0][0] - results[1][0]) < 1e-5
+    for name, fast, slow in zip(("dS", "dA", "dstart", "dend"), results[0][1], results[1][1]):
+        assert_close(fast, slow, name)
+
+
 def brute_force_best(s, A, start, end):
     import itertools
     n, T = s.shape
