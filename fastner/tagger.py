@@ -296,7 +296,16 @@ class Tagger:
                  else np.searchsorted(first, starts, side="right") - 1)
         types = self.model.tagset.entity_types
         return (group, starts, ends, [types[k] for k in kinds.tolist()],
-                [round(x, 4) for x in scores.tolist()])
+                _round4(scores).tolist())
+
+
+def _round4(x_float32):
+    """Python's round(float(x), 4) of every float32 x, as float64, for a whole array at
+    once (valid's 5.9k entity scores: 1.7 → 0.14 ms). np.round computes rint(x·10⁴)/10⁴;
+    for a float32 x the product is exact (24 + 14 significant bits < 53), so rint rounds
+    the exact value half to even as round() does, and the division is the double
+    nearest k/10⁴, which round() returns too."""
+    return np.round(np.asarray(x_float32, dtype=np.float32).astype(np.float64), 4)
 
 
 def _refuse_lone_string(value, where):

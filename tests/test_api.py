@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -141,3 +142,13 @@ def test_raw_text_path_equals_the_slow_way(nlp, tiny_dev_path):
     assert sum(len(nlp(t).ents) for t in texts) > 10       # the comparison saw entities
     batch = nlp.tag_texts(texts)
     assert [d.ents for d in batch] == [nlp(t).ents for t in texts]
+
+
+def test_entity_scores_are_rounded_as_python_rounds():
+    from fastner.tagger import _round4
+    rng = np.random.default_rng(0)
+    ties = ((np.arange(10_001) + 0.5) / 1e4).astype(np.float32)   # every 4-place tie
+    x = np.concatenate([rng.random(200_000, dtype=np.float32), ties,
+                        np.nextafter(ties, np.float32(0)), np.nextafter(ties, np.float32(2)),
+                        np.array([0, 1, 5e-5, 1e-30], np.float32)])
+    assert _round4(x).tolist() == [round(v, 4) for v in x.tolist()]
