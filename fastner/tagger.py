@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fastner.gcpause import paused_gc
 from fastner.inference import InferenceScorer
 from fastner.model import WindowTagger
 from fastner.modelfile import load_model
@@ -190,6 +191,13 @@ class Tagger:
         """Tag a list of raw texts in one batch. Each text is one document; its
         sentences are tagged together with every other text's. With ``max_tokens``,
         raise TooManyTokens after tokenizing if the texts hold more, before tagging."""
+        # A batch makes several objects per token, entity and text, none in a cycle;
+        # with the collector running every 700 of them started a collection (valid's
+        # 3,250 texts: 49.1 → 47.3 ms, the collection this leaves to later included).
+        with paused_gc():
+            return self._tag_texts(texts, include_tokens, max_tokens)
+
+    def _tag_texts(self, texts, include_tokens, max_tokens):
         _refuse_lone_string(texts, "tag_texts()")
         texts = list(texts)
         for i, text in enumerate(texts):

@@ -152,3 +152,22 @@ def test_entity_scores_are_rounded_as_python_rounds():
                         np.nextafter(ties, np.float32(0)), np.nextafter(ties, np.float32(2)),
                         np.array([0, 1, 5e-5, 1e-30], np.float32)])
     assert _round4(x).tolist() == [round(v, 4) for v in x.tolist()]
+
+
+def test_tag_texts_pauses_the_collector_and_restores_it(nlp, monkeypatch):
+    import gc
+    seen, real_predict = [], nlp._predict
+    monkeypatch.setattr(nlp, "_predict", lambda *a, **k: seen.append(gc.isenabled())
+                        or real_predict(*a, **k))
+    assert gc.isenabled()
+    nlp.tag_texts(["Maria Lopez left Lisbon."])
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(TypeError):
+        nlp.tag_texts([3])                      # an error inside: the collector is back on
+    assert gc.isenabled()
+    gc.disable()                                # a caller's own pause is left as it was
+    try:
+        nlp.tag_texts(["Maria Lopez left Lisbon."])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
