@@ -20,11 +20,11 @@ def test_every_setting_the_code_reads_is_in_the_table():
                            capture_output=True, text=True, check=True).stdout.split()
     used = set()
     for name in files:
+        if name.endswith(".h"):             # C headers: their macros are not settings
+            continue
         with open(os.path.join(ROOT, name), encoding="utf-8", errors="replace") as f:
             used |= set(re.findall(r"\bFASTNER_[A-Z_]+\b", f.read()))
-    # a build flag, a test hook for the app, C header guards
-    used -= {"FASTNER_MARCH", "FASTNER_TAGGER", "FASTNER_ADAM_H", "FASTNER_HALF_H",
-             "FASTNER_EXP_H"}
+    used -= {"FASTNER_MARCH", "FASTNER_TAGGER"}        # a build flag, a test hook for the app
     assert used <= set(BY_NAME), used - set(BY_NAME)
 
 
