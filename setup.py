@@ -19,7 +19,7 @@ extensions = [
         ["fastner/_kernels.pyx"],
         include_dirs=[numpy.get_include(), "fastner"],
         depends=["fastner/_half.h", "fastner/_adam.h", "fastner/_exp.h", "fastner/_crf.h",
-                 "fastner/_blas.pxd", "fastner/_rows.pxd"],
+                 "fastner/_tanh.h", "fastner/_blas.pxd", "fastner/_rows.pxd"],
         # -O3 without -ffast-math: the kernels rely on IEEE -inf (forbidden transitions)
         # and need no reassociation. Not trapping on FP exceptions (we never read them)
         # lets gcc if-convert clamps and vectorize the activation loops.
