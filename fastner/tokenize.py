@@ -65,7 +65,10 @@ def is_valid_token(token):
 _CHUNK_RE = re.compile(r"[^\s\u200b-\u200d\u2060\ufeff]+")
 
 
-_ZERO_WIDTH_RE = re.compile("[\u200b-\u200d\u2060\ufeff]")
+# the zero-width separators of _CHUNK_RE, looked for with str's own search: the
+# regex scanned valid's 276k characters in 0.82 ms, five `in` tests take 0.03 ms (and
+# none at all in a text of only Latin-1, which cannot hold them)
+_ZERO_WIDTH = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff")
 
 
 def tokenize(text):
@@ -84,7 +87,7 @@ def tokenize(text):
 
 def tokenize_columns(text):
     """tokenize() as columns: (tokens, starts, ends), a list and two int64 arrays."""
-    if _ZERO_WIDTH_RE.search(text):
+    if any(zero_width in text for zero_width in _ZERO_WIDTH):
         triples = _tokenize_chunks(text)
         return ([t[0] for t in triples], np.array([t[1] for t in triples], np.int64),
                 np.array([t[2] for t in triples], np.int64))

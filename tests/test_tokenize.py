@@ -159,3 +159,12 @@ def _split_one_token_at_a_time(tokens):
 def test_sentence_split_equals_the_per_token_loop(text):
     tokens = tokenize(text)
     assert split_sentences(tokens) == _split_one_token_at_a_time(tokens)
+
+
+@pytest.mark.parametrize("separator", ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"])
+def test_every_zero_width_separator_splits_like_a_space(separator):
+    # inside a chunk, and alone between spaces (where the scan over white-space chunks,
+    # which texts without one take, would keep it as a one-character token)
+    assert tokenize(f"Maria{separator}Lopez é") == [("Maria", 0, 5), ("Lopez", 6, 11),
+                                                    ("é", 12, 13)]
+    assert tokenize(f"Maria {separator} Lopez") == [("Maria", 0, 5), ("Lopez", 8, 13)]
