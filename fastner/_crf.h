@@ -71,9 +71,18 @@ static inline fastner_vd fastner_vd_splat(double x)
     return (fastner_vd){0} + x;
 }
 
-/* the first n ≤ FASTNER_CRF_LANES lanes of v into out */
+typedef float fastner_vf __attribute__((vector_size(FASTNER_CRF_LANES * 4), aligned(4)));
+typedef int fastner_vi __attribute__((vector_size(FASTNER_CRF_LANES * 4), aligned(4)));
+
+/* the first n ≤ FASTNER_CRF_LANES lanes of v into out: one vector store for a whole
+ * group (a loop over its lanes was compiled to a copy through the stack with rep
+ * movs, which took as long as the group's sums) */
 static inline void fastner_vd_store_first(double *out, fastner_vd v, int n)
 {
+    if (n == FASTNER_CRF_LANES) {
+        *(fastner_vd *)out = v;
+        return;
+    }
     for (int l = 0; l < n; l++)
         out[l] = v[l];
 }
@@ -99,9 +108,15 @@ static inline void fastner_viterbi_step(const double *restrict prev, const doubl
         double *restrict cur_jb = cur + jb;   /* not cur[jb + l]: under -fwrapv (Python's */
         int *restrict back_jb = back + jb;    /* flags) gcc stored those with scatters */
         const float *restrict s_jb = s + jb;
-        for (int l = 0; l < width; l++) {
-            cur_jb[l] = best[l] + s_jb[l];
-            back_jb[l] = (int)from[l];
+        if (width == FASTNER_CRF_LANES) {
+            *(fastner_vd *)cur_jb = best + __builtin_convertvector(*(const fastner_vf *)s_jb,
+                                                                  fastner_vd);
+            *(fastner_vi *)back_jb = __builtin_convertvector(from, fastner_vi);
+        } else {
+            for (int l = 0; l < width; l++) {
+                cur_jb[l] = best[l] + s_jb[l];
+                back_jb[l] = (int)from[l];
+            }
         }
     }
 }
@@ -130,8 +145,11 @@ static double fastner_crf_alpha_step(const double *restrict prev, const double *
             }
             double *restrict cur_jb = cur + jb;     /* see fastner_viterbi_step */
             const double *restrict e_jb = e + jb;
-            for (l = 0; l < width; l++)
-                cur_jb[l] = acc[l] * e_jb[l];
+            if (width == FASTNER_CRF_LANES)
+                *(fastner_vd *)cur_jb = acc * fastner_vd_load(e_jb);
+            else
+                for (l = 0; l < width; l++)
+                    cur_jb[l] = acc[l] * e_jb[l];
         }
     }
     total = fastner_crf_row_sum(cur, T);
