@@ -15,6 +15,7 @@ a number in [0, 1] that is high only when every token of the span is sure.
 from __future__ import annotations
 
 import functools
+import gc
 import importlib.resources
 import itertools
 import os
@@ -25,7 +26,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastner.gcpause import paused_gc
 from fastner.inference import InferenceScorer
 from fastner.model import WindowTagger
 from fastner.modelfile import load_model
@@ -194,8 +194,13 @@ class Tagger:
         # A batch makes several objects per token, entity and text, none in a cycle;
         # with the collector running every 700 of them started a collection (valid's
         # 3,250 texts: 49.1 → 47.3 ms, the collection this leaves to later included).
-        with paused_gc():
+        if not gc.isenabled():
             return self._tag_texts(texts, include_tokens, max_tokens)
+        gc.disable()       # inline: gcpause.paused_gc cost 4 µs of a 62 µs one-text call
+        try:
+            return self._tag_texts(texts, include_tokens, max_tokens)
+        finally:
+            gc.enable()
 
     def _tag_texts(self, texts, include_tokens, max_tokens):
         _refuse_lone_string(texts, "tag_texts()")
