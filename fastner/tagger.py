@@ -309,16 +309,19 @@ class Tagger:
                  else np.searchsorted(first, starts, side="right") - 1)
         types = self.model.tagset.entity_types
         return (group, starts, ends, [types[k] for k in kinds.tolist()],
-                _round4(scores).tolist())
+                _round4(scores))
 
 
 def _round4(x_float32):
-    """Python's round(float(x), 4) of every float32 x, as float64, for a whole array at
-    once (valid's 5.9k entity scores: 1.7 → 0.14 ms). np.round computes rint(x·10⁴)/10⁴;
-    for a float32 x the product is exact (24 + 14 significant bits < 53), so rint rounds
-    the exact value half to even as round() does, and the division is the double
-    nearest k/10⁴, which round() returns too."""
-    return np.round(np.asarray(x_float32, dtype=np.float32).astype(np.float64), 4)
+    """[round(float(x), 4) for x in x_float32]: Python's round, or for 16 values or
+    more NumPy's over the whole array (valid's 5.9k entity scores: 1.7 → 0.14 ms;
+    below 16, NumPy's fixed cost of 2.5 µs is more than round()'s 0.3 µs each).
+    np.round computes rint(x·10⁴)/10⁴; for a float32 x the product is exact (24 + 14
+    significant bits < 53), so rint rounds the exact value half to even as round()
+    does, and the division is the double nearest k/10⁴, which round() returns too."""
+    if len(x_float32) < 16:
+        return [round(x, 4) for x in x_float32.tolist()]
+    return np.round(np.asarray(x_float32, dtype=np.float32).astype(np.float64), 4).tolist()
 
 
 def _refuse_lone_string(value, where):
