@@ -698,9 +698,8 @@ cdef double _crf_scaled_recursions(const float* s, int n, int T, const double* e
 
 cdef double _crf_sentence(const float* s, const int* y, int n, int T, const float[:, ::1] A,
                           const float[::1] start, const float[::1] end, const double* exps,
-                          float scale,
-                          double* work, float* ds, float[:, ::1] dA, float[::1] dstart,
-                          float[::1] dend) noexcept nogil:
+                          float scale, double* work, float* ds, float[:, ::1] dA,
+                          float[::1] dstart, float[::1] dend) noexcept nogil:
     # nll = log Z − score(gold); ∂/∂S = marginals − onehot(gold); ∂/∂A = expected minus
     # gold transition counts; likewise start/end; all scaled by `scale` (derivations
     # §C4), from the rescaled recursions (§C8).
@@ -913,7 +912,8 @@ def crf_marginals(S_bt, lengths_n, trans_tt, start_t, end_t, out_bt=None):
         _crf_exps(trans, start, end, &e[0])
         for n in range(lengths.shape[0]):
             if lengths[n] > 0:
-                _crf_marginals(&S[row, 0], lengths[n], T_, &e[0], &w[0, 0], &w[1, 0], &w[2, 0], &w[3, 0], &out[row, 0])
+                _crf_marginals(&S[row, 0], lengths[n], T_, &e[0], &w[0, 0], &w[1, 0],
+                               &w[2, 0], &w[3, 0], &out[row, 0])
             row += lengths[n]
     return out_bt
 

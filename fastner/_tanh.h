@@ -15,24 +15,30 @@
 #include <immintrin.h>
 #define FASTNER_TANH_RCP 1
 
+/* fast_tanh's coefficients (fastner/_rows.pxd), copied: the test comparing the two
+ * tanh (test_the_caches_tanh_is_within_4_ulp) fails if they part */
+#define FASTNER_SPLAT(c) _mm512_set1_ps(c)
+
 static inline __m512 fastner_tanh16_rcp(__m512 x)
 {
-    const __m512 lo = _mm512_set1_ps(-7.90531110763549805f), hi = _mm512_set1_ps(7.90531110763549805f);
     __m512 x2, p, q, r;
-    x = _mm512_min_ps(hi, _mm512_max_ps(lo, x));       /* NaN stays NaN */
+    x = _mm512_min_ps(FASTNER_SPLAT(7.90531110763549805f),            /* NaN stays NaN */
+                      _mm512_max_ps(FASTNER_SPLAT(-7.90531110763549805f), x));
     x2 = _mm512_mul_ps(x, x);
-    p = _mm512_fmadd_ps(x2, _mm512_set1_ps(-2.76076847742355e-16f), _mm512_set1_ps(2.00018790482477e-13f));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(-8.60467152213735e-11f));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(5.12229709037114e-08f));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(1.48572235717979e-05f));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(6.37261928875436e-04f));
-    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(4.89352455891786e-03f));
+    p = _mm512_fmadd_ps(x2, FASTNER_SPLAT(-2.76076847742355e-16f),
+                        FASTNER_SPLAT(2.00018790482477e-13f));
+    p = _mm512_fmadd_ps(p, x2, FASTNER_SPLAT(-8.60467152213735e-11f));
+    p = _mm512_fmadd_ps(p, x2, FASTNER_SPLAT(5.12229709037114e-08f));
+    p = _mm512_fmadd_ps(p, x2, FASTNER_SPLAT(1.48572235717979e-05f));
+    p = _mm512_fmadd_ps(p, x2, FASTNER_SPLAT(6.37261928875436e-04f));
+    p = _mm512_fmadd_ps(p, x2, FASTNER_SPLAT(4.89352455891786e-03f));
     p = _mm512_mul_ps(p, x);
-    q = _mm512_fmadd_ps(x2, _mm512_set1_ps(1.19825839466702e-06f), _mm512_set1_ps(1.18534705686654e-04f));
-    q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(2.26843463243900e-03f));
-    q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(4.89352518554385e-03f));
-    r = _mm512_rcp14_ps(q);
-    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(q, r, _mm512_set1_ps(2.0f)));
+    q = _mm512_fmadd_ps(x2, FASTNER_SPLAT(1.19825839466702e-06f),
+                        FASTNER_SPLAT(1.18534705686654e-04f));
+    q = _mm512_fmadd_ps(q, x2, FASTNER_SPLAT(2.26843463243900e-03f));
+    q = _mm512_fmadd_ps(q, x2, FASTNER_SPLAT(4.89352518554385e-03f));
+    r = _mm512_rcp14_ps(q);                                  /* 1/q within 2⁻¹⁴ */
+    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(q, r, FASTNER_SPLAT(2.0f)));   /* r (2 − q r) */
     return _mm512_mul_ps(p, r);
 }
 
