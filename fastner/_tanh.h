@@ -4,9 +4,11 @@
  * (relative error below 2⁻¹⁴) refined by one Newton step. The 16-wide division
  * stalled the scorer (a quarter of its block's samples sat on the instruction after
  * it); the scorer on CoNLL-2003 valid went 23.4 → 22.3 ms (medians of six
- * alternating runs). Within 4 float ulp of fast_tanh; training and the float path
- * keep the division. Built only where AVX-512 is (FASTNER_MARCH=native on such a
- * CPU); elsewhere the scorer calls fast_tanh.
+ * alternating runs). Within 4 float ulp of fast_tanh. The training step and the
+ * float path keep the division; the trainer's dev scoring runs through this scorer
+ * (a full `fastner train --seed 0` still wrote the shipped model bit for bit). Built
+ * only where AVX-512 is (FASTNER_MARCH=native on such a CPU); elsewhere the scorer
+ * calls fast_tanh.
  */
 #ifndef FASTNER_TANH_H
 #define FASTNER_TANH_H
