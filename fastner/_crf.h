@@ -121,68 +121,52 @@ static inline void fastner_viterbi_step(const double *restrict prev, const doubl
     }
 }
 
-/* alpha_t[j] = (Σ_i alpha_{t−1}[i] expA[i, j]) e_t[j], or exp_start[j] e_0[j] when prev
- * is NULL (t = 0); then normalised to sum 1. expA: (T × stride). Returns the row's
- * sum before (c_t). */
+/* cur[j] = (Σ_i prev[i] expA[i, j]) e[j], expA (T × stride): alpha_t before it is
+ * normalised (fastner_crf_alpha_step) */
 FASTNER_NO_CONTRACT
-static double fastner_crf_alpha_step(const double *restrict prev, const double *restrict expA,
-                                     int stride, const double *restrict exp_start,
-                                     const double *restrict e, int T, double *restrict cur)
+static inline void fastner_crf_alpha_sums(const double *restrict prev,
+                                          const double *restrict expA, int stride,
+                                          const double *restrict e, int T,
+                                          double *restrict cur)
 {
-    double total;
-    int i, j, l;
-    if (prev == NULL) {
-        for (j = 0; j < T; j++)
-            cur[j] = exp_start[j] * e[j];
-    } else {
-        for (int jb = 0; jb < T; jb += FASTNER_CRF_LANES) {
-            const int width = T - jb < FASTNER_CRF_LANES ? T - jb : FASTNER_CRF_LANES;
-            fastner_vd acc = fastner_vd_splat(0.0);
-            for (i = 0; i < T; i++) {
-                const fastner_vd term = fastner_vd_splat(prev[i])
-                                         * fastner_vd_load(expA + (long)i * stride + jb);
-                acc += term;
-            }
-            double *restrict cur_jb = cur + jb;     /* see fastner_viterbi_step */
-            const double *restrict e_jb = e + jb;
-            if (width == FASTNER_CRF_LANES)
-                *(fastner_vd *)cur_jb = acc * fastner_vd_load(e_jb);
-            else
-                for (l = 0; l < width; l++)
-                    cur_jb[l] = acc[l] * e_jb[l];
+    for (int jb = 0; jb < T; jb += FASTNER_CRF_LANES) {
+        const int width = T - jb < FASTNER_CRF_LANES ? T - jb : FASTNER_CRF_LANES;
+        fastner_vd acc = fastner_vd_splat(0.0);
+        for (int i = 0; i < T; i++) {
+            const fastner_vd term = fastner_vd_splat(prev[i])
+                                     * fastner_vd_load(expA + (long)i * stride + jb);
+            acc += term;
         }
+        double *restrict cur_jb = cur + jb;     /* see fastner_viterbi_step */
+        const double *restrict e_jb = e + jb;
+        if (width == FASTNER_CRF_LANES)
+            *(fastner_vd *)cur_jb = acc * fastner_vd_load(e_jb);
+        else
+            for (int l = 0; l < width; l++)
+                cur_jb[l] = acc[l] * e_jb[l];
     }
-    total = fastner_crf_row_sum(cur, T);
-    fastner_crf_normalize(cur, T, total);
-    return total;
 }
 
-/* beta_t[i] = Σ_j expA[i, j] e_{t+1}[j] beta_{t+1}[j] (in that order of products), or
- * exp_end[i] when next is NULL (t = n − 1); then normalised to sum 1. expAT: expA
- * transposed (T × stride), so the sum over j reads rows. */
+/* cur[i] = Σ_j expA[i, j] e_next[j] next[j] (in that order of products), expAT: expA
+ * transposed (T × stride), so the sum over j reads rows: beta_t before it is
+ * normalised (fastner_crf_beta_step) */
 FASTNER_NO_CONTRACT
-static void fastner_crf_beta_step(const double *restrict next, const double *restrict e_next,
-                                  const double *restrict expAT, int stride,
-                                  const double *restrict exp_end, int T, double *restrict cur)
+static inline void fastner_crf_beta_sums(const double *restrict next,
+                                         const double *restrict e_next,
+                                         const double *restrict expAT, int stride, int T,
+                                         double *restrict cur)
 {
-    int i, j;
-    if (next == NULL) {
-        for (i = 0; i < T; i++)
-            cur[i] = exp_end[i];
-    } else {
-        for (int ib = 0; ib < T; ib += FASTNER_CRF_LANES) {
-            const int width = T - ib < FASTNER_CRF_LANES ? T - ib : FASTNER_CRF_LANES;
-            fastner_vd acc = fastner_vd_splat(0.0);
-            for (j = 0; j < T; j++) {
-                fastner_vd term = fastner_vd_load(expAT + (long)j * stride + ib)
-                                   * fastner_vd_splat(e_next[j]);
-                term = term * fastner_vd_splat(next[j]);
-                acc += term;
-            }
-            fastner_vd_store_first(cur + ib, acc, width);
+    for (int ib = 0; ib < T; ib += FASTNER_CRF_LANES) {
+        const int width = T - ib < FASTNER_CRF_LANES ? T - ib : FASTNER_CRF_LANES;
+        fastner_vd acc = fastner_vd_splat(0.0);
+        for (int j = 0; j < T; j++) {
+            fastner_vd term = fastner_vd_load(expAT + (long)j * stride + ib)
+                               * fastner_vd_splat(e_next[j]);
+            term = term * fastner_vd_splat(next[j]);
+            acc += term;
         }
+        fastner_vd_store_first(cur + ib, acc, width);
     }
-    fastner_crf_normalize(cur, T, fastner_crf_row_sum(cur, T));
 }
 
 #else      /* the textbook loops */
@@ -207,47 +191,72 @@ static inline void fastner_viterbi_step(const double *restrict prev, const doubl
 }
 
 FASTNER_NO_CONTRACT
+static inline void fastner_crf_alpha_sums(const double *restrict prev,
+                                          const double *restrict expA, int stride,
+                                          const double *restrict e, int T,
+                                          double *restrict cur)
+{
+    for (int j = 0; j < T; j++) {
+        double acc = 0.0;
+        for (int i = 0; i < T; i++) {
+            const double term = prev[i] * expA[(long)i * stride + j];
+            acc += term;
+        }
+        cur[j] = acc * e[j];
+    }
+}
+
+FASTNER_NO_CONTRACT
+static inline void fastner_crf_beta_sums(const double *restrict next,
+                                         const double *restrict e_next,
+                                         const double *restrict expAT, int stride, int T,
+                                         double *restrict cur)
+{
+    for (int i = 0; i < T; i++) {
+        double acc = 0.0;
+        for (int j = 0; j < T; j++) {
+            double term = expAT[(long)j * stride + i] * e_next[j];
+            term = term * next[j];
+            acc += term;
+        }
+        cur[i] = acc;
+    }
+}
+
+#endif
+
+/* alpha_t[j] = (Σ_i alpha_{t−1}[i] expA[i, j]) e_t[j], or exp_start[j] e_0[j] when prev
+ * is NULL (t = 0); then normalised to sum 1. expA: (T × stride). Returns the row's
+ * sum before (c_t). */
+FASTNER_NO_CONTRACT
 static double fastner_crf_alpha_step(const double *restrict prev, const double *restrict expA,
                                      int stride, const double *restrict exp_start,
                                      const double *restrict e, int T, double *restrict cur)
 {
     double total;
-    for (int j = 0; j < T; j++) {
-        double acc = 0.0;
-        if (prev == NULL)
-            acc = exp_start[j];
-        else
-            for (int i = 0; i < T; i++) {
-                const double term = prev[i] * expA[(long)i * stride + j];
-                acc += term;
-            }
-        cur[j] = acc * e[j];
-    }
+    if (prev == NULL)
+        for (int j = 0; j < T; j++)
+            cur[j] = exp_start[j] * e[j];
+    else
+        fastner_crf_alpha_sums(prev, expA, stride, e, T, cur);
     total = fastner_crf_row_sum(cur, T);
     fastner_crf_normalize(cur, T, total);
     return total;
 }
 
+/* beta_t[i] = Σ_j expA[i, j] e_{t+1}[j] beta_{t+1}[j], or exp_end[i] when next is NULL
+ * (t = n − 1); then normalised to sum 1 */
 FASTNER_NO_CONTRACT
 static void fastner_crf_beta_step(const double *restrict next, const double *restrict e_next,
                                   const double *restrict expAT, int stride,
                                   const double *restrict exp_end, int T, double *restrict cur)
 {
-    for (int i = 0; i < T; i++) {
-        double acc = 0.0;
-        if (next == NULL)
-            acc = exp_end[i];
-        else
-            for (int j = 0; j < T; j++) {
-                double term = expAT[(long)j * stride + i] * e_next[j];
-                term = term * next[j];
-                acc += term;
-            }
-        cur[i] = acc;
-    }
+    if (next == NULL)
+        for (int i = 0; i < T; i++)
+            cur[i] = exp_end[i];
+    else
+        fastner_crf_beta_sums(next, e_next, expAT, stride, T, cur);
     fastner_crf_normalize(cur, T, fastner_crf_row_sum(cur, T));
 }
-
-#endif
 
 #endif
