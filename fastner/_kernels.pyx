@@ -34,7 +34,7 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.limits cimport INT_MAX
 from libc.string cimport memcpy, memset
 
-from fastner._blas cimport gemm_rm
+from fastner._blas cimport gemm_rm, gemm_rm_column_blocks
 from fastner._rows cimport (act_backward_row, activate_row, add_column_sums,
                             bias_activate_row, fast_tanh, int_array, logsumexp_row,
                             pointer_array)
@@ -339,14 +339,51 @@ cdef void _act_backward(const float[:, ::1] dH_bh, const float[:, ::1] H_bh, int
         act_backward_row(&dH_bh[i, 0], &H_bh[i, 0], &dZ_bh[i, 0], H, act)
 
 
+# The backward's two big products in blocks of columns (derivations §B6). OpenBLAS's
+# SkylakeX kernel multiplies a product of at most SMALL_PRODUCT multiply-adds (m·n·k)
+# without first packing its operands into panels; at a batch of 40 windows packing W
+# took as long as a third of δ_X = δ_Z W. Each block's entries are the same sums in
+# the same order, so the blocks are bit for bit the one product: on that kernel only.
+cdef enum:
+    SMALL_PRODUCT = 1000000
+
+cdef bint _small_products = False     # set once per process by blas_small_products()
+cdef bint _small_products_known = False
+
+
+def blas_small_products():
+    """Whether the backward's products run in column blocks here: True where every BLAS
+    library this process has loaded is OpenBLAS on its SkylakeX kernel (threadpoolctl
+    reports them; OPENBLAS_CORETYPE can choose another). Decided on the first call."""
+    global _small_products, _small_products_known
+    if not _small_products_known:
+        from threadpoolctl import threadpool_info
+        blas = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
+        _small_products = bool(blas) and all(
+            lib.get("internal_api") == "openblas" and lib.get("architecture") == "SkylakeX"
+            for lib in blas)
+        _small_products_known = True
+    return bool(_small_products)
+
+
+cdef int _column_block(int rows, int k) noexcept nogil:
+    # columns per block of a product with ``rows`` rows and inner size k, a multiple of
+    # 16 with each block within SMALL_PRODUCT; 0 (one product) without the small kernels
+    # or where even 16 columns are too many
+    if not _small_products or rows <= 0 or k <= 0:
+        return 0
+    cdef long width = SMALL_PRODUCT // (<long>rows * k) // 16 * 16
+    return <int>width if width >= 16 else 0
+
+
 cdef void _affine_backward(const float* dZ, const float* X, const float* W, float* dW,
                            float* db, float* dX, int B, int H, int D) noexcept nogil:
     # dZ (B, H), X (B, D), W and dW (H, D), db (H,), dX (B, D) or NULL (not wanted)
     # ∂J/∂W += δ_Zᵀ X     (NumPy: dW += dZ.T @ X; outer products summed over the batch)
-    gemm_rm(True, False, H, D, B, 1.0, dZ, H, X, D, 1.0, dW, D)
+    gemm_rm_column_blocks(True, H, D, B, dZ, H, X, D, 1.0, dW, D, _column_block(H, B))
     if dX != NULL:
         # δ_X = δ_Z W       (NumPy: dX = dZ @ W)
-        gemm_rm(False, False, B, D, H, 1.0, dZ, H, W, D, 0.0, dX, D)
+        gemm_rm_column_blocks(False, B, D, H, dZ, H, W, D, 0.0, dX, D, _column_block(B, H))
     # ∂J/∂b += Σ_b δ_Z[b]
     add_column_sums(db, dZ, B, H, 1.0)
 
@@ -373,6 +410,7 @@ def affine_act_backward(dH_bh, H_bh, X_bd, W_hd, activation, dW_hd, db_h, dX_bd=
     if want_dX:
         _check_array(kernel, "dX_bd", dX_bd, np.float32, (("B", B), ("D", D)), writable=True)
     _check_positive(kernel, D=D, H=H)
+    blas_small_products()
     if B == 0:
         return dX_bd
     dZ_bh = dH_bh if act == 0 else np.empty((B, H), dtype=np.float32)
@@ -1035,6 +1073,7 @@ cdef class SGDStep:
 
     def __init__(self, tables, W_hd, b_h, U_th, c_t, activation, offsets, K):
         kernel = "SGDStep"
+        blas_small_products()
         self.act = _activation_code(kernel, activation)
         _check_array(kernel, "W_hd", W_hd, np.float32, (("H", None), ("D", None)), writable=True)
         H, D = W_hd.shape
@@ -1144,7 +1183,8 @@ cdef class SGDStep:
         for i in range(B):
             act_backward_row(&dH[i * H], &hidden[i * H], &dZ[i * H], H, self.act)
         # backward 4: δ_X = δ_Z W (before W moves), W -= lr δ_Zᵀ X, b -= lr Σ δ_Z
-        gemm_rm(False, False, B, D, H, 1.0, dZ, H, &self.W[0, 0], D, 0.0, dX, D)
+        gemm_rm_column_blocks(False, B, D, H, dZ, H, &self.W[0, 0], D, 0.0, dX, D,
+                              _column_block(B, H))
         gemm_rm(True, False, H, D, B, -lr, dZ, H, X, D, 1.0, &self.W[0, 0], D)
         add_column_sums(&self.b[0], dZ, B, H, -lr)
         # backward 5: sparse update of the touched rows (repeats accumulate)
@@ -1951,6 +1991,7 @@ cdef class AdamCRFStep:
     def __init__(self, flat, grad, m, v, layout, dense_size, mask_tt, mask_start_t, activation,
                  offsets, K, clip, emb_lr_scale, beta1=0.9, beta2=0.999, eps=1e-8):
         kernel = "AdamCRFStep"
+        blas_small_products()
         self.act = _activation_code(kernel, activation)
         _check_array(kernel, "flat", flat, np.float32, (("n", None),), writable=True)
         n = flat.shape[0]

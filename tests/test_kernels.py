@@ -4,6 +4,7 @@ bit-for-bit checks, and the full error messages. The checks every kernel gets
 alike (twin equality, inputs untouched, every wrong argument refused) run over
 the registry in test_kernel_registry.py."""
 import inspect
+import os
 
 import numpy as np
 import pytest
@@ -831,3 +832,42 @@ def test_small_batch_product_is_bit_identical(B):
     X, W, b = rand(rng, B, 275), rand(rng, 300, 275) * 0.1, rand(rng, 300)
     plain = blas.sgemm(1.0, W.T, X.T, trans_a=True).T + b
     np.testing.assert_array_equal(K.affine_act_forward(X, W, b, "identity"), plain)
+
+
+@pytest.mark.parametrize("B, D", [(1, 275), (16, 275), (40, 275), (40, 288), (40, 19),
+                                  (64, 275), (100, 275), (300, 275), (40, 8)])
+def test_backward_products_in_column_blocks_are_bit_identical(B, D):
+    # Where OpenBLAS runs its SkylakeX kernel, affine_act_backward (and the fused steps)
+    # take δ_X = δ_Z W and ∂J/∂W = δ_Zᵀ X in blocks of columns (derivations §B6); each
+    # entry must be what the one product gives, bit for bit, through the BLAS the
+    # kernels call (scipy's). Column-major, as the kernels call it: δ_Xᵀ = Wᵀ δ_Zᵀ and
+    # ∂J/∂Wᵀ += Xᵀ δ_Z. D = 275 leaves 3 columns past the last 16 (the case the last
+    # δ_X block's move to the left is for); D = 8 is narrower than any block.
+    from scipy.linalg import blas
+    rng = np.random.default_rng(B * 1000 + D)
+    H = 300
+    dZ, X, W, dW0 = rand(rng, B, H), rand(rng, B, D), rand(rng, H, D) * 0.1, rand(rng, H, D)
+    dX_plain = blas.sgemm(1.0, W.T, dZ.T).T
+    dW_plain = blas.sgemm(1.0, X.T, dZ.T, trans_b=True, c=dW0.T.copy(order="F"),
+                          beta=1.0).T
+    dW, db = dW0.copy(), np.zeros(H, np.float32)
+    dX = K.affine_act_backward(dZ, np.zeros((B, H), np.float32), X, W, "identity", dW, db,
+                               np.empty((B, D), np.float32))
+    np.testing.assert_array_equal(dX, dX_plain)
+    np.testing.assert_array_equal(dW, dW_plain)
+
+
+def test_blocks_are_used_only_on_openblas_skylakex_kernel():
+    # the blocks keep the floats only where each block adds in the one product's order
+    # (derivations §B6); OpenBLAS's Haswell kernel does not, so there it must not split
+    import subprocess
+    import sys
+    from threadpoolctl import threadpool_info
+    blas = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    expected = all(lib.get("internal_api") == "openblas"
+                   and lib.get("architecture") == "SkylakeX" for lib in blas)
+    assert K.blas_small_products() == expected
+    code = "import fastner._kernels as K; print(K.blas_small_products())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "OPENBLAS_CORETYPE": "Haswell"}, check=True)
+    assert out.stdout.strip() == "False"
