@@ -12,6 +12,10 @@ from setuptools import Extension, setup
 # FASTNER_MARCH=native builds for this machine's instruction set (AVX2/AVX-512 where
 # present); the default stays portable across x86-64 machines.
 MARCH = [f"-march={os.environ['FASTNER_MARCH']}"] if os.environ.get("FASTNER_MARCH") else []
+# -O3 without -ffast-math: the kernels rely on IEEE -inf (forbidden transitions)
+# and need no reassociation. Not trapping on FP exceptions (we never read them)
+# lets gcc if-convert clamps and vectorize the activation loops.
+KERNEL_FLAGS = ["-O3", "-fno-trapping-math", "-fno-math-errno"] + MARCH
 
 extensions = [
     Extension(
@@ -20,11 +24,10 @@ extensions = [
         include_dirs=[numpy.get_include(), "fastner"],
         depends=["fastner/_half.h", "fastner/_adam.h", "fastner/_exp.h", "fastner/_crf.h",
                  "fastner/_tanh.h", "fastner/_blas.pxd", "fastner/_rows.pxd"],
-        # -O3 without -ffast-math: the kernels rely on IEEE -inf (forbidden transitions)
-        # and need no reassociation. Not trapping on FP exceptions (we never read them)
-        # lets gcc if-convert clamps and vectorize the activation loops.
-        extra_compile_args=["-O3", "-fno-trapping-math", "-fno-math-errno"] + MARCH,
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=KERNEL_FLAGS,
+        # the flags, for benchmark reports (fastner._kernels.build_flags())
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                       ("FASTNER_BUILD_FLAGS", '"' + " ".join(KERNEL_FLAGS) + '"')],
     ),
     # the tokenizer's scan over white space (no NumPy, no BLAS)
     Extension("fastner._text", ["fastner/_text.pyx"], extra_compile_args=["-O2"]),

@@ -23,3 +23,4 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["blas_environment"] = {k: os.environ[k] for k in BLAS_ENVIRONMENT
                                         if k in os.environ}
     machine_info["fastner_half_path"] = _kernels.half_path()
+    machine_info["fastner_build_flags"] = _kernels.build_flags()

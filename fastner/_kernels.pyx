@@ -1231,6 +1231,21 @@ def half_path():
     return "f16c" if fastner_use_f16c else "portable"
 
 
+cdef extern from *:
+    """
+    #ifndef FASTNER_BUILD_FLAGS
+    #define FASTNER_BUILD_FLAGS "(not recorded)"
+    #endif
+    """
+    const char* FASTNER_BUILD_FLAGS
+
+
+def build_flags():
+    """The compiler flags setup.py built these kernels with, besides Python's own (for
+    benchmark reports: -march=native or none, for a portable build)."""
+    return FASTNER_BUILD_FLAGS.decode()
+
+
 def _use_portable_half(bint portable):
     """Tests only: force the portable half conversion (or go back to the CPU's best)."""
     global fastner_use_f16c

@@ -261,6 +261,7 @@ KERNELS = [
 # inline helpers for their own tests (tanh, tanh_for_the_cache: test_tanh_accuracy,
 # test_the_caches_tanh_is_within_4_ulp; the half conversions:
 # test_half_to_float_is_exact_for_every_half), and the BLAS probe
-# (blas_small_products: test_blocks_are_used_only_on_openblas_skylakex_kernel)
+# (blas_small_products: test_blocks_are_used_only_on_openblas_skylakex_kernel), and the
+# build's compiler flags for benchmark reports (build_flags: test_build_flags_are_recorded)
 NOT_KERNELS = {"ACTIVATIONS", "np", "half_path", "half_to_float", "tanh", "tanh_for_the_cache",
-               "exp_nonpositive", "blas_small_products"}
+               "exp_nonpositive", "blas_small_products", "build_flags"}
