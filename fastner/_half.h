@@ -1,6 +1,7 @@
 /* Sums of half-precision (IEEE binary16) rows into float32, for the inference
- * cache (fastner/_kernels.pyx, CachedScorer). Stored as half, the cache holds
- * twice the rows in the same memory and reads half the bytes per token.
+ * cache (fastner/_kernels.pyx, CachedScorer), and the conversion that fills the
+ * cache. Stored as half, the cache holds twice the rows in the same memory and
+ * reads half the bytes per token.
  *
  * x86-64 CPUs since 2012 convert 8 halves per instruction (F16C). The F16C
  * version is compiled with a target attribute, so a portable build (no -march)
@@ -101,6 +102,67 @@ static void fastner_sum_half_rows_f16c(float *z, const float *base,
 }
 #endif
 
+/* float → half, rounded to nearest (ties to even) as IEEE 754 and NumPy's
+ * astype(np.float16) round it: beyond the largest half (65504) by half an ulp or more
+ * → ±inf, below the smallest normal half (2⁻¹⁴) → a subnormal half or ±0 */
+static inline uint16_t fastner_float_to_half(float f)
+{
+    uint32_t x, sign, absx, q, rem, halfway;
+    int shift;
+    memcpy(&x, &f, sizeof x);
+    sign = (x >> 16) & 0x8000u;
+    absx = x & 0x7fffffffu;
+    if (absx > 0x7f800000u)                           /* NaN: quiet, top payload bits */
+        return (uint16_t)(sign | 0x7e00u | ((absx >> 13) & 0x3ffu));
+    if (absx >= 0x477ff000u)                          /* ≥ 65520 (and inf) → inf */
+        return (uint16_t)(sign | 0x7c00u);
+    if (absx >= 0x38800000u) {                        /* normal: rebias 127 → 15 */
+        q = (absx - 0x38000000u) >> 13;
+        rem = absx & 0x1fffu;
+        halfway = 0x1000u;
+    } else {                                          /* a subnormal half, or 0 */
+        shift = 126 - (int)(absx >> 23);              /* value = (2²³ + m)·2^(e−150) */
+        if (shift > 24)                               /* below 2⁻²⁵: rounds to 0 */
+            return (uint16_t)sign;
+        absx = (absx & 0x7fffffu) | 0x800000u;        /* (subnormal floats: shift > 24) */
+        q = absx >> shift;
+        rem = absx & ((1u << shift) - 1);
+        halfway = 1u << (shift - 1);
+    }
+    if (rem > halfway || (rem == halfway && (q & 1u)))
+        q++;                                          /* may carry into the exponent */
+    return (uint16_t)(sign | q);
+}
+
+/* out[i] = the half nearest src[i] (fastner_float_to_half) for i < n; returns how many
+ * of them are not finite (±inf, NaN) */
+static long fastner_floats_to_halves_portable(const float *src, uint16_t *out, long n)
+{
+    long bad = 0;
+    for (long i = 0; i < n; i++) {
+        out[i] = fastner_float_to_half(src[i]);
+        bad += (out[i] & 0x7c00u) == 0x7c00u;
+    }
+    return bad;
+}
+
+#if FASTNER_HAVE_F16C_PATH
+__attribute__((target("avx,f16c")))
+static long fastner_floats_to_halves_f16c(const float *src, uint16_t *out, long n)
+{
+    long i = 0, bad = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(out + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++)
+        out[i] = fastner_float_to_half(src[i]);
+    for (i = 0; i < n; i++)
+        bad += (out[i] & 0x7c00u) == 0x7c00u;
+    return bad;
+}
+#endif
+
 /* Ask for bytes [p, p + n) to be brought into cache ahead of use: into L1
  * (prefetcht0; the training step's embedding rows) or into L2 only (prefetcht1; the
  * inference cache's rows). Into L1, the inference rows pushed out the rows and hidden
@@ -132,6 +194,17 @@ static void fastner_half_init(void)
     __builtin_cpu_init();
     fastner_use_f16c = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
 #endif
+}
+
+/* out[0:n] = src[0:n] rounded to half (nearest, ties to even); returns how many are
+ * not finite */
+static inline long fastner_floats_to_halves(const float *src, uint16_t *out, long n)
+{
+#if FASTNER_HAVE_F16C_PATH
+    if (fastner_use_f16c)
+        return fastner_floats_to_halves_f16c(src, out, n);
+#endif
+    return fastner_floats_to_halves_portable(src, out, n);
 }
 
 /* z[0:H] = base[0:H] + Σ_r rows[r][0:H] over n half-precision rows (z and base

@@ -1219,6 +1219,7 @@ cdef extern from "_half.h":
     void fastner_sum_half_rows(float* z, const float* base, const uint16_t** rows, int n,
                                int H) noexcept nogil
     float fastner_half_to_float(uint16_t h) noexcept nogil
+    long fastner_floats_to_halves(const float* src, uint16_t* out, long n) noexcept nogil
     void fastner_prefetch(const void* p, int n) noexcept nogil
     void fastner_prefetch_l2(const void* p, int n) noexcept nogil
     int fastner_use_f16c
@@ -1265,6 +1266,28 @@ def half_to_float(h):
         for i in range(a.shape[0]):
             o[i] = fastner_half_to_float(a[i])
     return out.reshape(np.shape(h))
+
+
+def float_to_half(x_rc, out_rc):
+    """out_rc = x_rc rounded to half precision, to nearest with ties to even (as
+    ``x_rc.astype(np.float16)``: beyond ±65504 by half an ulp or more → ±inf); F16C
+    where the CPU has it, else fastner/_half.h's portable conversion, the same halves.
+    Fills the inference cache. Returns how many of the halves are not finite.
+
+    x_rc: float32 (R, C); out_rc: float16 (R, C), written.
+    """
+    kernel = "float_to_half"
+    _check_array(kernel, "x_rc", x_rc, np.float32, (("R", None), ("C", None)))
+    R, C = x_rc.shape
+    _check_array(kernel, "out_rc", out_rc, np.float16, (("R", R), ("C", C)), writable=True)
+    if x_rc.size == 0:
+        return 0
+    cdef const float[:, ::1] x = x_rc
+    cdef uint16_t[:, ::1] out = out_rc.view(np.uint16)
+    cdef long bad, n = x_rc.size
+    with nogil:
+        bad = fastner_floats_to_halves(&x[0, 0], &out[0, 0], n)
+    return bad
 
 
 def window_ids(ids_bf, lengths_n, K):

@@ -442,6 +442,14 @@ def entity_runs(tags_b, conf_b, n_types):
     return starts, ends, ((tags_b[starts] - 1) // 2).astype(np.int64), lowest
 
 
+def float_to_half(x_rc, out_rc):
+    # NumPy's cast rounds to nearest, ties to even, overflowing to ±inf (without the
+    # warning: the kernel reports the count instead)
+    with np.errstate(over="ignore"):
+        out_rc[...] = x_rc.astype(np.float16)
+    return int(np.count_nonzero(~np.isfinite(out_rc)))
+
+
 def window_ids(ids_bf, lengths_n, K):
     # The tokens of each sentence laid out with (K−1)/2 PADs either side, then every
     # token's K neighbours gathered at once (WindowTagger.windows, all features).

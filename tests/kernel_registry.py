@@ -41,6 +41,12 @@ class Kernel:
         return getattr(module, self.name)(**args)
 
 
+def _float_to_half(rng, R=5, C=37):
+    x = rand(rng, R, C) * 3e4          # some past 65504: they become ±inf
+    x[0, :4] = [0.0, -0.0, 6e-8, 65519.0]
+    return {"x_rc": x, "out_rc": np.zeros((R, C), np.float16)}
+
+
 def _lookup(rng, B=7, Kw=3, V=11, e=4, E=6):
     return {"ids_bk": rng.integers(0, V, (B, Kw)).astype(np.int32),
             "table_ve": rand(rng, V, e), "out_bd": np.zeros((B, Kw * E), f32), "offset": 2}
@@ -248,6 +254,8 @@ KERNELS = [
            ids=("ids_bkf", "y_b"), call=_run_adam_crf_step, rtol=1e-4, section="U5",
            gradcheck="test_every_parameter_gradient_matches_finite_differences"),
     Kernel("window_ids", _window_ids, rtol=0, section="F1"),
+    Kernel("float_to_half", _float_to_half, outputs=("out_rc",), rtol=0, atol=0,
+           section="I3"),
     Kernel("CachedScorer", _cached_scorer, ids=("ids_bkf",), call=_run_cached_scorer,
            rtol=1e-4, section="I1-I5"),
     Kernel("char_cnn_forward", _char_cnn, outputs=("out_nj", "argmax_nj"), ids=("chars_pk",),

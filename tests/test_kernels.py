@@ -599,6 +599,40 @@ def test_half_to_float_is_exact_for_every_half():
     np.testing.assert_array_equal(got[np.isinf(expected)], expected[np.isinf(expected)])
 
 
+@pytest.mark.parametrize("portable", [False, True])
+def test_float_to_half_rounds_as_numpy_at_every_boundary(portable):
+    # Every half, the floats next to it, and the floats at, just below and just above
+    # each midpoint between neighbouring halves (where rounding decides, ties to even),
+    # across normal, subnormal and overflowing values of both signs; plus specials and
+    # random bit patterns. The F16C path and the portable conversion must give NumPy's
+    # halves (NaN: any NaN).
+    halves = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = np.sort(halves[np.isfinite(halves)].astype(np.float32))
+    mids = ((finite[:-1].astype(np.float64) + finite[1:]) / 2).astype(np.float32)
+    beyond = np.float32(65520.0)                    # 65504 + half an ulp: the first inf
+    points = np.concatenate([finite, mids, [beyond, -beyond, np.float32(2.0**-25)]])
+    points = np.concatenate([points, np.nextafter(points, np.float32(np.inf)),
+                             np.nextafter(points, np.float32(-np.inf))])
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    specials = np.array([np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3.4e38, 0.0, -0.0],
+                        np.float32)
+    x = np.concatenate([points, bits.view(np.float32), specials]).astype(np.float32)
+    x = x[: len(x) // 7 * 7].reshape(-1, 7)        # 7 columns: the F16C path's tail too
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = x.astype(np.float16)
+    out = np.empty_like(expected)
+    K._use_portable_half(portable)
+    try:
+        bad = K.float_to_half(x, out)
+    finally:
+        K._use_portable_half(False)
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(np.isnan(out), nan)
+    np.testing.assert_array_equal(out[~nan].view(np.uint16), expected[~nan].view(np.uint16))
+    assert bad == np.count_nonzero(~np.isfinite(expected))
+
+
 def test_cached_scorer_over_several_chunks_leaves_the_ids_alone():
     # 9000 windows: three chunks of misses (SCORER_CHUNK = 4096), each row missed often
     rng = np.random.default_rng(5)
