@@ -681,6 +681,30 @@ def exp_nonpositive(x):
     return out.reshape(np.shape(x))
 
 
+# The exps buffer of one transition matrix (written by _crf_exps, read by the
+# recursions): expA (T × stride), exp_start (T), exp_end (T), then expA transposed
+# (T × stride), stride = fastner_crf_stride(T). Where each part starts:
+cdef enum:
+    EXPS_START = 1
+    EXPS_END = 2
+    EXPS_AT = 3
+    EXPS_SIZE = 4
+
+cdef inline int _exps_at(int T, int part) noexcept nogil:
+    cdef int block = T * fastner_crf_stride(T)         # expA's, and expAT's, values
+    if part == EXPS_START:
+        return block
+    if part == EXPS_END:
+        return block + T
+    if part == EXPS_AT:
+        return block + 2 * T
+    return 2 * block + 2 * T                            # EXPS_SIZE: the whole buffer
+
+
+cdef inline int _crf_exps_size(int T) noexcept nogil:
+    return _exps_at(T, EXPS_SIZE)
+
+
 cdef double _crf_scaled_recursions(const float* s, int n, int T, const double* exps,
                                    double* alpha, double* beta, double* e, double* c,
                                    bint vector_exp, int alpha_end,
@@ -698,9 +722,9 @@ cdef double _crf_scaled_recursions(const float* s, int n, int T, const double* e
     cdef int t, i, j, stride = fastner_crf_stride(T)
     cdef double m, maxima = 0.0
     cdef const double* expA = exps                 # laid out as _crf_exps lays them
-    cdef const double* exp_start = &exps[T * stride]
-    cdef const double* exp_end = &exps[T * stride + T]
-    cdef const double* expAT = &exps[T * stride + 2 * T]
+    cdef const double* exp_start = &exps[_exps_at(T, EXPS_START)]
+    cdef const double* exp_end = &exps[_exps_at(T, EXPS_END)]
+    cdef const double* expAT = &exps[_exps_at(T, EXPS_AT)]
     cdef const float* s_t
     cdef double* e_t
     for t in range(n):
@@ -751,7 +775,7 @@ cdef double _crf_sentence(const float* s, const int* y, int n, int T, const floa
     # log Z = Σ_t max s_t + Σ_t log c_t + log Σ_j alpha_{n−1}[j] · exp end[j]
     cdef int stride = fastner_crf_stride(T)
     cdef const double* expA = exps                   # laid out as _crf_exps lays them
-    cdef const double* exp_end = &exps[T * stride + T]
+    cdef const double* exp_end = &exps[_exps_at(T, EXPS_END)]
     log_z = _crf_scaled_recursions(s, n, T, exps, alpha, beta, e, c, False, n, 0)
     for j in range(T):
         total += alpha[(n - 1) * T + j] * exp_end[j]
@@ -801,24 +825,23 @@ cdef double _crf_sentence(const float* s, const int* y, int n, int T, const floa
     return log_z - gold
 
 
-cdef inline int _crf_exps_size(int T) noexcept nogil:
-    return 2 * T * fastner_crf_stride(T) + 2 * T
-
-
 cdef void _crf_exps(const float[:, ::1] A, const float[::1] start, const float[::1] end,
                     double* out) noexcept nogil:
-    # exp of the transition, start and end scores in double, _crf_exps_size(T) values
-    # laid out as expA (T × stride), exp_start, exp_end, and expA transposed (T ×
-    # stride: the backward step reads its columns as rows), the rows padded with 0 to
-    # fastner_crf_stride(T) (fastner/_crf.h); exp(−inf) = 0 forbids a move
+    # exp of the transition, start and end scores in double, in the exps layout
+    # (_exps_at; expA transposed because the backward step reads its columns as rows),
+    # the rows padded with 0 to fastner_crf_stride(T) (fastner/_crf.h); exp(−inf) = 0
+    # forbids a move
     cdef int T = A.shape[0], i, j, stride = fastner_crf_stride(T)
-    cdef double* expAT = &out[T * stride + 2 * T]
+    cdef double* expA = out
+    cdef double* exp_start = &out[_exps_at(T, EXPS_START)]
+    cdef double* exp_end = &out[_exps_at(T, EXPS_END)]
+    cdef double* expAT = &out[_exps_at(T, EXPS_AT)]
     for i in range(T):
         for j in range(stride):
-            out[i * stride + j] = exp(A[i, j]) if j < T else 0.0
+            expA[i * stride + j] = exp(A[i, j]) if j < T else 0.0
             expAT[i * stride + j] = exp(A[j, i]) if j < T else 0.0
-        out[T * stride + i] = exp(start[i])
-        out[T * stride + T + i] = exp(end[i])
+        exp_start[i] = exp(start[i])
+        exp_end[i] = exp(end[i])
 
 
 def crf_forward_backward(S_bt, y_b, lengths_n, trans_tt, start_t, end_t,
