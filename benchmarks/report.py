@@ -27,8 +27,10 @@ def main(path):
     print(f"# environment: {' '.join(f'{k}={v}' for k, v in steering.items()) or 'none'}"
           if steering is not None else "# environment: not recorded")
     if "fastner_build_flags" in info:       # how the kernels that ran were built
+        output = info.get("fastner_output_layer")       # recorded since 2026-11-29
         print(f"# kernels: built with {info['fastner_build_flags']}, half-precision cache "
-              f"via {info['fastner_half_path']}")
+              f"via {info['fastner_half_path']}"
+              + (f", scorer's output layer via {output}" if output else ""))
     elif "fastner_half_path" in info:        # older runs recorded only the environment
         print(f"# kernels: FASTNER_MARCH={steering.get('FASTNER_MARCH', '(portable)')}, "
               f"half-precision cache via {info['fastner_half_path']}")

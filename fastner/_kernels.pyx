@@ -40,12 +40,19 @@ from fastner._rows cimport (act_backward_row, activate_row, add_column_sums,
                             pointer_array)
 
 # Activation codes shared with fastner.reference.ACTIVATIONS.
+DEF SKIP_OUT = 0
 ACTIVATIONS = {"identity": 0, "tanh": 1, "hardtanh": 2, "relu": 3}
 
 
 cdef extern from "_tanh.h":
     const int fastner_tanh_has_rcp
     void fastner_tanh_row_rcp(float* row, int H) noexcept nogil
+
+
+cdef extern from "_output.h":
+    const int fastner_has_output_layer
+    void fastner_output_layer(const float* Z, int n, int H, const float* UT, const float* U,
+                              int T, float* S) noexcept nogil
 
 
 # --------------------------------------------------------------------------
@@ -139,6 +146,30 @@ cdef Py_ssize_t _first_out_of_range(const int* ids, Py_ssize_t n, const int* lim
     return -1
 
 
+cdef bint _any_out_of_range(const int* ids, Py_ssize_t n, const int* limits,
+                            Py_ssize_t columns) noexcept nogil:
+    """Whether any of n ids (rows of ``columns``) lies outside [0, limit): one pass
+    without an early exit, over 16 rows at a time against the limits repeated 16
+    times, which the compiler vectorizes (a negative id is a large unsigned one).
+    _first_out_of_range's scan, which stops at each id, took 0.4 ms for CoNLL-2003
+    valid's 514k ids."""
+    cdef unsigned int[16 * 16] repeated
+    cdef unsigned int bad = 0
+    cdef const unsigned int* u = <const unsigned int*>ids
+    cdef Py_ssize_t at = 0, j, span = 16 * columns
+    if columns > 16:
+        return _first_out_of_range(ids, n, limits, columns) >= 0
+    for j in range(span):
+        repeated[j] = <unsigned int>limits[j % columns]
+    while at + span <= n:
+        for j in range(span):
+            bad |= u[at + j] >= repeated[j]
+        at += span
+    for j in range(n - at):
+        bad |= u[at + j] >= repeated[j]
+    return bad != 0
+
+
 cdef _check_ids(kernel, name, ids, const int* data, const int* limits, Py_ssize_t columns,
                 what):
     """The one id-range check of every kernel: IndexError naming the first entry of the
@@ -148,7 +179,8 @@ cdef _check_ids(kernel, name, ids, const int* data, const int* limits, Py_ssize_
     if n == 0:
         return
     with nogil:
-        bad = _first_out_of_range(data, n, limits, columns)
+        bad = (_first_out_of_range(data, n, limits, columns)
+               if _any_out_of_range(data, n, limits, columns) else -1)
     if bad >= 0:
         index = ", ".join(str(i) for i in np.unravel_index(bad, ids.shape))
         column = bad % columns
@@ -1270,6 +1302,12 @@ def build_flags():
     return FASTNER_BUILD_FLAGS.decode()
 
 
+def scorer_output_layer():
+    """Which code multiplies the cached scorer's hidden rows by Uᵀ: "avx2-fma"
+    (fastner/_output.h, built where AVX2 and FMA are) or "blas" (a portable build)."""
+    return "avx2-fma" if fastner_has_output_layer else "blas"
+
+
 def _use_portable_half(bint portable):
     """Tests only: force the portable half conversion (or go back to the CPU's best)."""
     global fastner_use_f16c
@@ -1418,6 +1456,7 @@ cdef class CachedScorer:
     cdef int* table_rows
     cdef const float* b
     cdef const float* UT                     # U transposed, (H, T)
+    cdef const float* U                      # U itself, (T, H)
     cdef const float* c
     cdef int F, K, H, T, act
 
@@ -1468,11 +1507,14 @@ cdef class CachedScorer:
         # T = 9 columns took 32 µs per block with U transposed on the fly, 23 µs so
         # (the same sums in the same order, bit for bit)
         UT_ht = np.ascontiguousarray(U_th.T)
+        U_th = U_th.copy()                   # a snapshot, like Uᵀ (the tags left over
+                                             # by _output.h's groups of 8 read U's rows)
         cdef const float[::1] bv = b_h
         cdef const float[:, ::1] UTv = UT_ht
+        cdef const float[:, ::1] Uv = U_th
         cdef const float[::1] cv = c_t
-        self.b, self.UT, self.c = &bv[0], &UTv[0, 0], &cv[0]
-        self.arrays = (list(caches), b_h, UT_ht, c_t)
+        self.b, self.UT, self.U, self.c = &bv[0], &UTv[0, 0], &Uv[0, 0], &cv[0]
+        self.arrays = (list(caches), b_h, UT_ht, U_th, c_t)
         self.stamps = [None] * self.F
         self.clock = 0
         # small tables held whole by their caches (capitalisation: 7 rows, 7⁵ patterns
@@ -1693,7 +1735,7 @@ cdef class CachedScorer:
         # slots NULL: every window starts from b and adds every feature's rows
         cdef int H = self.H, T = self.T, K = self.K, F = self.F, T8
         cdef Py_ssize_t i, k, f, t
-        cdef int v, cached, hits, misses
+        cdef int v, cached, hits, misses, g
         cdef float* z
         for i in range(n):
             z = &Z[i * H]
@@ -1701,8 +1743,10 @@ cdef class CachedScorer:
             if i + PREFETCH_AHEAD < n:
                 # the newest word of a window PREFETCH_AHEAD ahead: all K of its rows,
                 # cached (half) or this chunk's product (float), are read by the next K
-                # windows
+                # windows (not a pattern feature's: its rows are read once per pattern)
                 for f in range(F):
+                    if in_pattern != NULL and in_pattern[f]:
+                        continue
                     v = ids[start + i + PREFETCH_AHEAD, K - 1, f]
                     if v < self.cache_rows[f]:
                         fastner_prefetch_l2(&self.cache_ptr[f][v * K * H], K * H * 2)
@@ -1729,14 +1773,17 @@ cdef class CachedScorer:
                 _tanh_row_for_the_cache(z, H)
             else:
                 activate_row(z, H, self.act)
-        # S = Z Uᵀ + c for the block (NumPy: S = Z @ U.T + c), the tags in two products:
-        # the first T8 (a multiple of 8), then the rest. OpenBLAS's kernels multiply 8
-        # columns of Uᵀ per pass; at T = 9 (CoNLL's tags) the 9th took a whole second
-        # pass (SkylakeX kernel, a block of 256 windows: 22.5 µs for 9 columns, 13.1 for
-        # the first 8 and 4.7 for the 9th)
+        # S = Z Uᵀ + c for the block (NumPy: S = Z @ U.T + c)
         for i in range(n):
             for t in range(T):
                 S[i * T + t] = self.c[t]
+        if fastner_has_output_layer:
+            fastner_output_layer(Z, n, H, self.UT, self.U, T, S)
+            return
+        # the BLAS, the tags in two products: the first T8 (a multiple of 8), then the
+        # rest. OpenBLAS's kernels multiply 8 columns of Uᵀ per pass; at T = 9 (CoNLL's
+        # tags) the 9th took a whole second pass (SkylakeX kernel, a block of 256
+        # windows: 22.5 µs for 9 columns, 13.1 for the first 8 and 4.7 for the 9th)
         T8 = T - T % 8
         gemm_rm(False, False, n, T8, H, 1.0, Z, H, self.UT, T, 1.0, S, T)
         gemm_rm(False, False, n, T - T8, H, 1.0, Z, H, &self.UT[T8], T, 1.0, &S[T8], T)

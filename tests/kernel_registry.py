@@ -270,6 +270,8 @@ KERNELS = [
 # test_the_caches_tanh_is_within_4_ulp; the half conversions:
 # test_half_to_float_is_exact_for_every_half), and the BLAS probe
 # (blas_small_products: test_blocks_are_used_only_on_openblas_skylakex_kernel), and the
-# build's compiler flags for benchmark reports (build_flags: test_build_flags_are_recorded)
+# build's compiler flags for benchmark reports (build_flags: test_build_flags_are_recorded),
+# and which output layer the scorer runs (scorer_output_layer:
+# test_output_layer_is_named_by_the_build)
 NOT_KERNELS = {"ACTIVATIONS", "np", "half_path", "half_to_float", "tanh", "tanh_for_the_cache",
-               "exp_nonpositive", "blas_small_products", "build_flags"}
+               "exp_nonpositive", "blas_small_products", "build_flags", "scorer_output_layer"}

@@ -4,6 +4,8 @@ import json
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "benchmarks"))
 
@@ -26,14 +28,22 @@ def run_json(tmp_path, **machine):
 
 
 def test_header_names_blas_environment_and_build(tmp_path, capsys):
-    report.main(run_json(tmp_path, fastner_build_flags="-O3 -march=native"))
+    report.main(run_json(tmp_path, fastner_build_flags="-O3 -march=native",
+                         fastner_output_layer="avx2-fma"))
     out = capsys.readouterr().out.splitlines()
     assert out[:4] == [
         "# Some CPU, 2 cores, Python 3.11.7; 2026-11-29T00:00:00",
         "# BLAS: openblas 0.3.30, kernel Haswell, 1 thread(s) "
         "(scipy.libs/libscipy_openblas.so)",
         "# environment: OPENBLAS_CORETYPE=Haswell FASTNER_MARCH=native",
-        "# kernels: built with -O3 -march=native, half-precision cache via f16c"]
+        "# kernels: built with -O3 -march=native, half-precision cache via f16c, "
+        "scorer's output layer via avx2-fma"]
+
+
+def test_header_of_a_run_before_the_output_layer_was_recorded(tmp_path, capsys):
+    report.main(run_json(tmp_path, fastner_build_flags="-O3"))
+    assert ("# kernels: built with -O3, half-precision cache via f16c"
+            in capsys.readouterr().out.splitlines())
 
 
 def test_header_of_an_older_run_without_build_flags(tmp_path, capsys):
@@ -48,3 +58,16 @@ def test_build_flags_are_recorded():
     flags = _kernels.build_flags().split()
     assert flags[:3] == ["-O3", "-fno-trapping-math", "-fno-math-errno"]
     assert all(flag.startswith("-march=") for flag in flags[3:]) and len(flags) <= 4
+
+
+def test_output_layer_is_named_by_the_build():
+    # a build for this machine's instruction set (make's) uses fastner/_output.h where
+    # the CPU has AVX2 and FMA; a portable build (x86-64 baseline) the BLAS
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("reads the CPU's flags from /proc/cpuinfo (Linux)")
+    flags = _kernels.build_flags()
+    with open("/proc/cpuinfo") as f:
+        cpu = f.read().split()
+    expected = ("avx2-fma" if "-march=native" in flags and "avx2" in cpu and "fma" in cpu
+                else "blas")
+    assert _kernels.scorer_output_layer() == expected

@@ -558,12 +558,15 @@ def test_scorer_clock_clears_the_stamps_before_it_would_repeat():
     assert stamps.tolist() == [[0, 0, 0], [4, 5, 6]]
 
 
-@pytest.mark.parametrize("T", [1, 8, 9, 17])
-def test_cached_scorer_output_layer_for_any_number_of_tags(T):
-    # the output layer runs as two products, the first 8·⌊T/8⌋ tags and the rest:
-    # none, one or both of them, and a wrong column in either shows here
-    rng = np.random.default_rng(T)
-    caches, tables, WT, b, U, c, offsets, Kw, _ = scorer_inputs(rng, 4, T=T)
+@pytest.mark.parametrize("H", [7, 24, 37])
+@pytest.mark.parametrize("T", [1, 7, 8, 9, 16, 17])
+def test_cached_scorer_output_layer_for_any_number_of_tags(T, H):
+    # the output layer (fastner/_output.h, or the BLAS in two products) takes groups
+    # of 8 tags and then the rest, 8 windows at a time and then the block's last few;
+    # the rest are dot products over H in 16s, then 8s, then one by one (H = 24: no
+    # tail; 7: only the tail; 37: each). 300 windows: a block of 256, then 5·8 + 4.
+    rng = np.random.default_rng(T + 100 * H)
+    caches, tables, WT, b, U, c, offsets, Kw, _ = scorer_inputs(rng, 4, H=H, T=T)
     ids = np.stack([rng.integers(0, 10, (300, Kw)), rng.integers(0, 6, (300, Kw))],
                    axis=2).astype(np.int32)
     fast = K.CachedScorer(caches, tables, WT, b, U, c, "tanh", offsets, Kw).scores(ids)
