@@ -527,6 +527,31 @@ def test_fused_sgd_step_rejects_bad_arguments():
                          "tanh", model.offsets, model.K)
 
 
+@pytest.mark.parametrize("B", [1, 3, 7, 16])
+@pytest.mark.parametrize("bad", [-1, 10, 2**31 - 1])
+def test_an_id_out_of_range_is_found_at_every_place(B, bad):
+    # the range check is a vectorized pass over 16 rows at a time (then the rest),
+    # followed by the scan that names the entry: a bad id in any row, column or
+    # leftover row must raise, for one column (lookup_forward) and for two
+    # (CachedScorer, whose columns have different limits)
+    rng = np.random.default_rng(B)
+    table = rand(rng, 10, 4)
+    for at in range(B * 3):
+        ids = np.zeros((B, 3), np.int32)
+        ids.flat[at] = bad
+        index = ", ".join(map(str, np.unravel_index(at, ids.shape)))
+        with pytest.raises(IndexError, match=rf"ids_bk\[{index}\] = {bad} is out of range"):
+            K.lookup_forward(ids, table, np.zeros((B, 12), f32), 0)
+    caches, tables, WT, b, U, c, offsets, Kw, _ = scorer_inputs(rng, 4)
+    scorer = K.CachedScorer(caches, tables, WT, b, U, c, "tanh", offsets, Kw)
+    for at in range(B * Kw * 2):
+        ids = np.zeros((B, Kw, 2), np.int32)
+        ids.flat[at] = bad if bad != 10 else (10 if at % 2 == 0 else 6)   # the limits
+        index = ", ".join(map(str, np.unravel_index(at, ids.shape)))
+        with pytest.raises(IndexError, match=rf"ids_bkf\[{index}\] = -?\d+ is out of range"):
+            scorer.scores(ids)
+
+
 # --------------------------------------------------------------------------
 # 6. inference: cached first layer, fused
 
