@@ -71,9 +71,44 @@ def scan(str text not None, finditer):
 
 def positions_in(list tokens not None, frozenset wanted not None):
     """Indices of the tokens that are in ``wanted`` (Python twin: the list
-    comprehension [i for i, t in enumerate(tokens) if t in wanted])."""
-    cdef Py_ssize_t i
-    return [i for i in range(len(tokens)) if tokens[i] in wanted]
+    comprehension [i for i, t in enumerate(tokens) if t in wanted]).
+
+    When ``wanted`` holds only strings, a token string longer than the longest of
+    them, or not starting with one of their first characters, is passed over without
+    the set lookup: sentence_ends' few end marks and closers against valid's 52k
+    tokens, most of which would be hashed only to miss (1.9 → 1.2 ms)."""
+    cdef Py_ssize_t i, j, length, longest = 0
+    cdef Py_UCS4 firsts[32]
+    cdef int n_firsts = 0
+    cdef bint screen = True
+    for item in wanted:
+        if type(item) is not str or len(item) == 0 or n_firsts == 32:
+            screen = False
+            break
+        longest = max(longest, len(item))
+        for j in range(n_firsts):
+            if firsts[j] == <Py_UCS4>item[0]:
+                break
+        else:
+            firsts[n_firsts] = item[0]
+            n_firsts += 1
+    if not screen:
+        return [i for i in range(len(tokens)) if tokens[i] in wanted]
+    out = []
+    for i in range(len(tokens)):
+        token = tokens[i]
+        if type(token) is str:
+            length = len(<str>token)
+            if length == 0 or length > longest:
+                continue
+            for j in range(n_firsts):
+                if firsts[j] == (<str>token)[0]:
+                    break
+            else:
+                continue
+        if token in wanted:
+            out.append(i)
+    return out
 
 
 def memo_rows(list tokens not None, dict memo not None, int columns):

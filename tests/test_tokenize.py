@@ -61,6 +61,16 @@ def test_boundary_positions_in_c_equal_the_list_comprehension():
     tokens = ["Why", "?", "''", "He", "left", ".", "...", ")", "x"] * 3
     wanted = frozenset((".", "?", "''", ")"))
     assert positions_in(tokens, wanted) == [i for i, t in enumerate(tokens) if t in wanted]
+    # the screen by length and first character, and the sets it must not screen with
+    # (an empty string or a non-string in them): tokens of every length, first
+    # characters shared with a wanted string, non-BMP characters, non-strings
+    tokens = ["", ".", "..", "...", "....", "?!", "'", "''", "'" * 3, ")", "x", "\U0001F600",
+              "\U0001F600.", 7, None, "\u2019", "\u2019\u2019", "a.", ".a"] * 2
+    for wanted in (frozenset((".", "!", "?", "...", "'", '"', ")", "''", "]", "\u2019", "\u201d")),
+                   frozenset(("", ".")), frozenset((7, ".")), frozenset(("\U0001F600",)),
+                   frozenset(("..", "\u2019\u2019")), frozenset(),
+                   frozenset(chr(c) for c in range(33, 80))):      # too many to screen
+        assert positions_in(tokens, wanted) == [i for i, t in enumerate(tokens) if t in wanted]
     with pytest.raises(TypeError):
         positions_in(tuple(tokens), wanted)
     with pytest.raises(TypeError):
