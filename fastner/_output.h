@@ -22,45 +22,41 @@
 #include <immintrin.h>
 #define FASTNER_OUTPUT_LAYER 1
 
-/* S[i, t0:t0+8] += Σ_h Z[i, h] UT[h, t0:t0+8] for 8 windows. The accumulators are
- * eight named variables, not an array: with an array gcc stored all eight to the
- * stack on every h (twice the time, in the scorer) */
-static inline void fastner_out_group8(const float* Z, int H, const float* UT, int T,
-                                      float* S)
+/* S[i, t0:t0+8] += Σ_h Z[i, h] UT[h, t0:t0+8] for w ≤ 8 windows, 8 at a time: with
+ * fewer than 8 (a block's last), the spare accumulators run over the last window's
+ * row again and are not stored (a one-window loop took its 300 FMAs one after
+ * another: 2 µs of a one-sentence request). The accumulators are eight named
+ * variables, not an array: with an array gcc stored all eight to the stack on every
+ * h (twice the time, in the scorer). */
+static inline void fastner_out_group8(const float* Z, int w, int H, const float* UT,
+                                      int T, float* S)
 {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
            a6 = a0, a7 = a0, u;
-    const float* z;
+#define FASTNER_OUT_ROW(i) (&Z[(long)((i) < w ? (i) : w - 1) * H])
+    const float *z0 = FASTNER_OUT_ROW(0), *z1 = FASTNER_OUT_ROW(1), *z2 = FASTNER_OUT_ROW(2),
+                *z3 = FASTNER_OUT_ROW(3), *z4 = FASTNER_OUT_ROW(4), *z5 = FASTNER_OUT_ROW(5),
+                *z6 = FASTNER_OUT_ROW(6), *z7 = FASTNER_OUT_ROW(7);
+#undef FASTNER_OUT_ROW
     int h;
     for (h = 0; h < H; h++) {
         u = _mm256_loadu_ps(&UT[(long)h * T]);
-        z = &Z[h];
-        a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(&z[0]), u, a0);
-        a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(&z[H]), u, a1);
-        a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(&z[2 * H]), u, a2);
-        a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(&z[3 * H]), u, a3);
-        a4 = _mm256_fmadd_ps(_mm256_broadcast_ss(&z[4 * H]), u, a4);
-        a5 = _mm256_fmadd_ps(_mm256_broadcast_ss(&z[5 * H]), u, a5);
-        a6 = _mm256_fmadd_ps(_mm256_broadcast_ss(&z[6 * H]), u, a6);
-        a7 = _mm256_fmadd_ps(_mm256_broadcast_ss(&z[7 * H]), u, a7);
+        a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(&z0[h]), u, a0);
+        a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(&z1[h]), u, a1);
+        a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(&z2[h]), u, a2);
+        a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(&z3[h]), u, a3);
+        a4 = _mm256_fmadd_ps(_mm256_broadcast_ss(&z4[h]), u, a4);
+        a5 = _mm256_fmadd_ps(_mm256_broadcast_ss(&z5[h]), u, a5);
+        a6 = _mm256_fmadd_ps(_mm256_broadcast_ss(&z6[h]), u, a6);
+        a7 = _mm256_fmadd_ps(_mm256_broadcast_ss(&z7[h]), u, a7);
     }
 #define FASTNER_OUT_STORE(i, a) \
-    _mm256_storeu_ps(&S[(long)(i) * T], _mm256_add_ps(_mm256_loadu_ps(&S[(long)(i) * T]), a))
+    if ((i) < w) \
+        _mm256_storeu_ps(&S[(long)(i) * T], _mm256_add_ps(_mm256_loadu_ps(&S[(long)(i) * T]), a))
     FASTNER_OUT_STORE(0, a0); FASTNER_OUT_STORE(1, a1); FASTNER_OUT_STORE(2, a2);
     FASTNER_OUT_STORE(3, a3); FASTNER_OUT_STORE(4, a4); FASTNER_OUT_STORE(5, a5);
     FASTNER_OUT_STORE(6, a6); FASTNER_OUT_STORE(7, a7);
 #undef FASTNER_OUT_STORE
-}
-
-/* the same for one window (a block's last few) */
-static inline void fastner_out_group1(const float* z, int H, const float* UT, int T,
-                                      float* S)
-{
-    __m256 a = _mm256_setzero_ps();
-    int h;
-    for (h = 0; h < H; h++)
-        a = _mm256_fmadd_ps(_mm256_broadcast_ss(&z[h]), _mm256_loadu_ps(&UT[(long)h * T]), a);
-    _mm256_storeu_ps(S, _mm256_add_ps(_mm256_loadu_ps(S), a));
 }
 
 /* Σ_h z[h] u[h], 8 lanes at a time in two accumulators, then across lanes */
@@ -93,12 +89,10 @@ static void fastner_output_layer(const float* Z, int n, int H, const float* UT,
                                  const float* U, int T, float* S)
 {
     int i, t, T8 = T - T % 8;
-    for (t = 0; t < T8; t += 8) {
-        for (i = 0; i + 8 <= n; i += 8)
-            fastner_out_group8(&Z[(long)i * H], H, &UT[t], T, &S[(long)i * T + t]);
-        for (; i < n; i++)
-            fastner_out_group1(&Z[(long)i * H], H, &UT[t], T, &S[(long)i * T + t]);
-    }
+    for (t = 0; t < T8; t += 8)
+        for (i = 0; i < n; i += 8)
+            fastner_out_group8(&Z[(long)i * H], n - i < 8 ? n - i : 8, H, &UT[t], T,
+                               &S[(long)i * T + t]);
     if (T8 < T)
         for (i = 0; i < n; i++)
             for (t = T8; t < T; t++)

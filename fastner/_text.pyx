@@ -79,18 +79,26 @@ def positions_in(list tokens not None, frozenset wanted not None):
     tokens, most of which would be hashed only to miss (1.9 → 1.2 ms)."""
     cdef Py_ssize_t i, j, length, longest = 0
     cdef Py_UCS4 firsts[32]
+    cdef Py_UCS4 first
     cdef int n_firsts = 0
     cdef bint screen = True
+    cdef str word
     for item in wanted:
-        if type(item) is not str or len(item) == 0 or n_firsts == 32:
+        if type(item) is not str or n_firsts == 32:
             screen = False
             break
-        longest = max(longest, len(item))
+        word = item
+        length = len(word)
+        if length == 0:
+            screen = False
+            break
+        longest = length if length > longest else longest
+        first = word[0]
         for j in range(n_firsts):
-            if firsts[j] == <Py_UCS4>item[0]:
+            if firsts[j] == first:
                 break
         else:
-            firsts[n_firsts] = item[0]
+            firsts[n_firsts] = first
             n_firsts += 1
     if not screen:
         return [i for i in range(len(tokens)) if tokens[i] in wanted]
@@ -137,3 +145,47 @@ def memo_rows(list tokens not None, dict memo not None, int columns):
         for j in range(columns):
             ids[i, j] = row[j]
     return out, missed
+
+
+def entities_per_text(list texts not None, type entity not None, groups, starts, ends,
+                      list labels not None, token_starts, token_ends, list scores not None):
+    """Per text, the tuple of its entities: ``entity`` (a tuple subclass of seven
+    fields) made of (text[start:end], label, start, end, token_start, token_end,
+    score) for each entity, whose text is texts[groups[i]]; groups ascending, as
+    entities come in token order (Python twin: fastner.tagger._entities_per_text).
+    The int columns are int64 arrays, the offsets relative to their own text."""
+    columns = (groups, starts, ends, labels, token_starts, token_ends, scores)
+    if any(len(column) != len(labels) for column in columns):
+        raise ValueError("entities_per_text: every column needs one entry per entity")
+    if not issubclass(entity, tuple):
+        raise TypeError(f"entities_per_text: {entity.__name__} is not a tuple type")
+    if not labels:            # most one-sentence requests: no arrays to take views of
+        return [()] * len(texts)
+    return _entities_from_views(texts, entity, groups, starts, ends, labels, token_starts,
+                                token_ends, scores)
+
+
+cdef list _entities_from_views(list texts, type entity, const long long[::1] g,
+                               const long long[::1] a, const long long[::1] b, list labels,
+                               const long long[::1] ta, const long long[::1] tb,
+                               list scores):
+    cdef Py_ssize_t n = g.shape[0], n_texts = len(texts), i, d, at
+    cdef str text
+    for i in range(n):
+        if not (0 <= g[i] < n_texts) or (i > 0 and g[i] < g[i - 1]):
+            raise ValueError(f"entities_per_text: groups must ascend within 0..{n_texts - 1}; "
+                             f"groups[{i}] = {g[i]}")
+    out = [()] * n_texts
+    i = 0
+    while i < n:
+        d = g[i]
+        at = i
+        while at < n and g[at] == d:
+            at += 1
+        text = texts[d]                      # TypeError if it is not a str
+        out[d] = tuple([tuple.__new__(entity, (text[a[i + j]:b[i + j]], labels[i + j],
+                                               a[i + j], b[i + j], ta[i + j], tb[i + j],
+                                               scores[i + j]))
+                        for j in range(at - i)])
+        i = at
+    return out

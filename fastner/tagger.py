@@ -14,7 +14,6 @@ a number in [0, 1] that is high only when every token of the span is sure.
 """
 from __future__ import annotations
 
-import functools
 import gc
 import importlib.resources
 import itertools
@@ -30,6 +29,7 @@ from fastner.inference import InferenceScorer
 from fastner.model import WindowTagger
 from fastner.modelfile import load_model
 from fastner.settings import setting
+from fastner._text import entities_per_text
 from fastner.threads import pin_blas_threads
 from fastner.tokenize import sentence_ends, tokenize_columns
 
@@ -60,10 +60,6 @@ class Entity(NamedTuple):
     def to_dict(self) -> dict:
         """The entity as the HTTP service returns it."""
         return self._asdict()
-
-
-# Entity(*fields) without its Python-level __new__ (a third of the cost of making one)
-_new_entity = functools.partial(tuple.__new__, Entity)
 
 
 class Token(NamedTuple):
@@ -226,26 +222,21 @@ class Tagger:
             lengths = np.diff(ends, prepend=0)
             docs = np.searchsorted(first, ends - 1, side="right") - 1
         tags, conf = self._predict(tokens, lengths, docs)
-        ents = [[] for _ in texts]
-        # offsets of every entity at once; one Python step per entity builds it
+        # offsets of every entity at once, then the entities of every text in C
         groups, a, b, labels, scores = self._entity_columns(tags, conf, first)
         if len(texts) == 1:      # no text to find or offset to shift: skip that arithmetic
-            columns = (groups.tolist(), starts[a].tolist(), stops[b - 1].tolist(), labels,
-                       a.tolist(), b.tolist(), scores)
+            columns = (groups, starts[a], stops[b - 1], labels, a, b, scores)
         else:
             base = np.asarray(bases)[groups]
-            columns = (groups.tolist(), (starts[a] - base).tolist(),
-                       (stops[b - 1] - base).tolist(), labels, (a - first[groups]).tolist(),
-                       (b - first[groups]).tolist(), scores)
-        for d, start, end, label, token_start, token_end, score in zip(*columns):
-            ents[d].append(_new_entity((texts[d][start:end], label, start, end, token_start,
-                                        token_end, score)))
+            columns = (groups, starts[a] - base, stops[b - 1] - base, labels,
+                       a - first[groups], b - first[groups], scores)
+        ents = entities_per_text(texts, Entity, *columns)
         counts = [len(tokens)] if len(texts) == 1 else np.diff(first).tolist()
         if not include_tokens:
-            return [Doc(text, tuple(ents[d]), counts[d]) for d, text in enumerate(texts)]
+            return list(map(Doc, texts, ents, counts))
         names = self._tag_names[tags].tolist()
         first, starts, stops = first.tolist(), starts.tolist(), stops.tolist()
-        return [Doc(text, tuple(ents[d]), counts[d],
+        return [Doc(text, ents[d], counts[d],
                     tuple(Token(tokens[i], starts[i] - bases[d], stops[i] - bases[d], names[i])
                           for i in range(first[d], first[d + 1])))
                 for d, text in enumerate(texts)]
@@ -310,6 +301,18 @@ class Tagger:
         types = self.model.tagset.entity_types
         return (group, starts, ends, [types[k] for k in kinds.tolist()],
                 _round4(scores))
+
+
+def _entities_per_text(texts, entity, groups, starts, ends, labels, token_starts,
+                       token_ends, scores):
+    """The Python twin of fastner._text.entities_per_text (tests compare the two)."""
+    ents = [[] for _ in texts]
+    for d, start, end, label, token_start, token_end, score in zip(
+            groups.tolist(), starts.tolist(), ends.tolist(), labels, token_starts.tolist(),
+            token_ends.tolist(), scores):
+        ents[d].append(tuple.__new__(entity, (texts[d][start:end], label, start, end,
+                                              token_start, token_end, score)))
+    return [tuple(e) for e in ents]
 
 
 def _round4(x_float32):

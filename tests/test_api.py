@@ -173,3 +173,46 @@ def test_tag_texts_pauses_the_collector_and_restores_it(nlp, monkeypatch):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_entities_per_text_in_c_equal_the_python_twin():
+    # the C builder of tag_texts' entities against fastner.tagger._entities_per_text:
+    # texts with none, one and several entities, first and last texts without any,
+    # non-BMP text, an empty batch of entities
+    from fastner._text import entities_per_text
+    from fastner.tagger import Entity, _entities_per_text
+    texts = ["", "Paris and Rome", "none here", "\U0001F600 Zoë met Åsa", "IBM", "x"]
+    i64 = lambda values: np.array(values, np.int64)          # noqa: E731
+    columns = (i64([1, 1, 3, 3, 4]), i64([0, 10, 2, 10, 0]), i64([5, 14, 5, 13, 3]),
+               ["LOC", "LOC", "PER", "PER", "ORG"], i64([0, 2, 1, 3, 0]),
+               i64([1, 3, 2, 4, 1]), [0.99, 0.5, 0.75, 0.8125, 1.0])
+    got = entities_per_text(texts, Entity, *columns)
+    assert got == _entities_per_text(texts, Entity, *columns)
+    assert [type(e) for ents in got for e in ents] == [Entity] * 5
+    assert got[1] == (("Paris", "LOC", 0, 5, 0, 1, 0.99), ("Rome", "LOC", 10, 14, 2, 3, 0.5))
+    assert got[3][0].text == "Zoë" and got[0] == got[2] == got[5] == ()
+    empty = (i64([]), i64([]), i64([]), [], i64([]), i64([]), [])
+    assert entities_per_text(texts, Entity, *empty) == [()] * len(texts)
+
+
+@pytest.mark.parametrize("change, error", [
+    (lambda c: (np.array([3, 1, 1, 3, 4], np.int64),) + c[1:], ValueError),   # not ascending
+    (lambda c: (np.array([1, 1, 3, 3, 6], np.int64),) + c[1:], ValueError),   # no such text
+    (lambda c: (np.array([-1, 1, 3, 3, 4], np.int64),) + c[1:], ValueError),
+    (lambda c: c[:3] + (c[3][:4],) + c[4:], ValueError),                      # a short column
+    (lambda c: (c[0].astype(np.int32),) + c[1:], ValueError),                 # not int64
+])
+def test_entities_per_text_refuses_bad_columns(change, error):
+    from fastner._text import entities_per_text
+    from fastner.tagger import Entity
+    texts = ["", "Paris and Rome", "none", "Zoë met Åsa", "IBM", "x"]
+    i64 = lambda values: np.array(values, np.int64)          # noqa: E731
+    columns = (i64([1, 1, 3, 3, 4]), i64([0, 10, 0, 8, 0]), i64([5, 14, 3, 11, 3]),
+               ["LOC", "LOC", "PER", "PER", "ORG"], i64([0, 2, 0, 2, 0]),
+               i64([1, 3, 1, 3, 1]), [0.9, 0.5, 0.7, 0.8, 1.0])
+    with pytest.raises(error):
+        entities_per_text(texts, Entity, *change(columns))
+    with pytest.raises(TypeError):
+        entities_per_text(texts, dict, *columns)               # not a tuple type
+    with pytest.raises(TypeError):
+        entities_per_text(["", b"Paris and Rome"] + texts[2:], Entity, *columns)
