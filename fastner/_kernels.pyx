@@ -40,7 +40,6 @@ from fastner._rows cimport (act_backward_row, activate_row, add_column_sums,
                             pointer_array)
 
 # Activation codes shared with fastner.reference.ACTIVATIONS.
-DEF SKIP_OUT = 0
 ACTIVATIONS = {"identity": 0, "tanh": 1, "hardtanh": 2, "relu": 3}
 
 
@@ -1737,7 +1736,7 @@ cdef class CachedScorer:
         # slots NULL: every window starts from b and adds every feature's rows
         cdef int H = self.H, T = self.T, K = self.K, F = self.F, T8
         cdef Py_ssize_t i, k, f, t
-        cdef int v, cached, hits, misses, g
+        cdef int v, cached, hits, misses
         cdef float* z
         for i in range(n):
             z = &Z[i * H]

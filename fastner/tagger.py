@@ -25,11 +25,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fastner._text import entities_per_text
 from fastner.inference import InferenceScorer
 from fastner.model import WindowTagger
 from fastner.modelfile import load_model
 from fastner.settings import setting
-from fastner._text import entities_per_text
 from fastner.threads import pin_blas_threads
 from fastner.tokenize import sentence_ends, tokenize_columns
 
