@@ -23,7 +23,8 @@ extensions = [
         ["fastner/_kernels.pyx"],
         include_dirs=[numpy.get_include(), "fastner"],
         depends=["fastner/_half.h", "fastner/_adam.h", "fastner/_exp.h", "fastner/_crf.h",
-                 "fastner/_tanh.h", "fastner/_output.h", "fastner/_blas.pxd", "fastner/_rows.pxd"],
+                 "fastner/_tanh.h", "fastner/_output.h", "fastner/_blas.pxd",
+                 "fastner/_rows.pxd"],
         extra_compile_args=KERNEL_FLAGS,
         # the flags, for benchmark reports (fastner._kernels.build_flags())
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),

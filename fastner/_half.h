@@ -134,32 +134,36 @@ static inline uint16_t fastner_float_to_half(float f)
     return (uint16_t)(sign | q);
 }
 
-/* out[i] = the half nearest src[i] (fastner_float_to_half) for i < n; returns how many
- * of them are not finite (±inf, NaN) */
-static long fastner_floats_to_halves_portable(const float *src, uint16_t *out, long n)
+/* how many of n halves are not finite (±inf, NaN: every exponent bit set) */
+static inline long fastner_nonfinite_halves(const uint16_t *h, long n)
 {
     long bad = 0;
-    for (long i = 0; i < n; i++) {
-        out[i] = fastner_float_to_half(src[i]);
-        bad += (out[i] & 0x7c00u) == 0x7c00u;
-    }
+    for (long i = 0; i < n; i++)
+        bad += (h[i] & 0x7c00u) == 0x7c00u;
     return bad;
+}
+
+/* out[i] = the half nearest src[i] (fastner_float_to_half) for i < n; returns how many
+ * of them are not finite */
+static long fastner_floats_to_halves_portable(const float *src, uint16_t *out, long n)
+{
+    for (long i = 0; i < n; i++)
+        out[i] = fastner_float_to_half(src[i]);
+    return fastner_nonfinite_halves(out, n);
 }
 
 #if FASTNER_HAVE_F16C_PATH
 __attribute__((target("avx,f16c")))
 static long fastner_floats_to_halves_f16c(const float *src, uint16_t *out, long n)
 {
-    long i = 0, bad = 0;
+    long i = 0;
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(out + i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(src + i),
                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     for (; i < n; i++)
         out[i] = fastner_float_to_half(src[i]);
-    for (i = 0; i < n; i++)
-        bad += (out[i] & 0x7c00u) == 0x7c00u;
-    return bad;
+    return fastner_nonfinite_halves(out, n);
 }
 #endif
 
