@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 
 from fastner import _kernels
-from fastner._text import memo_rows
+from fastner._text import TokenRows, token_strings
 from fastner.features import MEMO_LIMIT, DocumentContext, Spellings
 
 # the parameters updated as one slice (the character CNN's are small and touched by
@@ -71,7 +71,9 @@ class WindowTagger:
         # (sentence_windows); the others (gazetteers) look at the whole sentence
         self._per_token = [i for i, f in enumerate(self.features)
                            if getattr(f, "per_token", True)]
-        self._ids_memo = {}              # token → its id under every per-token feature
+        # token → its ids under every per-token feature, found by a token string or by
+        # a span of a text (fastner._text.TokenRows); bounded like the features' memos
+        self._ids_memo = TokenRows(len(self._per_token), MEMO_LIMIT) if self._per_token else None
 
     # -- parameters -------------------------------------------------------
 
@@ -304,10 +306,14 @@ class WindowTagger:
 
     def stacked_sentence_windows(self, tokens, lengths, docs=None, spellings=None):
         """sentence_windows as one int32 (N, K, columns) array (stacked_windows' layout)."""
-        return self.ops.window_ids(
-            np.ascontiguousarray(self.token_feature_ids(tokens, lengths, docs, spellings),
-                                 dtype=np.int32),
-            np.asarray(lengths, dtype=np.int32), self.K)
+        return self.windows_of_ids(self.token_feature_ids(tokens, lengths, docs, spellings),
+                                   lengths)
+
+    def windows_of_ids(self, ids, lengths):
+        """int32 (N, K, columns) windows of sentences' tokens given by their (N, columns)
+        ids (token_feature_ids or span_feature_ids)."""
+        return self.ops.window_ids(np.ascontiguousarray(ids, dtype=np.int32),
+                                   np.asarray(lengths, dtype=np.int32), self.K)
 
     def token_feature_ids(self, tokens, lengths, docs=None, spellings=None):
         """int32 (N, columns): each token's id in every column, for sentences given as
@@ -334,38 +340,52 @@ class WindowTagger:
             ids[:, -1] = spellings.ids(tokens)
         return ids
 
-    def _feature_ids(self, tokens):
-        """(N, per-token features) int32 ids of tokens, through one memo for all those
-        features: a repeated token costs one dict lookup instead of one per feature
-        (the lookups run in C: fastner._text.memo_rows). Bounded like the features'
-        own memos."""
-        memo = self._ids_memo
-        if len(memo) > MEMO_LIMIT:
-            memo.clear()
-        tokens = tokens if isinstance(tokens, list) else list(tokens)
-        ids, missed = memo_rows(tokens, memo, len(self._per_token))
-        if missed:
-            self._fill_missed(tokens, ids, missed)
+    @property
+    def ids_from_spans(self):
+        """Whether every id column is a function of the token alone (no document,
+        sentence or character features): then span_feature_ids gives token_feature_ids."""
+        return (len(self._per_token) == self.n_columns
+                and not any(getattr(f, "needs_context", False) for f in self.features))
+
+    def span_feature_ids(self, text, starts, ends):
+        """token_feature_ids for tokens given as spans of ``text`` (int64 start and end
+        offsets), for a model whose ids_from_spans: looked up by the spans' characters,
+        with a string made only for each token the memo lacks."""
+        if not self.ids_from_spans:
+            raise ValueError("span_feature_ids: this model has features that look beyond "
+                             "the token; use token_feature_ids")
+        ids, missed = self._ids_memo.rows_of_spans(text, starts, ends)
+        if len(missed):
+            self._fill_missed(token_strings(text, starts[missed], ends[missed]), ids, missed)
         return ids
 
-    def _fill_missed(self, tokens, ids, missed):
-        """Compute the rows of the tokens the memo lacked, write them into ``ids`` and
-        remember them."""
-        new = list({tokens[i] for i in missed})
-        columns = [self.features[f].ids(new).tolist() for f in self._per_token]
-        found = dict(zip(new, zip(*columns)))
-        self._ids_memo.update(found)
-        # from ``found``, not the memo: another thread may have cleared it meanwhile
-        ids[missed] = [found[tokens[i]] for i in missed]
+    def _feature_ids(self, tokens):
+        """(N, per-token features) int32 ids of tokens, through one memo for all those
+        features: a repeated token costs one lookup instead of one per feature (in C:
+        fastner._text.TokenRows)."""
+        tokens = tokens if isinstance(tokens, list) else list(tokens)
+        ids, missed = self._ids_memo.rows_of_tokens(tokens)
+        if len(missed):
+            self._fill_missed([tokens[i] for i in missed.tolist()], ids, missed)
+        return ids
+
+    def _fill_missed(self, missed_tokens, ids, missed):
+        """Compute the rows of ``missed_tokens`` (the tokens at ``missed`` that the memo
+        lacked), write them into ``ids`` and remember them."""
+        new = list(dict.fromkeys(missed_tokens))          # each distinct token once
+        rows = np.empty((len(new), len(self._per_token)), np.int32)
+        for column, f in enumerate(self._per_token):
+            rows[:, column] = self.features[f].ids(new)
+        self._ids_memo.add(new, rows)
+        row_of = {token: r for r, token in enumerate(new)}
+        ids[missed] = rows[[row_of[t] for t in missed_tokens]]
 
     def _feature_ids_python(self, tokens):
-        """_feature_ids without the C lookup: the twin tests compare it with."""
-        rows = [self._ids_memo.get(t) for t in tokens]
-        missed = [i for i, row in enumerate(rows) if row is None]
-        ids = np.array([row or (0,) * len(self._per_token) for row in rows],
-                       dtype=np.int32).reshape(len(tokens), len(self._per_token))
-        if missed:
-            self._fill_missed(list(tokens), ids, missed)
+        """_feature_ids without the memo: each feature's ids of every token (the twin
+        tests compare it with)."""
+        ids = np.empty((len(tokens), len(self._per_token)), np.int32)
+        for column, f in enumerate(self._per_token):
+            ids[:, column] = self.features[f].ids(list(tokens))
         return ids
 
     def tag(self, sentences, docs=None):

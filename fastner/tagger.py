@@ -25,13 +25,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastner._text import entities_per_text
+from fastner._text import entities_per_text, token_strings
 from fastner.inference import InferenceScorer
-from fastner.model import WindowTagger
+from fastner.model import WindowTagger, window_columns
 from fastner.modelfile import load_model
 from fastner.settings import setting
 from fastner.threads import pin_blas_threads
-from fastner.tokenize import sentence_ends, tokenize_columns
+from fastner.tokenize import sentence_ends_of_spans, tokenize_spans
 
 DEFAULT_MODEL = "fastner-conll03.npz"
 
@@ -152,13 +152,25 @@ class Tagger:
         by default only the tokens in entities get one (the rest are NaN)."""
         if len(tokens) == 0:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)
-        lengths = np.asarray(lengths, dtype=np.int32)
         spellings = self.model.new_spellings()       # this call's, for character features
-        if self.scorer is None:
-            ids = self.model.sentence_windows(tokens, lengths, docs, spellings)
-            return self.model.decode(self.model.forward(ids, spellings=spellings)[0],
-                                     lengths, confidence)
         ids = self.model.token_feature_ids(tokens, lengths, docs, spellings)
+        return self._predict_ids(ids, lengths, spellings, confidence)
+
+    def _predict_spans(self, text, starts, ends, lengths, docs):
+        """_predict for tokens given as spans of ``text``: their ids found without a
+        string per token when the model's features allow (WindowTagger.ids_from_spans)."""
+        if len(starts) == 0 or not self.model.ids_from_spans:
+            return self._predict(token_strings(text, starts, ends), lengths, docs)
+        return self._predict_ids(self.model.span_feature_ids(text, starts, ends), lengths,
+                                 None, "entities")
+
+    def _predict_ids(self, ids, lengths, spellings, confidence):
+        """_predict from the tokens' int32 (N, columns) feature ids."""
+        lengths = np.asarray(lengths, dtype=np.int32)
+        if self.scorer is None:
+            windows = window_columns(self.model.windows_of_ids(ids, lengths))
+            return self.model.decode(self.model.forward(windows, spellings=spellings)[0],
+                                     lengths, confidence)
         return self.model.decode(self.scorer.token_scores(ids, lengths, spellings), lengths,
                                  confidence, self.scorer.transitions)
 
@@ -207,21 +219,25 @@ class Tagger:
         # One tokenizer pass over all texts joined by line ends: no token crosses white
         # space, so each text's tokens are what tokenize(text) gives, shifted by its base.
         bases = list(itertools.accumulate([len(t) + 1 for t in texts], initial=0))
-        tokens, starts, stops = tokenize_columns("\n".join(texts))
-        if max_tokens is not None and len(tokens) > max_tokens:
-            raise TooManyTokens(len(tokens), max_tokens)
+        # Tokens are spans (start and stop offsets) of the joined text; strings are made
+        # only for what needs them (Tagger._predict_spans, include_tokens).
+        joined = "\n".join(texts)
+        starts, stops = tokenize_spans(joined)
+        n_tokens = len(starts)
+        if max_tokens is not None and n_tokens > max_tokens:
+            raise TooManyTokens(n_tokens, max_tokens)
         if len(texts) == 1:                          # one request's text: no merging
-            first = np.array([0, len(tokens)])
-            ends = sentence_ends(tokens, starts, stops)
+            first = np.array([0, n_tokens])
+            ends = sentence_ends_of_spans(joined, starts, stops)
             lengths, docs = [b - a for a, b in zip([0, *ends], ends)], None   # one document
         else:
             first = np.searchsorted(starts, bases)   # each text's first token, then the total
             # sentences end where the splitter says and at every text's end
-            ends = np.union1d(sentence_ends(tokens, starts, stops), first[1:])
+            ends = np.union1d(sentence_ends_of_spans(joined, starts, stops), first[1:])
             ends = ends[ends > 0]
             lengths = np.diff(ends, prepend=0)
             docs = np.searchsorted(first, ends - 1, side="right") - 1
-        tags, conf = self._predict(tokens, lengths, docs)
+        tags, conf = self._predict_spans(joined, starts, stops, lengths, docs)
         # offsets of every entity at once, then the entities of every text in C
         groups, a, b, labels, scores = self._entity_columns(tags, conf, first)
         if len(texts) == 1:      # no text to find or offset to shift: skip that arithmetic
@@ -231,9 +247,10 @@ class Tagger:
             columns = (groups, starts[a] - base, stops[b - 1] - base, labels,
                        a - first[groups], b - first[groups], scores)
         ents = entities_per_text(texts, Entity, *columns)
-        counts = [len(tokens)] if len(texts) == 1 else np.diff(first).tolist()
+        counts = [n_tokens] if len(texts) == 1 else np.diff(first).tolist()
         if not include_tokens:
             return list(map(Doc, texts, ents, counts))
+        tokens = token_strings(joined, starts, stops)
         names = self._tag_names[tags].tolist()
         first, starts, stops = first.tolist(), starts.tolist(), stops.tolist()
         return [Doc(text, ents[d], counts[d],

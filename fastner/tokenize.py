@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from fastner._text import positions_in, scan
+from fastner._text import positions_in, scan_spans, spans_in, token_strings
 
 # Letters and digits plus combining marks (which belong to the preceding letter).
 _L = r"[^\W_]"
@@ -77,9 +77,9 @@ def tokenize(text):
     No rule matches across a separator, so each white-space-delimited chunk is
     tokenized on its own; the common chunk of one character, only letters or only
     digits is a token as it stands, and only the rest goes through the full
-    pattern. The scan over chunks runs in C (fastner._text.scan; its Python twin is
-    _tokenize_python); text holding a zero-width separator, which str.split does not
-    split on, takes _tokenize_chunks.
+    pattern. The scan over chunks runs in C (fastner._text.scan_spans; its Python
+    twin is _tokenize_python); text holding a zero-width separator, which str.split
+    does not split on, takes _tokenize_chunks.
     """
     tokens, starts, ends = tokenize_columns(text)
     return list(zip(tokens, starts.tolist(), ends.tolist()))
@@ -87,16 +87,32 @@ def tokenize(text):
 
 def tokenize_columns(text):
     """tokenize() as columns: (tokens, starts, ends), a list and two int64 arrays."""
+    starts, ends = tokenize_spans(text)
+    return token_strings(text, starts, ends), starts, ends
+
+
+# The token pattern's matches in each chunk it split, kept across calls as spaCy's
+# tokenizer keeps its cache: the same chunks recur from text to text ("'s", "U.S.",
+# dates, scores), and each costs 1.4 µs through the pattern. Emptied past the limit.
+_PIECES = {}
+PIECES_LIMIT = 20_000
+
+
+def tokenize_spans(text):
+    """tokenize()'s offsets only: (starts, ends), two int64 arrays, no token strings
+    (fastner._text.token_strings makes them)."""
     if any(zero_width in text for zero_width in _ZERO_WIDTH):
         triples = _tokenize_chunks(text)
-        return ([t[0] for t in triples], np.array([t[1] for t in triples], np.int64),
+        return (np.array([t[1] for t in triples], np.int64),
                 np.array([t[2] for t in triples], np.int64))
-    return scan(text, _TOKEN_RE.finditer)
+    if len(_PIECES) > PIECES_LIMIT:
+        _PIECES.clear()
+    return scan_spans(text, _TOKEN_RE.finditer, _PIECES)
 
 
 def _tokenize_python(text):
     """tokenize() for text without zero-width separators, in Python: the twin of
-    fastner._text.scan (chunks from str.split(), whose white space is the regex's \\s)."""
+    fastner._text.scan_spans (chunks from str.split(), whose white space is the regex's \\s)."""
     out = []
     append = out.append
     find = text.find
@@ -137,12 +153,24 @@ def sentence_ends(tokens, starts, ends):
     ...; a quote or bracket that touches the end mark (no space between) closes the
     same sentence ("Why?" stays whole); one after a space opens the next. Only the few
     tokens that can end a sentence are looked at."""
-    out, first, n = [], 0, len(tokens)
-    for i in positions_in(tokens, _BOUNDARY):
-        if tokens[i] not in _ENDERS:     # a closer ends a sentence right after an ender
-            if not (i > first and tokens[i - 1] in _ENDERS and ends[i - 1] == starts[i]):
+    marks = {i: tokens[i] for i in positions_in(tokens, _BOUNDARY)}
+    return _ends_at_marks(marks, len(tokens), starts, ends)
+
+
+def sentence_ends_of_spans(text, starts, ends):
+    """sentence_ends for tokens given as spans of ``text`` (tokenize_spans' offsets)."""
+    return _ends_at_marks(spans_in(text, starts, ends, _BOUNDARY), len(starts), starts, ends)
+
+
+def _ends_at_marks(marks, n, starts, ends):
+    """sentence_ends from ``marks``, {index: token} of the n tokens that are end marks
+    or closers."""
+    out, first = [], 0
+    for i, token in marks.items():
+        if token not in _ENDERS:         # a closer ends a sentence right after an ender
+            if not (i > first and marks.get(i - 1) in _ENDERS and ends[i - 1] == starts[i]):
                 continue
-        if i + 1 < n and tokens[i + 1] in _CLOSERS and starts[i + 1] == ends[i]:
+        if marks.get(i + 1) in _CLOSERS and starts[i + 1] == ends[i]:
             continue                     # the closer after it ends the sentence instead
         out.append(i + 1)
         first = i + 1

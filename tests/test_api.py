@@ -158,8 +158,8 @@ def test_entity_scores_are_rounded_as_python_rounds():
 
 def test_tag_texts_pauses_the_collector_and_restores_it(nlp, monkeypatch):
     import gc
-    seen, real_predict = [], nlp._predict
-    monkeypatch.setattr(nlp, "_predict", lambda *a, **k: seen.append(gc.isenabled())
+    seen, real_predict = [], nlp._predict_ids
+    monkeypatch.setattr(nlp, "_predict_ids", lambda *a, **k: seen.append(gc.isenabled())
                         or real_predict(*a, **k))
     assert gc.isenabled()
     nlp.tag_texts(["Maria Lopez left Lisbon."])

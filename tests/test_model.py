@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastner import _kernels, io, reference
 from fastner.features import (AffixFeature, CapsFeature, CharFeature, GazetteerFeature,
@@ -329,20 +331,98 @@ def test_feature_ids_in_c_equal_the_python_twin():
     assert model._feature_ids([]).shape == (0, len(model._per_token))
 
 
-def test_memo_rows_refuses_bad_arguments():
-    from fastner._text import memo_rows
+def test_token_rows_refuse_bad_arguments():
+    from fastner._text import TokenRows
     with pytest.raises(ValueError, match="columns must be at least 1"):
-        memo_rows(["a"], {}, 0)
-    with pytest.raises(ValueError, match="holds 1 ids for 'a'; expected 2"):
-        memo_rows(["a"], {"a": (3,)}, 2)
+        TokenRows(0, 10)
+    for limit, probes in ((0, 32), (2 ** 30, 32), (10, 0)):
+        with pytest.raises(ValueError, match="limit must be in"):
+            TokenRows(2, limit, probes)
+    memo = TokenRows(2, 10)
+    with pytest.raises(ValueError, match=r"rows must be \(1, 2\); got \(1, 3\)"):
+        memo.add(["a"], np.zeros((1, 3), np.int32))
+    with pytest.raises(ValueError, match=r"rows must be \(2, 2\)"):
+        memo.add(["a", "b"], np.zeros((1, 2), np.int32))
+    with pytest.raises(ValueError):                         # int64 rows
+        memo.add(["a"], np.zeros((1, 2), np.int64))
+    with pytest.raises(TypeError, match=r"tokens\[1\] is bytes"):
+        memo.add(["a", b"b"], np.zeros((2, 2), np.int32))
+    with pytest.raises(TypeError, match=r"tokens\[0\] is int"):
+        memo.rows_of_tokens([3])
     with pytest.raises(TypeError):
-        memo_rows(["a"], {"a": [3, 4]}, 2)
+        memo.rows_of_tokens(("a",))
+    span = np.array([0], np.int64)
+    with pytest.raises(ValueError, match=r"span 0 is \[0, 4\); the text has 3"):
+        memo.rows_of_spans("abc", span, np.array([4], np.int64))
+    with pytest.raises(ValueError, match=r"span 0 is \[-1, 1\)"):
+        memo.rows_of_spans("abc", np.array([-1], np.int64), span + 1)
+    with pytest.raises(ValueError, match=r"span 0 is \[2, 1\)"):
+        memo.rows_of_spans("abc", span + 2, span + 1)
+    with pytest.raises(ValueError, match="differ in length"):
+        memo.rows_of_spans("abc", span, np.array([1, 2], np.int64))
     with pytest.raises(TypeError):
-        memo_rows(("a",), {}, 1)
-    with pytest.raises(TypeError):
-        memo_rows(["a"], None, 1)
-    ids, missed = memo_rows(["a", "b", "a"], {"a": (7, 8)}, 2)
-    assert ids.tolist() == [[7, 8], [0, 0], [7, 8]] and missed == [1]
+        memo.rows_of_spans(b"abc", span, span)
+    assert len(memo) == 0                                  # nothing added by the refusals
+
+
+_SPELLINGS = ["a", "b", "ab", "ba", "", "é", "\xe9\xe9", "東京", "😀", "a😀", "the", "The", "THE",
+              "U.S.", "1996-08-22", "ÿ", "Ā"]
+
+
+def _row_of(token):
+    return [len(token), sum(map(ord, token)) % 1000]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_SPELLINGS) | st.text(max_size=4), max_size=40),
+       st.lists(st.sampled_from(_SPELLINGS) | st.text(max_size=4), max_size=40),
+       st.sampled_from([1, 2, 32]), st.integers(0, 2 ** 64 - 1), st.integers(1, 50))
+def test_token_rows_equal_a_dict(known, asked, probes, seed, limit):
+    # the memo against its twin, a dict: by string and by span, across text kinds (a
+    # Latin-1 token inside a text with wider characters is the same token). A token
+    # found has its own row; one never added is missed; with 32 probes and never more
+    # tokens added than the limit, every token added is found. Few probes and small limits
+    # (adding past one starts over) may lose tokens, never mix them up.
+    from fastner._text import TokenRows
+    memo, added, n_added = TokenRows(2, limit, probes, seed), set(), 0
+    for start in range(0, len(known), 7):
+        batch = list(dict.fromkeys(known[start:start + 7]))
+        memo.add(batch, np.array([_row_of(t) for t in batch], np.int32).reshape(-1, 2))
+        added.update(batch)
+        n_added += len(batch)
+    text = "\u0100 " + " ".join(asked)                     # a 2-byte-kind text
+    starts, at = [], 2
+    for token in asked:
+        starts.append(at)
+        at += len(token) + 1
+    starts = np.array(starts, np.int64)
+    ends = starts + np.array([len(t) for t in asked], np.int64)
+    every_one_kept = probes == 32 and n_added <= limit     # never started over
+    for ids, missed in (memo.rows_of_tokens(asked), memo.rows_of_spans(text, starts, ends)):
+        assert ids.shape == (len(asked), 2) and ids.dtype == np.int32
+        missed = set(missed.tolist())
+        for i, token in enumerate(asked):
+            if i in missed:
+                assert ids[i].tolist() == [0, 0]
+                assert not (every_one_kept and token in added)
+            else:
+                assert token in added and ids[i].tolist() == _row_of(token)
+
+
+def test_token_rows_with_one_probe_miss_rather_than_mix_up():
+    # one probe: every key whose slot is taken is not remembered, or is left
+    # unreachable when the table grows; a lookup then misses, never returns another's row
+    from fastner._text import TokenRows
+    memo = TokenRows(1, 10_000, probes=1, seed=0)
+    tokens = [f"t{i}" for i in range(2000)]
+    memo.add(tokens, np.arange(2000, dtype=np.int32).reshape(-1, 1))
+    ids, missed = memo.rows_of_tokens(tokens)
+    found = np.setdiff1d(np.arange(2000), missed)
+    assert 500 < len(found) < 2000 and len(found) <= len(memo)
+    np.testing.assert_array_equal(ids[found, 0], found)
+    assert (ids[missed, 0] == 0).all()
+    memo.clear()
+    assert len(memo) == 0 and len(memo.rows_of_tokens(tokens)[1]) == 2000
 
 
 def test_random_tables_are_drawn_as_in_one_call():

@@ -78,12 +78,80 @@ def test_boundary_positions_in_c_equal_the_list_comprehension():
 
 
 def test_c_scan_refuses_what_is_not_a_string():
-    from fastner._text import scan
+    from fastner._text import scan_spans
     from fastner.tokenize import _TOKEN_RE
+    for bad in (b"bytes", None):
+        with pytest.raises(TypeError):
+            scan_spans(bad, _TOKEN_RE.finditer, {})
     with pytest.raises(TypeError):
-        scan(b"bytes", _TOKEN_RE.finditer)
+        scan_spans("text", _TOKEN_RE.finditer, None)
+
+
+def test_chunk_pieces_are_kept_across_calls_and_bounded(monkeypatch):
+    # a chunk the pattern split is split once while the memo holds it; past the limit
+    # the memo starts over, and the tokens are the same either way
+    import fastner.tokenize as tk
+    calls = []
+    pattern = tk._TOKEN_RE
+
+    class Counting:
+        def finditer(self, chunk):
+            calls.append(chunk)
+            return pattern.finditer(chunk)
+    monkeypatch.setattr(tk, "_TOKEN_RE", Counting())
+    monkeypatch.setattr(tk, "_PIECES", {})
+    monkeypatch.setattr(tk, "PIECES_LIMIT", 3)
+    text = "U.S. don't 1996-08-31 U.S."
+    expected = [(m.group(), m.start(), m.end()) for m in pattern.finditer(text)]
+    assert tokenize(text) == expected and calls == ["U.S.", "don't", "1996-08-31"]
+    assert tokenize(text) == expected and len(calls) == 3          # all three kept
+    assert tokenize("a-b c-d") == [("a-b", 0, 3), ("c-d", 4, 7)]    # 5 chunks held now
+    assert len(tk._PIECES) == 5 and len(calls) == 5
+    assert tokenize(text) == expected and len(calls) == 8          # over 3: started over
+
+
+def test_token_strings_and_spans_in_refuse_bad_spans():
+    import numpy as np
+    from fastner._text import spans_in, token_strings
+    one = np.array([1], np.int64)
+    for call in (lambda s, e: token_strings("abc", s, e),
+                 lambda s, e: spans_in("abc", s, e, frozenset("."))):
+        with pytest.raises(ValueError, match=r"span 0 is \[1, 5\); the text has 3"):
+            call(one, one + 4)
+        with pytest.raises(ValueError, match=r"span 0 is \[1, 0\)"):
+            call(one, one - 1)
+        with pytest.raises(ValueError, match="differ in length"):
+            call(one, np.array([1, 2], np.int64))
+        with pytest.raises(ValueError):                   # int32 offsets
+            call(one.astype(np.int32), one.astype(np.int32))
+    with pytest.raises(TypeError, match="strings only"):
+        spans_in("abc", one, one, frozenset((".", 7)))
     with pytest.raises(TypeError):
-        scan(None, _TOKEN_RE.finditer)
+        spans_in("abc", one, one, {"."})
+    assert token_strings("abc", one - 1, one + 1) == ["ab"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["He", "left", ".", "?", "!", "...", "''", '"', ")", "]",
+                                 "\u2019", "\u201d", "'", "x.", "..", "", "Why"]), max_size=30),
+       st.lists(st.booleans(), min_size=30, max_size=30))
+def test_sentence_ends_of_spans_equal_sentence_ends(pieces, spaced):
+    # the same ends from spans of a text as from its token strings, with marks that
+    # touch (no space between) and marks that do not; spans_in equals its twin
+    import numpy as np
+    from fastner._text import spans_in
+    from fastner.tokenize import _BOUNDARY, sentence_ends, sentence_ends_of_spans
+    text, starts, ends = "", [], []
+    for piece, space in zip(pieces, spaced):
+        text += " " if space and text else ""
+        starts.append(len(text))
+        text += piece
+        ends.append(len(text))
+    starts, ends = np.array(starts, np.int64), np.array(ends, np.int64)
+    tokens = [text[a:b] for a, b in zip(starts, ends)]
+    assert spans_in(text, starts, ends, _BOUNDARY) == \
+        {i: t for i, t in enumerate(tokens) if t in _BOUNDARY}
+    assert sentence_ends_of_spans(text, starts, ends) == sentence_ends(tokens, starts, ends)
 
 
 @settings(max_examples=500, deadline=None)
