@@ -216,3 +216,42 @@ def test_entities_per_text_refuses_bad_columns(change, error):
         entities_per_text(texts, dict, *columns)               # not a tuple type
     with pytest.raises(TypeError):
         entities_per_text(["", b"Paris and Rome"] + texts[2:], Entity, *columns)
+
+
+@pytest.mark.parametrize("chars", [False, True])
+@pytest.mark.parametrize("cache_mb", [0, 1])
+def test_models_that_look_beyond_the_token_tag_raw_text_from_strings(chars, cache_mb):
+    # a gazetteer (and character features) need the tokens' strings: such a model takes
+    # the strings path (Tagger._predict_spans' fallback), with and without the cache,
+    # and gives what its tags give; the shipped kind of model (word and caps only)
+    # takes the span path and gives the same entities as its strings path
+    from fastner import _kernels
+    from fastner.inference import InferenceScorer
+    from fastner.tagger import Tagger
+    from test_model import tiny_model
+    model = tiny_model("crf", ops=_kernels, dtype=np.float32, chars=chars)
+    assert not model.ids_from_spans
+    with pytest.raises(ValueError, match="look beyond the token"):
+        model.span_feature_ids("EU", np.array([0]), np.array([2]))
+    scorer = InferenceScorer(model, cache_mb) if cache_mb else None
+    tagger = Tagger(model, scorer=scorer)
+    texts = ["The EU rejects German call . Peter Blackburn said", "the eu said .", ""]
+    for text in texts:
+        got = [(e.text, e.label, e.start, e.end, e.token_start, e.token_end)
+               for e in tagger(text).ents]
+        assert got == _entities_the_slow_way(tagger, text)
+
+
+def test_span_path_equals_the_strings_path(nlp, tiny_dev_path):
+    from fastner.conll import read_conll
+    from fastner.tokenize import tokenize_spans
+    assert nlp.model.ids_from_spans                   # word and caps features only
+    text = "\n".join(EDGE_TEXTS + [" ".join(s.tokens) for s in read_conll(tiny_dev_path)])
+    starts, ends = tokenize_spans(text)
+    tokens = [text[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
+    expected = nlp.model._feature_ids_python(tokens)
+    for lookup in (lambda: nlp.model.span_feature_ids(text, starts, ends),
+                   lambda: nlp.model._feature_ids(tokens)):
+        nlp.model._ids_memo.clear()
+        for _ in range(2):                            # an empty memo, then a full one
+            np.testing.assert_array_equal(lookup(), expected)
