@@ -255,3 +255,37 @@ def test_span_path_equals_the_strings_path(nlp, tiny_dev_path):
         nlp.model._ids_memo.clear()
         for _ in range(2):                            # an empty memo, then a full one
             np.testing.assert_array_equal(lookup(), expected)
+
+
+def test_threads_sharing_a_tagger_get_what_one_thread_gets(nlp, tiny_dev_path):
+    # the feature-id memo and the tokenizer's chunk memo are shared by every thread
+    # that tags with a model (gunicorn's gthread workers); a memo small enough to start
+    # over many times while the threads run must still give each thread its own result
+    import threading
+    from fastner._text import TokenRows
+    from fastner.conll import read_conll
+    texts = [" ".join(s.tokens) for s in read_conll(tiny_dev_path)] + EDGE_TEXTS
+    expected = [d.to_dict() for d in nlp.tag_texts(texts, include_tokens=True)]
+    model = nlp.model
+    kept = model._ids_memo
+    model._ids_memo = TokenRows(kept.columns, 40)
+    results, errors = {}, []
+
+    def work(k):
+        try:
+            for _ in range(20):
+                order = texts[k:] + texts[:k]
+                got = [d.to_dict() for d in nlp.tag_texts(order, include_tokens=True)]
+                assert got == expected[k:] + expected[:k]
+            results[k] = True
+        except Exception as err:          # reported below, with the thread's number
+            errors.append((k, repr(err)[:300]))
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        model._ids_memo = kept
+    assert not errors and len(results) == 6
