@@ -27,14 +27,16 @@ import os
 import numpy as np
 
 
-def scan_spans(str text not None, finditer, dict pieces not None):
+def scan_spans(str text not None, finditer, dict pieces not None, Py_ssize_t longest):
     """(starts, ends): two int64 arrays, each token's offsets in ``text``. Each chunk
     between white space is a token as it stands when it is one character, all letters
     or all digits, else the matches of ``finditer`` (the token pattern's finditer) over
-    it, shifted to the chunk. ``pieces`` memoizes those: chunk → its matches' (start,
-    end) pairs, worked out once per distinct chunk for as long as the caller keeps the
-    dict (the same ones recur: "'s", "U.S.", dates, scores; CoNLL-2003 valid's 3,139
-    have 1,434 spellings). No token string is made."""
+    it, shifted to the chunk. ``pieces`` memoizes those for chunks of at most
+    ``longest`` characters: chunk → its matches' (start, end) pairs, worked out once
+    per distinct chunk for as long as the caller keeps the dict (the same ones recur:
+    "'s", "U.S.", dates, scores; CoNLL-2003 valid's 3,139 have 1,434 spellings). A
+    longer chunk is split each time it comes: what the memo holds stays small, whatever
+    the text. No token string is made."""
     cdef Py_ssize_t n = len(text), i = 0, start, count = 0
     cdef unsigned int kind = PyUnicode_KIND(text)
     cdef void* data = PyUnicode_DATA(text)
@@ -69,9 +71,11 @@ def scan_spans(str text not None, finditer, dict pieces not None):
             count += 1
             continue
         chunk = text[start:i]
-        found = pieces.get(chunk)
+        found = pieces.get(chunk) if i - start <= longest else None
         if found is None:
-            found = pieces[chunk] = tuple([(m.start(), m.end()) for m in finditer(chunk)])
+            found = tuple([(m.start(), m.end()) for m in finditer(chunk)])
+            if i - start <= longest:
+                pieces[chunk] = found
         for a, b in found:
             starts[count], ends[count] = start + <Py_ssize_t>a, start + <Py_ssize_t>b
             count += 1

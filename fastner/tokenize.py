@@ -93,9 +93,12 @@ def tokenize_columns(text):
 
 # The token pattern's matches in each chunk it split, kept across calls as spaCy's
 # tokenizer keeps its cache: the same chunks recur from text to text ("'s", "U.S.",
-# dates, scores), and each costs 1.4 µs through the pattern. Emptied past the limit.
+# dates, scores), and each costs 1.4 µs through the pattern. Only chunks of at most
+# PIECES_LONGEST characters are kept (a URL fits; a client's 100 KB run of symbols is
+# split afresh each time), at most PIECES_LIMIT of them: emptied past the limit.
 _PIECES = {}
 PIECES_LIMIT = 20_000
+PIECES_LONGEST = 64
 
 
 def tokenize_spans(text):
@@ -107,7 +110,7 @@ def tokenize_spans(text):
                 np.array([t[2] for t in triples], np.int64))
     if len(_PIECES) > PIECES_LIMIT:
         _PIECES.clear()
-    return scan_spans(text, _TOKEN_RE.finditer, _PIECES)
+    return scan_spans(text, _TOKEN_RE.finditer, _PIECES, PIECES_LONGEST)
 
 
 def _tokenize_python(text):

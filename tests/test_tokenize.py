@@ -82,9 +82,9 @@ def test_c_scan_refuses_what_is_not_a_string():
     from fastner.tokenize import _TOKEN_RE
     for bad in (b"bytes", None):
         with pytest.raises(TypeError):
-            scan_spans(bad, _TOKEN_RE.finditer, {})
+            scan_spans(bad, _TOKEN_RE.finditer, {}, 64)
     with pytest.raises(TypeError):
-        scan_spans("text", _TOKEN_RE.finditer, None)
+        scan_spans("text", _TOKEN_RE.finditer, None, 64)
 
 
 def test_chunk_pieces_are_kept_across_calls_and_bounded(monkeypatch):
@@ -108,6 +108,12 @@ def test_chunk_pieces_are_kept_across_calls_and_bounded(monkeypatch):
     assert tokenize("a-b c-d") == [("a-b", 0, 3), ("c-d", 4, 7)]    # 5 chunks held now
     assert len(tk._PIECES) == 5 and len(calls) == 5
     assert tokenize(text) == expected and len(calls) == 8          # over 3: started over
+    # a chunk longer than PIECES_LONGEST is split every time and never kept
+    tk._PIECES.clear()
+    calls.clear()
+    long_chunk = "a-" * 40 + "b"
+    assert tokenize(long_chunk) == tokenize(long_chunk) == [(long_chunk, 0, 81)]
+    assert calls == [long_chunk, long_chunk] and not tk._PIECES
 
 
 def test_token_strings_and_spans_in_refuse_bad_spans():
