@@ -229,11 +229,13 @@ cdef class TokenRows:
     An open-addressing table whose lookups and insertions look at ``probes`` slots at
     most: a token past them is a miss (the caller computes its row again), so the work
     per token is bounded whatever the tokens, and crafted collisions cost no more than
-    misses. Holds ``limit`` tokens at most; adding to a full memo empties it first.
+    misses. Holds ``limit`` tokens of at most ``longest`` characters (a longer one is
+    never remembered: a miss each time), so at most limit × longest code points; adding
+    to a full memo empties it first.
     Nothing here calls back into Python between reading and writing the table, so
     threads sharing a model see it whole."""
     cdef readonly int columns
-    cdef readonly Py_ssize_t limit
+    cdef readonly Py_ssize_t limit, longest
     cdef readonly int probes
     cdef Py_ssize_t count, capacity, key_capacity, chars_used, chars_capacity
     cdef uint64_t seed
@@ -242,13 +244,14 @@ cdef class TokenRows:
     cdef int* rows              # key_capacity × columns ids
     cdef Py_UCS4* chars         # the keys' code points, end to end
 
-    def __cinit__(self, int columns, Py_ssize_t limit, int probes=32, seed=None):
+    def __cinit__(self, int columns, Py_ssize_t limit, Py_ssize_t longest=32, int probes=32,
+                  seed=None):
         if columns < 1:
             raise ValueError(f"TokenRows: columns must be at least 1; got {columns}")
-        if not (1 <= limit < 2 ** 30) or probes < 1:
-            raise ValueError(f"TokenRows: limit must be in 1..2**30 - 1 and probes at "
-                             f"least 1; got {limit} and {probes}")
-        self.columns, self.limit, self.probes = columns, limit, probes
+        if not (1 <= limit < 2 ** 30) or longest < 1 or probes < 1:
+            raise ValueError(f"TokenRows: limit must be in 1..2**30 - 1, longest and probes "
+                             f"at least 1; got {limit}, {longest} and {probes}")
+        self.columns, self.limit, self.longest, self.probes = columns, limit, longest, probes
         self.seed = (int.from_bytes(os.urandom(8), "little") if seed is None
                      else seed) & 0xFFFFFFFFFFFFFFFF
         self._reset()
@@ -357,8 +360,9 @@ cdef class TokenRows:
 
     def add(self, list tokens not None, const int[:, ::1] rows not None):
         """Remember row i of ``rows`` (int32 (len(tokens), columns)) for tokens[i], a
-        str. A token already held keeps its row; one that finds no slot within the
-        probes is not remembered. A memo that would pass its limit is emptied first."""
+        str. A token already held keeps its row; one longer than ``longest`` or that
+        finds no slot within the probes is not remembered. A memo that would pass its
+        limit is emptied first."""
         if rows.shape[0] != len(tokens) or rows.shape[1] != self.columns:
             raise ValueError(f"TokenRows.add: rows must be ({len(tokens)}, {self.columns}); "
                              f"got ({rows.shape[0]}, {rows.shape[1]})")
@@ -375,6 +379,8 @@ cdef class TokenRows:
         for i_ in range(n):
             token = tokens[i_]
             kind, data, length = PyUnicode_KIND(token), PyUnicode_DATA(token), len(<str>token)
+            if length > self.longest:
+                continue
             h = _hash_chars(self.seed, kind, data, 0, length)
             k = self._find(h, kind, data, 0, length, &slot)
             if k >= 0 or slot < 0:

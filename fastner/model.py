@@ -72,7 +72,8 @@ class WindowTagger:
         self._per_token = [i for i, f in enumerate(self.features)
                            if getattr(f, "per_token", True)]
         # token → its ids under every per-token feature, found by a token string or by
-        # a span of a text (fastner._text.TokenRows); bounded like the features' memos
+        # a span of a text (fastner._text.TokenRows); bounded like the features' memos,
+        # and tokens past 32 characters are not kept (clients choose what it holds)
         self._ids_memo = TokenRows(len(self._per_token), MEMO_LIMIT) if self._per_token else None
 
     # -- parameters -------------------------------------------------------

@@ -335,9 +335,9 @@ def test_token_rows_refuse_bad_arguments():
     from fastner._text import TokenRows
     with pytest.raises(ValueError, match="columns must be at least 1"):
         TokenRows(0, 10)
-    for limit, probes in ((0, 32), (2 ** 30, 32), (10, 0)):
+    for limit, longest, probes in ((0, 32, 32), (2 ** 30, 32, 32), (10, 0, 32), (10, 32, 0)):
         with pytest.raises(ValueError, match="limit must be in"):
-            TokenRows(2, limit, probes)
+            TokenRows(2, limit, longest, probes)
     memo = TokenRows(2, 10)
     with pytest.raises(ValueError, match=r"rows must be \(1, 2\); got \(1, 3\)"):
         memo.add(["a"], np.zeros((1, 3), np.int32))
@@ -384,7 +384,7 @@ def test_token_rows_equal_a_dict(known, asked, probes, seed, limit):
     # tokens added than the limit, every token added is found. Few probes and small limits
     # (adding past one starts over) may lose tokens, never mix them up.
     from fastner._text import TokenRows
-    memo, added, n_added = TokenRows(2, limit, probes, seed), set(), 0
+    memo, added, n_added = TokenRows(2, limit, probes=probes, seed=seed), set(), 0
     for start in range(0, len(known), 7):
         batch = list(dict.fromkeys(known[start:start + 7]))
         memo.add(batch, np.array([_row_of(t) for t in batch], np.int32).reshape(-1, 2))
@@ -423,6 +423,17 @@ def test_token_rows_with_one_probe_miss_rather_than_mix_up():
     assert (ids[missed, 0] == 0).all()
     memo.clear()
     assert len(memo) == 0 and len(memo.rows_of_tokens(tokens)[1]) == 2000
+
+
+def test_token_rows_never_keep_a_token_past_longest():
+    # what the memo holds is bounded by limit × longest characters whatever clients send
+    from fastner._text import TokenRows
+    memo = TokenRows(1, 100, longest=5)
+    tokens = ["short", "longer", "x" * 10_000]
+    memo.add(tokens, np.array([[1], [2], [3]], np.int32))
+    assert len(memo) == 1
+    ids, missed = memo.rows_of_tokens(tokens)
+    assert ids[:, 0].tolist() == [1, 0, 0] and missed.tolist() == [1, 2]
 
 
 def test_random_tables_are_drawn_as_in_one_call():
