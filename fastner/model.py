@@ -75,6 +75,10 @@ class WindowTagger:
         # a span of a text (fastner._text.TokenRows); bounded like the features' memos,
         # and tokens past 32 characters are not kept (clients choose what it holds)
         self._ids_memo = TokenRows(len(self._per_token), MEMO_LIMIT) if self._per_token else None
+        # every id column a function of the token alone (no document, sentence or
+        # character features): then span_feature_ids gives token_feature_ids
+        self.ids_from_spans = (len(self._per_token) == self.n_columns and not any(
+            getattr(f, "needs_context", False) for f in self.features))
 
     # -- parameters -------------------------------------------------------
 
@@ -340,13 +344,6 @@ class WindowTagger:
         if self.chars is not None:
             ids[:, -1] = spellings.ids(tokens)
         return ids
-
-    @property
-    def ids_from_spans(self):
-        """Whether every id column is a function of the token alone (no document,
-        sentence or character features): then span_feature_ids gives token_feature_ids."""
-        return (len(self._per_token) == self.n_columns
-                and not any(getattr(f, "needs_context", False) for f in self.features))
 
     def span_feature_ids(self, text, starts, ends):
         """token_feature_ids for tokens given as spans of ``text`` (int64 start and end

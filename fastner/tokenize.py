@@ -104,7 +104,7 @@ PIECES_LONGEST = 64
 def tokenize_spans(text):
     """tokenize()'s offsets only: (starts, ends), two int64 arrays, no token strings
     (fastner._text.token_strings makes them)."""
-    if any(zero_width in text for zero_width in _ZERO_WIDTH):
+    if not text.isascii() and any(zero_width in text for zero_width in _ZERO_WIDTH):
         triples = _tokenize_chunks(text)
         return (np.array([t[1] for t in triples], np.int64),
                 np.array([t[2] for t in triples], np.int64))
