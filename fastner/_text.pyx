@@ -326,11 +326,7 @@ cdef class TokenRows:
         for i in range(n):
             k = self._find(_hash_chars(self.seed, kind, data, starts[i], ends[i] - starts[i]),
                            kind, data, starts[i], ends[i] - starts[i], &unused)
-            if k < 0:
-                missed[m] = i
-                m += 1
-            else:
-                memcpy(&ids[i, 0], &self.rows[k * self.columns], self.columns * sizeof(int))
+            self._take(k, i, &ids[0, 0], &missed[0], &m)
         return out, missed_buf[:m].copy()
 
     def rows_of_tokens(self, list tokens not None):
@@ -351,12 +347,18 @@ cdef class TokenRows:
             kind, data, length = PyUnicode_KIND(token), PyUnicode_DATA(token), len(<str>token)
             k = self._find(_hash_chars(self.seed, kind, data, 0, length), kind, data, 0,
                            length, &unused)
-            if k < 0:
-                missed[m] = i
-                m += 1
-            else:
-                memcpy(&ids[i, 0], &self.rows[k * self.columns], self.columns * sizeof(int))
+            self._take(k, i, &ids[0, 0], &missed[0], &m)
         return out, missed_buf[:m].copy()
+
+    cdef inline void _take(self, Py_ssize_t k, Py_ssize_t i, int* ids, long long* missed,
+                           Py_ssize_t* m) noexcept:
+        # key k's row into row i of ids, or (k < 0: not held) i onto the missed list
+        if k < 0:
+            missed[m[0]] = i
+            m[0] += 1
+        else:
+            memcpy(&ids[i * self.columns], &self.rows[k * self.columns],
+                   self.columns * sizeof(int))
 
     def add(self, list tokens not None, const int[:, ::1] rows not None):
         """Remember row i of ``rows`` (int32 (len(tokens), columns)) for tokens[i], a
