@@ -1,6 +1,6 @@
 """The per-token work between raw text and the kernels, in C: the tokenizer's scan over
 white space, the candidate positions of sentence ends, the memo of each token's feature
-ids and the building of entities. Each has a Python twin (named in its docstring) that
+ids and the building of entities and tokens. Each has a Python twin (named in its docstring) that
 tests/test_tokenize.py, tests/test_model.py and tests/test_api.py compare it with.
 
 fastner.tokenize.tokenize splits text into white-space-delimited chunks and runs the
@@ -482,4 +482,35 @@ cdef list _entities_from_views(list texts, type entity, const long long[::1] g,
                                                scores[i + j]))
                         for j in range(at - i)])
         i = at
+    return out
+
+
+def tokens_per_text(str joined not None, type token not None, const long long[::1] first,
+                    const long long[::1] bases, const long long[::1] starts,
+                    const long long[::1] stops, list names not None):
+    """Per text, the tuple of its tokens: ``token`` (a tuple subclass of four fields)
+    made of (joined[a:b], a − base, b − base, name) for each token of the texts laid
+    end to end in ``joined``, token i's span [starts[i], stops[i]) and tag name
+    names[i]; text d holds tokens first[d] .. first[d + 1] − 1 and starts at
+    bases[d] (Python twin: fastner.tagger._tokens_per_text)."""
+    _check_spans("tokens_per_text", len(joined), starts, stops)
+    cdef Py_ssize_t n = starts.shape[0], n_texts = bases.shape[0], d, i
+    if first.shape[0] != n_texts + 1 or len(names) != n:
+        raise ValueError("tokens_per_text: need one first token per text and the total, "
+                         "and one name per token")
+    if not issubclass(token, tuple):
+        raise TypeError(f"tokens_per_text: {token.__name__} is not a tuple type")
+    for d in range(n_texts):
+        if not (0 <= first[d] <= first[d + 1] <= n):
+            raise ValueError(f"tokens_per_text: first must ascend within 0..{n}; "
+                             f"first[{d}] = {first[d]}")
+    if n_texts and first[n_texts] != n:
+        raise ValueError(f"tokens_per_text: first must end at the number of tokens, {n}")
+    out = []
+    cdef long long base
+    for d in range(n_texts):
+        base = bases[d]
+        out.append(tuple([tuple.__new__(token, (joined[starts[i]:stops[i]], starts[i] - base,
+                                                stops[i] - base, names[i]))
+                          for i in range(first[d], first[d + 1])]))
     return out

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastner._text import entities_per_text, token_strings
+from fastner._text import entities_per_text, token_strings, tokens_per_text
 from fastner.inference import InferenceScorer
 from fastner.model import WindowTagger, window_columns
 from fastner.modelfile import load_model
@@ -250,13 +250,10 @@ class Tagger:
         counts = [n_tokens] if len(texts) == 1 else np.diff(first).tolist()
         if not include_tokens:
             return list(map(Doc, texts, ents, counts))
-        tokens = token_strings(joined, starts, stops)
-        names = self._tag_names[tags].tolist()
-        first, starts, stops = first.tolist(), starts.tolist(), stops.tolist()
-        return [Doc(text, ents[d], counts[d],
-                    tuple(Token(tokens[i], starts[i] - bases[d], stops[i] - bases[d], names[i])
-                          for i in range(first[d], first[d + 1])))
-                for d, text in enumerate(texts)]
+        tokens = tokens_per_text(joined, Token, np.asarray(first, np.int64),
+                                 np.asarray(bases[:-1], np.int64), starts, stops,
+                                 self._tag_names[tags].tolist())
+        return list(map(Doc, texts, ents, counts, tokens))
 
     def tag_sentences(self, sentences: Sequence[Sequence[str]], include_tokens: bool = False,
                       docs: Sequence[int] | None = None) -> list[Doc]:
@@ -330,6 +327,15 @@ def _entities_per_text(texts, entity, groups, starts, ends, labels, token_starts
         ents[d].append(tuple.__new__(entity, (texts[d][start:end], label, start, end,
                                               token_start, token_end, score)))
     return [tuple(e) for e in ents]
+
+
+def _tokens_per_text(joined, token, first, bases, starts, stops, names):
+    """The Python twin of fastner._text.tokens_per_text (tests compare the two)."""
+    first, starts, stops = list(first), list(starts), list(stops)
+    return [tuple(tuple.__new__(token, (joined[starts[i]:stops[i]], starts[i] - base,
+                                        stops[i] - base, names[i]))
+                  for i in range(first[d], first[d + 1]))
+            for d, base in enumerate(bases)]
 
 
 def _round4(x_float32):

@@ -218,6 +218,54 @@ def test_entities_per_text_refuses_bad_columns(change, error):
         entities_per_text(["", b"Paris and Rome"] + texts[2:], Entity, *columns)
 
 
+def _token_columns(texts):
+    """tokens_per_text's arguments for ``texts`` joined by line ends, each token a
+    whitespace-separated word, its tag name "T<length>"."""
+    from fastner.tokenize import tokenize_spans
+    joined = "\n".join(texts)
+    bases = np.array([0] + [len(t) + 1 for t in texts], np.int64).cumsum()
+    starts, stops = tokenize_spans(joined)
+    first = np.searchsorted(starts, bases)
+    names = [f"T{b - a}" for a, b in zip(starts.tolist(), stops.tolist())]
+    return joined, first, bases[:-1], starts, stops, names
+
+
+def test_tokens_per_text_in_c_equal_the_python_twin():
+    # the C builder of include_tokens' tokens against fastner.tagger._tokens_per_text:
+    # empty texts first, last and between, non-BMP text, no texts at all
+    from fastner._text import tokens_per_text
+    from fastner.tagger import Token, _tokens_per_text
+    texts = ["", "Paris and Rome", "", "\U0001F600 Zoë met Åsa .", "IBM", ""]
+    columns = _token_columns(texts)
+    got = tokens_per_text(columns[0], Token, *columns[1:])
+    assert got == _tokens_per_text(columns[0], Token, *columns[1:])
+    assert [type(t) for toks in got for t in toks] == [Token] * 9
+    assert got[1] == (("Paris", 0, 5, "T5"), ("and", 6, 9, "T3"), ("Rome", 10, 14, "T4"))
+    assert got[3][1] == ("Zoë", 2, 5, "T3") and got[0] == got[2] == got[5] == ()
+    assert all(type(x) is int for toks in got for t in toks for x in t[1:3])
+    none = _token_columns([])
+    assert tokens_per_text(none[0], Token, *none[1:]) == []
+
+
+def test_tokens_per_text_refuses_bad_columns():
+    from fastner._text import tokens_per_text
+    from fastner.tagger import Token
+    joined, first, bases, starts, stops, names = _token_columns(["Paris and Rome", "IBM"])
+    good = (first, bases, starts, stops, names)
+    for bad, error in (((first[:-1],) + good[1:], ValueError),          # no total
+                       ((first[::-1].copy(),) + good[1:], ValueError),  # not ascending
+                       ((first + 1,) + good[1:], ValueError),           # past the tokens
+                       (good[:4] + (names[:-1],), ValueError),          # a name short
+                       (good[:2] + (starts + 100,) + good[3:], ValueError),   # past the text
+                       ((first.astype(np.int32),) + good[1:], ValueError)):  # not int64
+        with pytest.raises(error):
+            tokens_per_text(joined, Token, *bad)
+    with pytest.raises(TypeError):
+        tokens_per_text(joined, dict, *good)                     # not a tuple type
+    with pytest.raises(TypeError):
+        tokens_per_text(joined.encode(), Token, *good)
+
+
 @pytest.mark.parametrize("chars", [False, True])
 @pytest.mark.parametrize("cache_mb", [0, 1])
 def test_models_that_look_beyond_the_token_tag_raw_text_from_strings(chars, cache_mb):
