@@ -271,8 +271,7 @@ def test_tokens_per_text_refuses_bad_columns():
 def test_models_that_look_beyond_the_token_tag_raw_text_from_strings(chars, cache_mb):
     # a gazetteer (and character features) need the tokens' strings: such a model takes
     # the strings path (Tagger._predict_spans' fallback), with and without the cache,
-    # and gives what its tags give; the shipped kind of model (word and caps only)
-    # takes the span path and gives the same entities as its strings path
+    # and gives what its tags give (the span path: test_raw_text_path_equals_the_slow_way)
     from fastner import _kernels
     from fastner.inference import InferenceScorer
     from fastner.tagger import Tagger
