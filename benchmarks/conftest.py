@@ -25,3 +25,4 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["fastner_half_path"] = _kernels.half_path()
     machine_info["fastner_build_flags"] = _kernels.build_flags()
     machine_info["fastner_output_layer"] = _kernels.scorer_output_layer()
+    machine_info["fastner_scorer_tanh"] = _kernels.scorer_tanh()

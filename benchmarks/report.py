@@ -28,9 +28,11 @@ def main(path):
           if steering is not None else "# environment: not recorded")
     if "fastner_build_flags" in info:       # how the kernels that ran were built
         output = info.get("fastner_output_layer")       # recorded since 2026-11-29
+        tanh = info.get("fastner_scorer_tanh")          # recorded since this release
         print(f"# kernels: built with {info['fastner_build_flags']}, half-precision cache "
               f"via {info['fastner_half_path']}"
-              + (f", scorer's output layer via {output}" if output else ""))
+              + (f", scorer's output layer via {output}" if output else "")
+              + (f", scorer's tanh via {tanh}" if tanh else ""))
     elif "fastner_half_path" in info:        # older runs recorded only the environment
         print(f"# kernels: FASTNER_MARCH={steering.get('FASTNER_MARCH', '(portable)')}, "
               f"half-precision cache via {info['fastner_half_path']}")

@@ -1307,6 +1307,13 @@ def scorer_output_layer():
     return "avx2-fma" if fastner_has_output_layer else "blas"
 
 
+def scorer_tanh():
+    """Which tanh the cached scorer applies: "avx512-rcp" (fastner/_tanh.h's 7/6 rational
+    function through the reciprocal estimate, built where AVX-512 is) or "fast_tanh"
+    (the kernels' 13/6 function with its division, as training uses)."""
+    return "avx512-rcp" if fastner_tanh_has_rcp else "fast_tanh"
+
+
 def _use_portable_half(bint portable):
     """Tests only: force the portable half conversion (or go back to the CPU's best)."""
     global fastner_use_f16c

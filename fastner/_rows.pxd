@@ -11,7 +11,6 @@ from libc.stdlib cimport malloc
 # branch-free, so gcc vectorizes the activation loop; |error| ≤ 3.5e-7 against float64
 # tanh (libm's tanhf is exact to 6e-8 but ~10x slower and blocks vectorization).
 cdef inline float fast_tanh(float x) noexcept nogil:
-    # its coefficients are copied in fastner/_tanh.h (the cached scorer's tanh)
     # float (not double) constants throughout, or the loop cannot be vectorized
     cdef float x2, p, q
     cdef float lo = -7.90531110763549805, hi = 7.90531110763549805

@@ -29,7 +29,7 @@ def run_json(tmp_path, **machine):
 
 def test_header_names_blas_environment_and_build(tmp_path, capsys):
     report.main(run_json(tmp_path, fastner_build_flags="-O3 -march=native",
-                         fastner_output_layer="avx2-fma"))
+                         fastner_output_layer="avx2-fma", fastner_scorer_tanh="avx512-rcp"))
     out = capsys.readouterr().out.splitlines()
     assert out[:4] == [
         "# Some CPU, 2 cores, Python 3.11.7; 2026-11-29T00:00:00",
@@ -37,7 +37,7 @@ def test_header_names_blas_environment_and_build(tmp_path, capsys):
         "(scipy.libs/libscipy_openblas.so)",
         "# environment: OPENBLAS_CORETYPE=Haswell FASTNER_MARCH=native",
         "# kernels: built with -O3 -march=native, half-precision cache via f16c, "
-        "scorer's output layer via avx2-fma"]
+        "scorer's output layer via avx2-fma, scorer's tanh via avx512-rcp"]
 
 
 def test_header_of_a_run_before_the_output_layer_was_recorded(tmp_path, capsys):
@@ -71,3 +71,15 @@ def test_output_layer_is_named_by_the_build():
     expected = ("avx2-fma" if "-march=native" in flags and "avx2" in cpu and "fma" in cpu
                 else "blas")
     assert _kernels.scorer_output_layer() == expected
+
+
+def test_scorers_tanh_is_named_by_the_build():
+    # fastner/_tanh.h's AVX-512 tanh in a build for a CPU that has AVX-512, the kernels'
+    # fast_tanh elsewhere (a portable build, or a CPU without it)
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("reads the CPU's flags from /proc/cpuinfo (Linux)")
+    with open("/proc/cpuinfo") as f:
+        cpu = f.read().split()
+    expected = ("avx512-rcp" if "-march=native" in _kernels.build_flags() and "avx512f" in cpu
+                else "fast_tanh")
+    assert _kernels.scorer_tanh() == expected
