@@ -46,6 +46,8 @@ ACTIVATIONS = {"identity": 0, "tanh": 1, "hardtanh": 2, "relu": 3}
 cdef extern from "_tanh.h":
     const int fastner_tanh_has_rcp
     void fastner_tanh_row_rcp(float* row, int H) noexcept nogil
+    void fastner_sum5_and_tanh(float* z, const float* base, const uint16_t** rows,
+                               float* prev, int H) noexcept nogil
 
 
 cdef extern from "_output.h":
@@ -1745,6 +1747,11 @@ cdef class CachedScorer:
         cdef Py_ssize_t i, k, f, t
         cdef int v, cached, hits, misses
         cdef float* z
+        cdef const float* base
+        # with the cache's tanh, each window's tanh waits for the next window's sums and
+        # runs in the same pass over the columns (fastner/_tanh.h, fastner_sum5_and_tanh)
+        cdef bint fused = self.act == 1 and fastner_tanh_has_rcp and fastner_use_f16c
+        cdef float* prev = NULL                 # the hidden row whose tanh is still to come
         for i in range(n):
             z = &Z[i * H]
             hits = misses = 0
@@ -1774,13 +1781,22 @@ cdef class CachedScorer:
                         miss_rows[misses] = &missed[f][((v - cached) * K + k) * H]
                         misses += 1
             # z = the window's pattern row (b included), or b, plus its cached rows
-            fastner_sum_half_rows(z, &pattern_rows[slots[i] * H] if slots != NULL else self.b,
-                                  hit_rows, hits, H)
+            base = &pattern_rows[slots[i] * H] if slots != NULL else self.b
+            if fused and hits == 5:
+                fastner_sum5_and_tanh(z, base, hit_rows, prev, H)
+            else:
+                fastner_sum_half_rows(z, base, hit_rows, hits, H)
+                if prev != NULL:
+                    _tanh_row_for_the_cache(prev, H)
             _add_rows(z, miss_rows, misses, H)
-            if self.act == 1:
+            if fused:
+                prev = z                        # its tanh: in the next window's pass
+            elif self.act == 1:
                 _tanh_row_for_the_cache(z, H)
             else:
                 activate_row(z, H, self.act)
+        if prev != NULL:
+            _tanh_row_for_the_cache(prev, H)
         # S = Z Uᵀ + c for the block (NumPy: S = Z @ U.T + c)
         for i in range(n):
             for t in range(T):

@@ -618,6 +618,31 @@ def test_cached_scorer_half_paths_agree(portable):
     assert_close(fast, slow, f"portable={portable}", rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("N", [6, 10])
+def test_cached_scorer_tanh_in_the_next_windows_pass_is_bit_for_bit(N):
+    # with the cache's tanh, a window of five cached rows (K = 5, the 6-row table in the
+    # pattern row) is summed in the same pass as the previous window's tanh
+    # (fastner_sum5_and_tanh), across blocks of 256; windows with a missed row (N = 6:
+    # rows 6-9) take separate passes. The scores equal those of separate passes for every
+    # window (the portable half conversion turns the interleaving off) bit for bit, and
+    # the twin's within the tanh's bound.
+    rng = np.random.default_rng(N)
+    caches, tables, WT, b, U, c, offsets, Kw, _ = scorer_inputs(rng, N, Kw=5, H=37)
+    ids = np.stack([rng.integers(0, 10, (600, Kw)), rng.integers(0, 6, (600, Kw))],
+                   axis=2).astype(np.int32)
+    scorer = K.CachedScorer(caches, tables, WT, b, U, c, "tanh", offsets, Kw)
+    assert scorer.pattern_features == [1]
+    together = scorer.scores(ids)
+    try:
+        K._use_portable_half(True)
+        separate = scorer.scores(ids)
+    finally:
+        K._use_portable_half(False)
+    np.testing.assert_array_equal(together, separate)
+    slow = R.CachedScorer(caches, tables, WT, b, U, c, "tanh", offsets, Kw).scores(ids)
+    assert_close(together, slow, f"N={N}", rtol=1e-4, atol=scorer_atol(U))
+
+
 def test_half_to_float_is_exact_for_every_half():
     every = np.arange(2**16, dtype=np.uint32).astype(np.uint16)
     expected = every.view(np.float16).astype(np.float32)
