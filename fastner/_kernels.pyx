@@ -1311,7 +1311,7 @@ def scorer_output_layer():
 
 def scorer_tanh():
     """Which tanh the cached scorer applies: "avx512-rcp" (fastner/_tanh.h's 7/6 rational
-    function through the reciprocal estimate, built where AVX-512 is) or "fast_tanh"
+    function through the reciprocal estimate, built where AVX-512 and F16C are) or "fast_tanh"
     (the kernels' 13/6 function with its division, as training uses)."""
     return "avx512-rcp" if fastner_tanh_has_rcp else "fast_tanh"
 

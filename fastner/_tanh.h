@@ -10,13 +10,14 @@
  * 21.9 → 20.4 ms (150 alternating calls in one process, Haswell BLAS kernel).
  * Valid's tags are unchanged. The training step and the float path keep fast_tanh
  * (fastner/_rows.pxd); the trainer's dev scoring runs through this scorer. Built
- * only where AVX-512 is (FASTNER_MARCH=native on such a CPU); elsewhere the scorer
- * calls fast_tanh.
+ * only where AVX-512 and F16C are (FASTNER_MARCH=native on such a CPU: every AVX-512
+ * processor has F16C); elsewhere the scorer calls fast_tanh. Below it, the pass that
+ * sums a window's half rows beside the previous window's tanh (fastner_sum5_and_tanh).
  */
 #ifndef FASTNER_TANH_H
 #define FASTNER_TANH_H
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && defined(__F16C__)
 #include <immintrin.h>
 #define FASTNER_TANH_RCP 1
 
@@ -56,7 +57,7 @@ static inline void fastner_tanh_row_rcp(float *row, int H)
  * processor. Five rows: a window of the shipped configuration (K = 5, the word table
  * cached, capitalisation in the pattern row) with no missed word. On CoNLL-2003 valid
  * the scorer went 21.7 → 20.6 ms (150 alternating calls in one process, Haswell BLAS
- * kernel), the same scores. Needs F16C, which every AVX-512 processor has. */
+ * kernel), the same scores. */
 static inline __m256 fastner_sum5_8(const float *base, const uint16_t *const *p, int h)
 {
     __m256 a = _mm256_add_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p[0] + h))),

@@ -74,12 +74,12 @@ def test_output_layer_is_named_by_the_build():
 
 
 def test_scorers_tanh_is_named_by_the_build():
-    # fastner/_tanh.h's AVX-512 tanh in a build for a CPU that has AVX-512, the kernels'
-    # fast_tanh elsewhere (a portable build, or a CPU without it)
+    # fastner/_tanh.h's AVX-512 tanh in a build for a CPU that has AVX-512 (and F16C), the
+    # kernels' fast_tanh elsewhere (a portable build, or a CPU without them)
     if not os.path.exists("/proc/cpuinfo"):
         pytest.skip("reads the CPU's flags from /proc/cpuinfo (Linux)")
     with open("/proc/cpuinfo") as f:
         cpu = f.read().split()
     expected = ("avx512-rcp" if "-march=native" in _kernels.build_flags() and "avx512f" in cpu
-                else "fast_tanh")
+                and "f16c" in cpu else "fast_tanh")
     assert _kernels.scorer_tanh() == expected
