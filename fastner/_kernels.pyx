@@ -47,7 +47,7 @@ cdef extern from "_tanh.h":
     const int fastner_tanh_has_rcp
     void fastner_tanh_row_rcp(float* row, int H) noexcept nogil
     void fastner_sum5_and_tanh(float* z, const float* base, const uint16_t** rows,
-                               float* prev, int H) noexcept nogil
+                               const float* last, float* prev, int H) noexcept nogil
 
 
 cdef extern from "_output.h":
@@ -1782,13 +1782,15 @@ cdef class CachedScorer:
                         misses += 1
             # z = the window's pattern row (b included), or b, plus its cached rows
             base = &pattern_rows[slots[i] * H] if slots != NULL else self.b
-            if fused and hits == 5:
-                fastner_sum5_and_tanh(z, base, hit_rows, prev, H)
+            if fused and hits == 5 and misses == 0:
+                fastner_sum5_and_tanh(z, base, hit_rows, NULL, prev, H)
+            elif fused and hits == 4 and misses == 1:
+                fastner_sum5_and_tanh(z, base, hit_rows, miss_rows[0], prev, H)
             else:
                 fastner_sum_half_rows(z, base, hit_rows, hits, H)
+                _add_rows(z, miss_rows, misses, H)
                 if prev != NULL:
                     _tanh_row_for_the_cache(prev, H)
-            _add_rows(z, miss_rows, misses, H)
             if fused:
                 prev = z                        # its tanh: in the next window's pass
             elif self.act == 1:

@@ -620,12 +620,13 @@ def test_cached_scorer_half_paths_agree(portable):
 
 @pytest.mark.parametrize("N", [6, 10])
 def test_cached_scorer_tanh_in_the_next_windows_pass_is_bit_for_bit(N):
-    # with the cache's tanh, a window of five cached rows (K = 5, the 6-row table in the
-    # pattern row) is summed in the same pass as the previous window's tanh
-    # (fastner_sum5_and_tanh), across blocks of 256; windows with a missed row (N = 6:
-    # rows 6-9) take separate passes. The scores equal those of separate passes for every
-    # window (the portable half conversion turns the interleaving off) bit for bit, and
-    # the twin's within the tanh's bound.
+    # with the cache's tanh, a window of five rows (K = 5, the 6-row table in the pattern
+    # row) is summed in the same pass as the previous window's tanh
+    # (fastner_sum5_and_tanh), across blocks of 256: five cached rows, or four and one
+    # missed row's product (N = 6: rows 6-9 are missed); windows with more missed rows
+    # take separate passes. The scores equal those of separate passes for every window
+    # (the portable half conversion turns the interleaving off) bit for bit, and the
+    # twin's within the tanh's bound.
     rng = np.random.default_rng(N)
     caches, tables, WT, b, U, c, offsets, Kw, _ = scorer_inputs(rng, N, Kw=5, H=37)
     ids = np.stack([rng.integers(0, 10, (600, Kw)), rng.integers(0, 6, (600, Kw))],
