@@ -19,6 +19,7 @@
 
 #if defined(__AVX512F__) && defined(__F16C__)
 #include <immintrin.h>
+#include "_half.h"                 /* fastner_load8_half: the cache's half → float load */
 #define FASTNER_TANH_RCP 1
 
 #define FASTNER_SPLAT(c) _mm512_set1_ps(c)
@@ -39,16 +40,23 @@ static inline __m512 fastner_tanh16_rcp(__m512 x)
     return _mm512_mul_ps(p, _mm512_rcp14_ps(q));               /* 1/q within 2⁻¹⁴ */
 }
 
-static inline void fastner_tanh_row_rcp(float *row, int H)
+/* row[j:H] = tanh(row[j:H]) for the fewer than 16 values a row's 16-wide passes left */
+static inline void fastner_tanh_tail_rcp(float *row, int j, int H)
 {
-    int j = 0;
-    for (; j + 16 <= H; j += 16)
-        _mm512_storeu_ps(row + j, fastner_tanh16_rcp(_mm512_loadu_ps(row + j)));
     if (j < H) {
         const __mmask16 m = (__mmask16)((1u << (H - j)) - 1);
         _mm512_mask_storeu_ps(row + j, m, fastner_tanh16_rcp(_mm512_maskz_loadu_ps(m, row + j)));
     }
 }
+
+static inline void fastner_tanh_row_rcp(float *row, int H)
+{
+    int j = 0;
+    for (; j + 16 <= H; j += 16)
+        _mm512_storeu_ps(row + j, fastner_tanh16_rcp(_mm512_loadu_ps(row + j)));
+    fastner_tanh_tail_rcp(row, j, H);
+}
+
 /* One pass over the columns doing two windows' work: z = base + ((r0 + r1) + (r2 + r3))
  * + r4 for a window's five rows, and prev = tanh(prev) for the window before it (prev
  * NULL: sums only). The rows are five half rows, or four and then ``last``, a float
@@ -63,12 +71,9 @@ static inline void fastner_tanh_row_rcp(float *row, int H)
 static inline __m256 fastner_sum5_8(const float *base, const uint16_t *const *p,
                                     const float *last, int h)
 {
-    __m256 a = _mm256_add_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p[0] + h))),
-                             _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p[1] + h))));
-    __m256 b = _mm256_add_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p[2] + h))),
-                             _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p[3] + h))));
-    __m256 e = last ? _mm256_loadu_ps(last + h)
-                    : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p[4] + h)));
+    __m256 a = _mm256_add_ps(fastner_load8_half(p[0] + h), fastner_load8_half(p[1] + h));
+    __m256 b = _mm256_add_ps(fastner_load8_half(p[2] + h), fastner_load8_half(p[3] + h));
+    __m256 e = last ? _mm256_loadu_ps(last + h) : fastner_load8_half(p[4] + h);
     return _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(base + h), _mm256_add_ps(a, b)), e);
 }
 
@@ -76,6 +81,7 @@ static inline void fastner_sum5_and_tanh(float *z, const float *base,
                                          const uint16_t *const *rows, const float *last,
                                          float *prev, int H)
 {
+    /* with ``last``, rows holds four: p[4] is then never read, and not taken from rows */
     const uint16_t *p[5] = {rows[0], rows[1], rows[2], rows[3], last ? rows[0] : rows[4]};
     int h = 0;
     for (; h + 16 <= H; h += 16) {
@@ -84,10 +90,8 @@ static inline void fastner_sum5_and_tanh(float *z, const float *base,
         if (prev)
             _mm512_storeu_ps(prev + h, fastner_tanh16_rcp(_mm512_loadu_ps(prev + h)));
     }
-    if (prev && h < H) {
-        const __mmask16 m = (__mmask16)((1u << (H - h)) - 1);
-        _mm512_mask_storeu_ps(prev + h, m, fastner_tanh16_rcp(_mm512_maskz_loadu_ps(m, prev + h)));
-    }
+    if (prev)
+        fastner_tanh_tail_rcp(prev, h, H);
     for (; h + 8 <= H; h += 8)
         _mm256_storeu_ps(z + h, fastner_sum5_8(base, p, last, h));
     for (; h < H; h++)
