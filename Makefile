@@ -3,6 +3,7 @@
 # make test  — same set-up, then the whole test suite (and the benchmarks once, quickly)
 # make bench — the benchmark suite, single-threaded, pinned to one core where taskset exists
 # make lock  — re-resolve requirements/*.txt (bump LOCK_DATE to take newer releases)
+# make lock-check — re-resolve into a temporary folder and compare (asks the live index)
 # make gazetteers — rebuild fastner/gazetteers/*.txt from their source packages
 # make wheel — dist/: an sdist, and a portable wheel built from it in isolation (pinned build tools)
 
@@ -18,7 +19,8 @@ PIP_VERSION := 26.3
 LOCK_DATE   := 2026-11-28T00:00:00Z
 KERNEL_SOURCES := $(wildcard fastner/*.pyx fastner/*.pxd fastner/*.h)
 
-.PHONY: serve serve-proxy test bench build install lock gazetteers wheel clean
+.PHONY: serve serve-proxy test test-portable lint bench build install lock lock-check gazetteers \
+        wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,9 +56,39 @@ serve: build
 serve-proxy: build
 	$(BIN)/fastner serve-proxy
 
-test: build
+test: build lint
 	$(BIN)/python -m pytest -q tests
 	$(BIN)/python -m pytest -q benchmarks --benchmark-disable -p no:cacheprovider
+	$(MAKE) --no-print-directory test-portable
+
+# The kernels as a wheel builds them (no -march: the x86-64 baseline) in a tree of their
+# own, every other file a link to the checkout's, so the kernel tests run on the code a
+# pip user installs and tests/test_portable_build.py compares its tags with the native
+# build's. Run from inside the tree, whose fastner/ comes first on sys.path.
+PORTABLE := build/portable
+PORTABLE_TESTS := test_kernels.py test_kernel_registry.py test_model.py test_features.py \
+                  test_bench_report.py test_portable_build.py
+$(PORTABLE)/.built-stamp: $(STAMP) $(KERNEL_SOURCES) setup.py
+	rm -rf $(PORTABLE)
+	FASTNER_MARCH= $(BIN)/python setup.py -q build_ext --force --build-lib $(PORTABLE)/lib \
+	    --build-temp $(PORTABLE)/temp
+	$(BIN)/python -c "import glob, os; tree = '$(PORTABLE)/tree/fastner'; os.makedirs(tree); \
+	    [os.symlink(os.path.abspath(p), os.path.join(tree, os.path.basename(p))) \
+	     for p in glob.glob('fastner/*') if not p.endswith(('.so', '__pycache__'))]; \
+	    [os.replace(p, os.path.join(tree, os.path.basename(p))) \
+	     for p in glob.glob('$(PORTABLE)/lib/fastner/*.so')]"
+	touch $@
+
+test-portable: build $(PORTABLE)/.built-stamp
+	cd $(PORTABLE)/tree && FASTNER_PORTABLE_TREE=$(CURDIR)/$(PORTABLE)/tree \
+	    $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider \
+	    $(addprefix $(CURDIR)/tests/,$(PORTABLE_TESTS))
+
+# ruff (pyflakes, import order, pyupgrade) over the code, mypy over the public API;
+# their settings are in pyproject.toml, their versions in the dev lock.
+lint: $(STAMP)
+	$(BIN)/ruff check fastner service benchmarks tests models setup.py
+	$(BIN)/mypy
 
 # PyTorch is optional: its benchmarks are skipped, with the reason shown, when it is absent.
 bench: build
@@ -66,6 +98,10 @@ bench: build
 
 lock: $(STAMP)
 	LOCK_DATE=$(LOCK_DATE) requirements/lock.sh $(BIN)/uv
+
+# Not part of make test: it asks the live index, whose answer for a past date can change.
+lock-check: $(STAMP)
+	LOCK_DATE=$(LOCK_DATE) requirements/lock-check.sh $(BIN)/uv
 
 # The lists come from the locked versions of their packages (fastner[gazetteers]), so
 # the same lock gives the same files (tests/test_gazetteers.py rebuilds and compares).

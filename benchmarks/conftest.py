@@ -15,6 +15,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     import numpy  # noqa: F401  (loads the BLAS libraries threadpoolctl inspects)
     import scipy.linalg  # noqa: F401
     from threadpoolctl import threadpool_info
+
     from fastner import _kernels
     machine_info["blas"] = [
         {key: lib.get(key) for key in ("internal_api", "version", "architecture", "num_threads",

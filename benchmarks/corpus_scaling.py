@@ -54,6 +54,7 @@ def _read(path):
 def measure(docs, model, workers, partition_size):
     """Tag a generated corpus of ``docs`` documents once per worker count; the report."""
     from distributed import Client, LocalCluster
+
     from fastner.corpus import tag_corpus
     tmp = tempfile.mkdtemp(prefix="fastner-corpus-")
     corpus = os.path.join(tmp, "corpus.txt")

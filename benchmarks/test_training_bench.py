@@ -5,7 +5,6 @@ batch 1 (online SGD), 32 and 256; and a single-core sgemm as the practical peak.
 Group names are "train_step B=<batch>" so the table lines the three up."""
 import numpy as np
 import pytest
-
 import twins
 
 BATCHES = [1, 32, 256]
@@ -101,6 +100,7 @@ def test_training_epoch(benchmark):
     fixture where ../shared is absent). Random word vectors: GloVe changes the
     values, not the work."""
     import os
+
     from fastner.conll import read_conll
     from fastner.train import EncodedSentences, Optimizer, TrainConfig, build_model, train_epoch
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

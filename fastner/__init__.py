@@ -6,15 +6,19 @@ returns a ready ``Tagger``; ``WindowTagger`` (the model),
 ``TrainConfig``, corpus tagging on Dask ``fastner.corpus.tag_corpus``.
 """
 import os
+from importlib.metadata import PackageNotFoundError, version
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("fastner")      # the one place it is set is pyproject.toml
+except PackageNotFoundError:              # pragma: no cover - a source tree never installed
+    __version__ = "0+unknown"
 
 from fastner.scipy_blas import preload as _preload_scipy_blas  # noqa: E402
 
 _preload_scipy_blas()      # before the kernels import it: 150 ms less at every start
 
 try:
-    from fastner import _kernels  # noqa: F401
+    import fastner._kernels  # noqa: F401
 except ImportError as err:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "fastner's compiled kernels (fastner._kernels) are missing or failed to load "
@@ -28,7 +32,6 @@ from fastner.model import WindowTagger  # noqa: E402
 from fastner.tagger import Doc, Entity, Tagger, Token, default_model_path  # noqa: E402
 
 
-
 def load(path: str | os.PathLike | None = None, cache_mb: float | None = None) -> Tagger:
     """A ready tagger: the model file at ``path``, else $FASTNER_MODEL, else the model
     shipped with fastner. ``cache_mb`` bounds the inference cache (see Tagger.load).
@@ -40,5 +43,5 @@ def load(path: str | os.PathLike | None = None, cache_mb: float | None = None) -
     return Tagger.load(path, cache_mb=cache_mb)
 
 
-__all__ = ["load", "Tagger", "Doc", "Entity", "Token", "WindowTagger", "read_conll", "entity_scores", "default_model_path",
-           "__version__"]
+__all__ = ["load", "Tagger", "Doc", "Entity", "Token", "WindowTagger", "read_conll",
+           "entity_scores", "default_model_path", "__version__"]

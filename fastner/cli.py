@@ -20,11 +20,38 @@ def _add_model_arg(p):
                                    "shipped with fastner")
 
 
+def version_text():
+    """`fastner --version`: the package's version, then the model a command would load
+    by default ($FASTNER_MODEL, else the shipped one): its name, its version (the
+    fastner release that trained it, unless its card names its own) and its file."""
+    from fastner import __version__
+    from fastner.tagger import default_model_path
+    path = default_model_path()
+    try:
+        card = io.read_meta(path, io.MODEL_FORMAT).get("metadata", {})
+    except io.ModelFileError as err:
+        return f"fastner {__version__}\nmodel: none loadable ({err})"
+    name = card.get("name") or os.path.basename(path).removesuffix(".npz")
+    model_version = card.get("version") or card.get("fastner_version", "unknown")
+    return f"fastner {__version__}\nmodel {name} {model_version} ({path})"
+
+
+class _VersionAction(argparse.Action):
+    """--version, computed only when asked for (it reads the model file's header)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print fastner's version and "
+                         "the default model's name and version, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def build_parser():
     from fastner.train import TrainConfig
-    from fastner import __version__
     parser = argparse.ArgumentParser(prog="fastner", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"fastner {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on CoNLL files",
@@ -106,7 +133,7 @@ def cmd_train(args):
     from fastner.conll import read_conll
     from fastner.gcpause import kept_to_the_end
     from fastner.io import file_sha256
-    from fastner.train import Trainer, TrainConfig
+    from fastner.train import TrainConfig, Trainer
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     if not args.out.endswith(".npz"):
         return _die(f"--out must end in .npz; got {args.out!r}", 2)

@@ -159,8 +159,34 @@ def load_npz(path, fmt):
                              f"{type(err).__name__}: {err}") from None
     if "__meta__" not in arrays:
         raise ModelFileError(f"{path}: not a fastner file (no __meta__ entry)")
+    return arrays, _checked_meta(path, arrays.pop("__meta__"), fmt)
+
+
+def read_meta(path, fmt):
+    """The ``__meta__`` document of a file written by save_npz, without reading its
+    arrays (``fastner --version`` names the model from it); ModelFileError as load_npz."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: no such model file")
     try:
-        meta = json.loads(str(arrays.pop("__meta__")))
+        _check_members(path)
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as archive:
+            if "__meta__" not in archive.files:
+                raise ModelFileError(f"{path}: not a fastner file (no __meta__ entry)")
+            raw = archive["__meta__"]
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
+        raise ModelFileError(f"{path}: not a readable fastner file (truncated or corrupt?): "
+                             f"{type(err).__name__}: {err}") from None
+    return _checked_meta(path, raw, fmt)
+
+
+def _checked_meta(path, raw, fmt):
+    """The metadata dict from a file's 0-d ``__meta__`` array, its format and version
+    checked."""
+    try:
+        meta = json.loads(str(raw))
     except ValueError as err:
         raise ModelFileError(f"{path}: metadata is not valid JSON: {err}") from None
     if not isinstance(meta, dict) or meta.get("format") != fmt:
@@ -170,4 +196,4 @@ def load_npz(path, fmt):
         raise ModelFileError(f"{path}: {fmt} format version {meta.get('format_version')!r} is "
                              f"not supported (this fastner reads version "
                              f"{FORMAT_VERSIONS[fmt]})")
-    return arrays, meta
+    return meta

@@ -5,7 +5,9 @@ through ``setting(name)``, so a value is parsed and checked in one way, and
 ``fastner serve --help`` and the README's table are printed from ``SETTINGS``.
 """
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ SETTINGS = [
 BY_NAME = {s.name: s for s in SETTINGS}
 
 
-def setting(name, environ=None):
+def setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
     """The value of ``name`` from the environment, parsed and checked, else its default.
     A bad value raises ValueError naming the variable."""
     spec = BY_NAME[name]
@@ -64,7 +66,7 @@ def setting(name, environ=None):
     if spec.kind is str:
         return raw
     try:
-        value = spec.kind(raw)
+        value: Any = spec.kind(raw)
     except ValueError:
         kind = "an integer" if spec.kind is int else "a number"
         raise ValueError(f"{name} must be {kind}; got {raw!r}") from None
@@ -73,7 +75,7 @@ def setting(name, environ=None):
     return value
 
 
-def describe():
+def describe() -> str:
     """Plain-text list of every setting with its default (``fastner serve --help``)."""
     lines = []
     for s in SETTINGS:
@@ -83,7 +85,7 @@ def describe():
     return "\n".join(lines)
 
 
-def markdown_table():
+def markdown_table() -> str:
     """The README's settings table."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for s in SETTINGS:

@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -94,18 +94,18 @@ class Doc:
         return f"Doc({text!r}, ents=[{ents}])"
 
 
-def _firsts(counts):
+def _firsts(counts: Sequence[int] | np.ndarray) -> np.ndarray:
     """Flat index of each group's first token, then the total: [0, c0, c0 + c1, ...]."""
     return np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))])
 
 
-def shipped_model_path():
+def shipped_model_path() -> str:
     """The model that ships with fastner: the data package ``fastner.models``, which
     is the repository's models/ folder in a checkout and inside the wheel when installed."""
-    return os.fspath(importlib.resources.files("fastner.models") / DEFAULT_MODEL)
+    return str(importlib.resources.files("fastner.models") / DEFAULT_MODEL)
 
 
-def default_model_path():
+def default_model_path() -> str:
     """$FASTNER_MODEL, else the shipped model."""
     return setting("FASTNER_MODEL") or shipped_model_path()
 
@@ -119,7 +119,7 @@ class Tagger:
         self.model, self.name, self.scorer = model, name, scorer
         self.metadata = metadata if metadata is not None else getattr(model, "metadata", {})
         # how long load() took: reading the file, building the inference cache
-        self.load_seconds = {"read": None, "cache": None}
+        self.load_seconds: dict[str, float | None] = {"read": None, "cache": None}
         self._tag_names = np.array(model.tagset.names, dtype=object)    # tag id → name
 
     @property
@@ -146,7 +146,8 @@ class Tagger:
                                "cache": round(time.perf_counter() - read, 3)}
         return tagger
 
-    def _predict(self, tokens, lengths, docs=None, confidence="entities"):
+    def _predict(self, tokens: list[str], lengths: Any, docs: Any = None,
+                 confidence: Any = "entities") -> tuple[np.ndarray, np.ndarray]:
         """(tag ids, confidences or None) of sentences laid end to end, scored through
         the inference cache when there is one. ``confidence`` as in WindowTagger.decode:
         by default only the tokens in entities get one (the rest are NaN)."""
@@ -156,7 +157,8 @@ class Tagger:
         ids = self.model.token_feature_ids(tokens, lengths, docs, spellings)
         return self._predict_ids(ids, lengths, spellings, confidence)
 
-    def _predict_spans(self, text, starts, ends, lengths, docs):
+    def _predict_spans(self, text: str, starts: np.ndarray, ends: np.ndarray, lengths: Any,
+                       docs: Any) -> tuple[np.ndarray, np.ndarray]:
         """_predict for tokens given as spans of ``text``: their ids found without a
         string per token when the model's features allow (WindowTagger.ids_from_spans)."""
         if len(starts) == 0 or not self.model.ids_from_spans:
@@ -164,7 +166,8 @@ class Tagger:
         return self._predict_ids(self.model.span_feature_ids(text, starts, ends), lengths,
                                  None, "entities")
 
-    def _predict_ids(self, ids, lengths, spellings, confidence):
+    def _predict_ids(self, ids: np.ndarray, lengths: Any, spellings: Any,
+                     confidence: Any) -> tuple[np.ndarray, np.ndarray]:
         """_predict from the tokens' int32 (N, columns) feature ids."""
         lengths = np.asarray(lengths, dtype=np.int32)
         if self.scorer is None:
@@ -190,7 +193,8 @@ class Tagger:
             raise ValueError(f"batch_size must be at least 1; got {batch_size}")
         return self._pipe(iter(texts), batch_size, include_tokens)
 
-    def _pipe(self, texts, batch_size, include_tokens):
+    def _pipe(self, texts: Iterator[str], batch_size: int,
+              include_tokens: bool) -> Iterator[Doc]:
         while batch := list(itertools.islice(texts, batch_size)):
             yield from self.tag_texts(batch, include_tokens)
 
@@ -210,7 +214,8 @@ class Tagger:
         finally:
             gc.enable()
 
-    def _tag_texts(self, texts, include_tokens, max_tokens):
+    def _tag_texts(self, texts: Sequence[str], include_tokens: bool,
+                   max_tokens: int | None) -> list[Doc]:
         _refuse_lone_string(texts, "tag_texts()")
         texts = list(texts)
         for i, text in enumerate(texts):
@@ -227,9 +232,10 @@ class Tagger:
         if max_tokens is not None and n_tokens > max_tokens:
             raise TooManyTokens(n_tokens, max_tokens)
         if len(texts) == 1:                          # one request's text: no merging
-            first = np.array([0, n_tokens])
+            first: np.ndarray = np.array([0, n_tokens])
             ends = sentence_ends_of_spans(joined, starts, stops)
-            lengths, docs = [b - a for a, b in zip([0, *ends], ends)], None   # one document
+            lengths: Any = [b - a for a, b in zip([0, *ends], ends)]
+            docs: Any = None                         # one document
         else:
             first = np.searchsorted(starts, bases)   # each text's first token, then the total
             # sentences end where the splitter says and at every text's end
@@ -276,7 +282,7 @@ class Tagger:
                 offsets.append(at)
                 at += len(tok) + 1
             starts.append(offsets)
-        ents = [[] for _ in sentences]
+        ents: list[list[Entity]] = [[] for _ in sentences]
         groups, a_flat, b_flat, labels, scores = self._entity_columns(tags, conf, first)
         for s, a, b, label, score in zip(groups.tolist(), (a_flat - first[groups]).tolist(),
                                          (b_flat - first[groups]).tolist(), labels, scores):
@@ -304,7 +310,8 @@ class Tagger:
                                 [len(s) for s in sentences], docs, confidence=False)
         return self._tag_names[tags].tolist()
 
-    def _entity_columns(self, tags, conf, first):
+    def _entity_columns(self, tags: np.ndarray, conf: np.ndarray | None,
+                        first: np.ndarray) -> tuple[Any, Any, Any, list[str], list[float]]:
         """Each entity in the flat tag array as columns: its group (sentence or text;
         ``first`` holds each group's first flat token, then the total), its first and
         one-past-last flat token (arrays), its label and its score rounded to 4 places
@@ -317,10 +324,12 @@ class Tagger:
                 _round4(scores))
 
 
-def _entities_per_text(texts, entity, groups, starts, ends, labels, token_starts,
-                       token_ends, scores):
+def _entities_per_text(texts: Sequence[str], entity: type, groups: np.ndarray,
+                       starts: np.ndarray, ends: np.ndarray, labels: Sequence[str],
+                       token_starts: np.ndarray, token_ends: np.ndarray,
+                       scores: Sequence[float]) -> list[tuple]:
     """The Python twin of fastner._text.entities_per_text (tests compare the two)."""
-    ents = [[] for _ in texts]
+    ents: list[list[tuple]] = [[] for _ in texts]
     for d, start, end, label, token_start, token_end, score in zip(
             groups.tolist(), starts.tolist(), ends.tolist(), labels, token_starts.tolist(),
             token_ends.tolist(), scores):
@@ -329,7 +338,8 @@ def _entities_per_text(texts, entity, groups, starts, ends, labels, token_starts
     return [tuple(e) for e in ents]
 
 
-def _tokens_per_text(joined, token, first, bases, starts, stops, names):
+def _tokens_per_text(joined: str, token: type, first: Any, bases: Any, starts: Any,
+                     stops: Any, names: Sequence[str]) -> list[tuple]:
     """The Python twin of fastner._text.tokens_per_text (tests compare the two)."""
     first, starts, stops = list(first), list(starts), list(stops)
     return [tuple(tuple.__new__(token, (joined[starts[i]:stops[i]], starts[i] - base,
@@ -338,7 +348,7 @@ def _tokens_per_text(joined, token, first, bases, starts, stops, names):
             for d, base in enumerate(bases)]
 
 
-def _round4(x_float32):
+def _round4(x_float32: np.ndarray) -> list[float]:
     """[round(float(x), 4) for x in x_float32]: Python's round, or for 16 values or
     more NumPy's over the whole array (valid's 5.9k entity scores: 1.7 → 0.14 ms;
     below 16, NumPy's fixed cost of 2.5 µs is more than round()'s 0.3 µs each).
@@ -350,7 +360,7 @@ def _round4(x_float32):
     return np.round(np.asarray(x_float32, dtype=np.float32).astype(np.float64), 4).tolist()
 
 
-def _refuse_lone_string(value, where):
+def _refuse_lone_string(value: object, where: str) -> None:
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{where} takes a list (or iterable) of "
                         f"{'texts' if where in ('pipe()', 'tag_texts()') else 'token strings'}"

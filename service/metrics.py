@@ -9,8 +9,15 @@ import os
 import time
 
 from flask import Response
-from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter,
-                               Histogram, generate_latest, multiprocess)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 REQUESTS = Counter("fastner_requests_total", "HTTP requests by endpoint, method and status",
                    ["endpoint", "method", "status"])

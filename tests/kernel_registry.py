@@ -12,8 +12,8 @@ the "inputs unchanged" check); ``call(module, **args)`` runs the kernel or its t
 arguments that index something, and ``rtol``, ``atol`` (or ``atol_of(args)``) the
 tolerance of the comparison.
 """
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -284,7 +284,7 @@ KERNELS = [
 # (blas_small_products: test_blocks_are_used_only_on_openblas_skylakex_kernel), and the
 # build's compiler flags for benchmark reports (build_flags: test_build_flags_are_recorded),
 # and which output layer and tanh the scorer runs (scorer_output_layer, scorer_tanh:
-# test_output_layer_is_named_by_the_build, test_scorers_tanh_is_named_by_the_build)
+# test_fast_paths_are_named_by_the_build)
 NOT_KERNELS = {"ACTIVATIONS", "np", "half_path", "half_to_float", "tanh", "tanh_for_the_cache",
                "exp_nonpositive", "blas_small_products", "build_flags", "scorer_output_layer",
                "scorer_tanh"}

@@ -272,10 +272,11 @@ def test_models_that_look_beyond_the_token_tag_raw_text_from_strings(chars, cach
     # a gazetteer (and character features) need the tokens' strings: such a model takes
     # the strings path (Tagger._predict_spans' fallback), with and without the cache,
     # and gives what its tags give (the span path: test_raw_text_path_equals_the_slow_way)
+    from test_model import tiny_model
+
     from fastner import _kernels
     from fastner.inference import InferenceScorer
     from fastner.tagger import Tagger
-    from test_model import tiny_model
     model = tiny_model("crf", ops=_kernels, dtype=np.float32, chars=chars)
     assert not model.ids_from_spans
     with pytest.raises(ValueError, match="look beyond the token"):
@@ -309,6 +310,7 @@ def test_threads_sharing_a_tagger_get_what_one_thread_gets(nlp, tiny_dev_path):
     # that tags with a model (gunicorn's gthread workers); a memo small enough to start
     # over many times while the threads run must still give each thread its own result
     import threading
+
     from fastner._text import TokenRows
     from fastner.conll import read_conll
     texts = [" ".join(s.tokens) for s in read_conll(tiny_dev_path)] + EDGE_TEXTS

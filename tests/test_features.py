@@ -1,7 +1,15 @@
 import pytest
 
-from fastner.features import (AffixFeature, DocCaseFeature, DocumentContext,
-                              ShapeFeature, Vocab, _shape_key, caps_class, make_features)
+from fastner.features import (
+    AffixFeature,
+    DocCaseFeature,
+    DocumentContext,
+    ShapeFeature,
+    Vocab,
+    _shape_key,
+    caps_class,
+    make_features,
+)
 
 
 def test_vocab_lowercases_and_falls_back_to_digit_shape():

@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 
 from fastner import io
-from fastner.features import (GAZETTEER_DIR, GAZETTEER_LISTS, CapsFeature, GazetteerFeature,
-                              Vocab, WordFeature, make_features, read_gazetteer)
+from fastner.features import (
+    GAZETTEER_DIR,
+    GAZETTEER_LISTS,
+    CapsFeature,
+    GazetteerFeature,
+    Vocab,
+    WordFeature,
+    make_features,
+    read_gazetteer,
+)
 from fastner.model import WindowTagger
 from fastner.modelfile import load_model, save_model
 from fastner.tags import TagSet

@@ -8,7 +8,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from conftest import Gunicorn, exchange
 
 pytestmark = pytest.mark.slow
@@ -96,6 +95,7 @@ def test_killed_worker_is_replaced_and_reload_swaps_the_model(tiny_model_path, t
 def test_fastner_serve_starts_gunicorn(tiny_model_path, tmp_path):
     import subprocess
     import sys
+
     from conftest import free_port
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "fastner.cli", "serve", "--model", tiny_model_path,

@@ -4,10 +4,10 @@ import inspect
 
 import numpy as np
 import pytest
+from kernel_registry import KERNELS, NOT_KERNELS
 
 from fastner import _kernels as K
 from fastner import reference as R
-from kernel_registry import KERNELS, NOT_KERNELS
 
 IDS = [k.name for k in KERNELS]
 

@@ -5,17 +5,25 @@ import os
 
 import numpy as np
 import pytest
+from gradcheck import central_difference, check_numeric
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastner import _kernels, io, reference
-from fastner.features import (AffixFeature, CapsFeature, CharFeature, GazetteerFeature,
-                              ShapeFeature, Spellings, Vocab, WordFeature)
+from fastner.features import (
+    AffixFeature,
+    CapsFeature,
+    CharFeature,
+    GazetteerFeature,
+    ShapeFeature,
+    Spellings,
+    Vocab,
+    WordFeature,
+)
 from fastner.inference import InferenceScorer
 from fastner.model import WindowTagger
 from fastner.modelfile import load_model, model_arrays, save_model
 from fastner.tags import TagSet
-from gradcheck import central_difference, check_numeric
 
 SENTENCES = [["EU", "rejects", "German", "call", "."], ["Peter", "Blackburn"],
              ["BRUSSELS", "1996-08-22"], ["the", "EU", "EU", "said"]]

@@ -10,9 +10,8 @@ import tomllib
 import urllib.request
 
 import pytest
-from packaging.requirements import Requirement
-
 from conftest import FIXTURES, free_port
+from packaging.requirements import Requirement
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIREMENTS = os.path.join(ROOT, "requirements")
@@ -58,18 +57,84 @@ def test_makefile_skips_build_isolation_only_for_fastner():
                          for line in lines), lines
 
 
-@pytest.mark.slow
-def test_lock_files_are_what_make_lock_resolves(tmp_path):
-    """Re-resolve with the Makefile's LOCK_DATE: a pyproject.toml edited without
-    `make lock` fails here."""
+def declared(extra_names=None):
+    """Names of what pyproject.toml asks for: the runtime dependencies and those of
+    the named extras (all of them by default), following fastner[...] self-references."""
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)["project"]
+    extras = project["optional-dependencies"]
+    names, todo, seen = set(), list(extras) if extra_names is None else list(extra_names), set()
+    for line in project["dependencies"]:
+        names.add(Requirement(line).name.lower().replace("_", "-"))
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for line in extras[extra]:
+            req = Requirement(line)
+            if req.name == "fastner":
+                todo += list(req.extras)
+            else:
+                names.add(req.name.lower().replace("_", "-"))
+    return names
+
+
+@pytest.mark.parametrize("lock, extras", [("dev.txt", None), ("serve.txt", ["serve"])])
+def test_every_declared_dependency_is_pinned_in_its_lock(lock, extras):
+    # offline: the lock may be older than the index, never narrower than pyproject
+    pins = {name for name, _ in pinned(read_lock(lock).splitlines())}
+    if lock == "dev.txt":
+        extras_wanted = declared() - {"torch"}   # compare: PyTorch is on disk, not locked
+    else:
+        extras_wanted = declared(extras)
+    assert extras_wanted - pins == set(), f"requirements/{lock} lacks these: run make lock"
+
+
+def test_exact_pins_in_pyproject_are_the_locks_versions():
+    # an extra that pins a version (the gazetteers' sources) pins the lock's
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    dev = {name: v for (name, marker), v in pinned(read_lock("dev.txt").splitlines()).items()}
+    for line in (line for lines in extras.values() for line in lines):
+        req = Requirement(line)
+        exact = [spec.version for spec in req.specifier if spec.operator == "=="]
+        if exact and req.name != "torch":
+            assert dev[req.name.lower()] == exact[0], line
+
+
+def fake_uv(tmp_path, tamper=""):
+    """A stand-in for uv that 'resolves' each lock by copying the committed one (plus
+    ``tamper`` appended to dev.txt), so lock-check's comparison runs offline."""
+    script = tmp_path / "uv"
+    script.write_text(
+        "#!/usr/bin/env bash\n"
+        "while [ $# -gt 0 ]; do [ \"$1\" = -o ] && out=$2; shift; done\n"
+        f"cp {REQUIREMENTS}/$(basename \"$out\") \"$out\"\n"
+        f"[ \"$(basename \"$out\")\" = dev.txt ] && printf '%s' '{tamper}' >> \"$out\"\n"
+        "exit 0\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.parametrize("tamper, code", [("", 0), ("cython==9.9.9\n", 1)])
+def test_lock_check_compares_what_lock_resolves_with_the_committed_locks(tmp_path, tamper, code):
+    checked = subprocess.run([os.path.join(REQUIREMENTS, "lock-check.sh"),
+                              fake_uv(tmp_path, tamper)], capture_output=True, text=True,
+                             env=dict(os.environ, LOCK_DATE="2026-11-28T00:00:00Z"), timeout=60)
+    assert checked.returncode == code, checked.stdout + checked.stderr
+    if code:
+        assert "requirements/dev.txt differ" in checked.stderr
+        assert "+cython==9.9.9" in checked.stdout
+    else:
+        assert "are what make lock resolves" in checked.stdout
+
+
+def test_lock_check_is_not_part_of_make_test():
     with open(os.path.join(ROOT, "Makefile"), encoding="utf-8") as f:
-        lock_date = next(line.split(":=")[1].strip() for line in f
-                         if line.startswith("LOCK_DATE"))
-    uv = os.path.join(os.path.dirname(sys.executable), "uv")
-    subprocess.run([os.path.join(REQUIREMENTS, "lock.sh"), uv, str(tmp_path)], check=True,
-                   env=dict(os.environ, LOCK_DATE=lock_date), timeout=300)
-    for name in LOCKS:
-        assert read_lock(name, tmp_path) == read_lock(name), f"requirements/{name} is stale"
+        makefile = f.read()
+    test_recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "lock" not in test_recipe and "lock-check:" in makefile
 
 
 def run(argv, **kw):

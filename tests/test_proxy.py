@@ -8,8 +8,8 @@ import threading
 import time
 
 import pytest
-
 from conftest import child_pids, exchange, free_port
+
 from fastner.service.proxy import find_nginx
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

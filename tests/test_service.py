@@ -5,8 +5,8 @@ import json
 import jsonschema
 import pytest
 
-from fastner.tagger import Tagger
 from fastner.service.app import create_app
+from fastner.tagger import Tagger
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastner.tagger import Tagger
 from fastner.service.app import create_app
+from fastner.tagger import Tagger
 
 
 @pytest.fixture(scope="module")

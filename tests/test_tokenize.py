@@ -118,6 +118,7 @@ def test_chunk_pieces_are_kept_across_calls_and_bounded(monkeypatch):
 
 def test_token_strings_and_spans_in_refuse_bad_spans():
     import numpy as np
+
     from fastner._text import spans_in, token_strings
     one = np.array([1], np.int64)
     for call in (lambda s, e: token_strings("abc", s, e),
@@ -145,6 +146,7 @@ def test_sentence_ends_of_spans_equal_sentence_ends(pieces, spaced):
     # the same ends from spans of a text as from its token strings, with marks that
     # touch (no space between) and marks that do not; spans_in equals its twin
     import numpy as np
+
     from fastner._text import spans_in
     from fastner.tokenize import _BOUNDARY, sentence_ends, sentence_ends_of_spans
     text, starts, ends = "", [], []
@@ -210,6 +212,7 @@ def test_long_email_parts_are_not_one_token():
 
 def test_token_pattern_is_str_isspace():
     import re
+
     from fastner.tokenize import TOKEN_PATTERN, is_valid_token
     pattern = re.compile(TOKEN_PATTERN)
     for code in range(0x110000):

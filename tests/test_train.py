@@ -3,13 +3,13 @@ import json
 
 import numpy as np
 import pytest
+from kernel_registry import scorer_atol
 
 from fastner.conll import read_conll
+from fastner.features import PAD, UNK
 from fastner.io import CHECKPOINT_FORMAT, ModelFileError, load_npz
 from fastner.modelfile import load_model
-from fastner.features import PAD, UNK
 from fastner.train import TrainConfig, Trainer, artifact_paths
-from kernel_registry import scorer_atol
 
 
 def train(tmp_path, name, train_path, dev_path, resume=False, **overrides):
@@ -245,8 +245,7 @@ def test_plain_sgd_softmax_training_runs_through_the_fused_kernel(tiny_train_pat
     """--optimizer sgd --loss softmax --momentum 0 --clip 0 trains through SGDStep; an
     epoch equals the unfused path (model backward + Optimizer) to float32 rounding
     (the fused kernel sums in another order), and other settings keep the unfused path."""
-    from fastner.train import (EncodedSentences, Optimizer, build_model, fused_sgd_step,
-                               train_epoch)
+    from fastner.train import EncodedSentences, Optimizer, build_model, fused_sgd_step, train_epoch
     sentences = read_conll(tiny_train_path)
     cfg = TrainConfig(glove_words=0, hidden=16, optimizer="sgd", loss="softmax", momentum=0.0,
                       clip=0.0, lr=0.05, case_lower=0.0, case_upper=0.0)
@@ -273,8 +272,13 @@ def test_adam_crf_training_runs_through_the_fused_step(tiny_train_path, clip, em
     Optimizer) bit for bit, parameters, moments and losses, while the clip does not
     bind; when it binds (clip 0.05), the norm is summed in another order and the
     parameters agree to float32 rounding."""
-    from fastner.train import (EncodedSentences, Optimizer, build_model, fused_adam_crf_step,
-                               train_epoch)
+    from fastner.train import (
+        EncodedSentences,
+        Optimizer,
+        build_model,
+        fused_adam_crf_step,
+        train_epoch,
+    )
     sentences = read_conll(tiny_train_path)
     cfg = TrainConfig(glove_words=0, word_dim=16, hidden=24, clip=clip,
                       emb_lr_scale=emb_lr_scale)
@@ -356,8 +360,14 @@ def test_an_epoch_of_fused_calls_equals_one_step_per_batch(tiny_train_path, monk
     # train_epoch hands AdamCRFStep STEPS_PER_CALL batches per call; the parameters,
     # moments, step count and summed loss equal those of one step() per batch
     from fastner import train as train_module
-    from fastner.train import (EncodedSentences, Optimizer, build_model, epoch_batches,
-                               fused_adam_crf_step, train_epoch)
+    from fastner.train import (
+        EncodedSentences,
+        Optimizer,
+        build_model,
+        epoch_batches,
+        fused_adam_crf_step,
+        train_epoch,
+    )
     monkeypatch.setattr(train_module, "STEPS_PER_CALL", 3)   # several calls, a short last
     sentences = read_conll(tiny_train_path)
     cfg = TrainConfig(glove_words=0, word_dim=16, hidden=8, batch_size=5, clip=0.5,

@@ -31,7 +31,6 @@ from fastner.service import gunicorn_argv
 from fastner.tagger import default_model_path
 
 
-
 def wait_ready(port, proc, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
