@@ -41,6 +41,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def on_a_free_port(start, attempts=3):
+    """(port, start(port)) on a port that was free a moment ago. Another process can
+    take it between that check and the server's bind, so a start that fails (raises
+    RuntimeError) is tried again on another port."""
+    for attempt in range(attempts):
+        port = free_port()
+        try:
+            return port, start(port)
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+
+
 def exchange(port, data, timeout=10):
     """Send raw bytes; (status, headers text, body) of the answer, read to the close."""
     import socket

@@ -218,3 +218,21 @@ def test_conll_tagging_memory_does_not_grow_with_the_input(tiny_model_path, tiny
         peaks.append(int(done.stderr.split()[-1]))
     assert large.stat().st_size > 10_000_000
     assert peaks[1] <= 1.1 * peaks[0], peaks
+
+
+def test_version_names_the_package_and_the_default_model(capsys, monkeypatch, tiny_model_path,
+                                                         tmp_path):
+    import fastner
+    monkeypatch.setenv("FASTNER_MODEL", tiny_model_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"fastner {fastner.__version__}",
+                   f"model tiny {fastner.__version__} ({tiny_model_path})"]
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a zip")
+    monkeypatch.setenv("FASTNER_MODEL", str(broken))
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.splitlines()[1].startswith(f"model: none loadable ({broken}:")

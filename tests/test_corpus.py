@@ -90,8 +90,8 @@ def test_killed_worker_changes_nothing(cluster, tiny_model_path, tmp_path):
     killed = []
 
     def kill_one_worker():
-        deadline = time.time() + 60
-        while time.time() < deadline and not glob.glob(os.path.join(out, "part-*.jsonl")):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not glob.glob(os.path.join(out, "part-*.jsonl")):
             time.sleep(0.01)
         nanny = next(iter(cluster.workers.values()))
         os.kill(nanny.process.pid, 9)

@@ -53,8 +53,8 @@ def test_killed_worker_is_replaced_and_reload_swaps_the_model(tiny_model_path, t
         before = server.worker_pids()
         os.kill(before[0], signal.SIGKILL)
         failures = 0
-        deadline = time.time() + 20
-        while time.time() < deadline:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
             status, _ = request(server.url + "/v1/tag", {"text": "Tom Baker left ."})
             failures += status != 200
             pids = server.worker_pids()
@@ -71,17 +71,17 @@ def test_killed_worker_is_replaced_and_reload_swaps_the_model(tiny_model_path, t
         os.replace(model + ".new", model)
         old_workers = server.worker_pids()
         server.proc.send_signal(signal.SIGHUP)
-        deadline = time.time() + 20
+        deadline = time.monotonic() + 20
         seen_new = False
-        while time.time() < deadline and not seen_new:
+        while time.monotonic() < deadline and not seen_new:
             status, body = request(server.url + "/v1/model")
             assert status == 200
             seen_new = json.loads(body)["training_command"] == "reloaded-model"
             time.sleep(0.05)
         assert seen_new, server.read_log()
         # the old workers finish their requests and leave; the new ones are all forked
-        deadline = time.time() + 30
-        while time.time() < deadline:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             pids = server.worker_pids()
             if len(pids) == 2 and not set(old_workers) & set(pids):
                 break
@@ -96,19 +96,25 @@ def test_fastner_serve_starts_gunicorn(tiny_model_path, tmp_path):
     import subprocess
     import sys
 
-    from conftest import free_port
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fastner.cli", "serve", "--model", tiny_model_path,
-                             "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 30
-        status = None
-        while time.time() < deadline and status != 200:
+    from conftest import on_a_free_port
+
+    def start(port):
+        proc = subprocess.Popen([sys.executable, "-m", "fastner.cli", "serve", "--model",
+                                 tiny_model_path, "--bind", f"127.0.0.1:{port}", "--workers",
+                                 "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError("fastner serve exited (port taken?)")
             try:
-                status, body = request(f"http://127.0.0.1:{port}/v1/model")
+                return proc, request(f"http://127.0.0.1:{port}/v1/model")
             except OSError:
                 time.sleep(0.2)
+        proc.kill()
+        raise AssertionError("fastner serve did not answer")
+
+    _, (proc, (status, body)) = on_a_free_port(start)
+    try:
         assert status == 200 and json.loads(body)["name"] == "tiny"
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -10,7 +10,7 @@ import tomllib
 import urllib.request
 
 import pytest
-from conftest import FIXTURES, free_port
+from conftest import FIXTURES, on_a_free_port
 from packaging.requirements import Requirement
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -199,30 +199,51 @@ def test_wheel_tags_from_the_shell_and_the_python_api(wheel_venv):
 @pytest.mark.slow
 def test_wheel_serves_over_http(wheel_venv):
     bin_dir, work = wheel_venv
-    port = free_port()
     env = dict(clean_env(), FASTNER_WORKERS="1")
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = work / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(bin_dir / "fastner"), "serve", "--bind",
-                                 f"127.0.0.1:{port}"], cwd=work, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-    try:
-        body = json.dumps({"text": "EU rejects German call to boycott British lamb."}).encode()
-        deadline = time.time() + 60
+    body = json.dumps({"text": "EU rejects German call to boycott British lamb."}).encode()
+
+    def start(port):
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([str(bin_dir / "fastner"), "serve", "--bind",
+                                     f"127.0.0.1:{port}"], cwd=work, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
         while True:
             try:
                 req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/tag", data=body,
                                              headers={"Content-Type": "application/json"})
                 with urllib.request.urlopen(req, timeout=5) as r:
-                    answer = json.load(r)
-                break
+                    return proc, json.load(r)
             except OSError:
-                assert proc.poll() is None, log.read_text()
-                assert time.time() < deadline, "fastner serve did not answer"
+                if proc.poll() is not None:
+                    raise RuntimeError(log.read_text()) from None   # the port was taken?
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise AssertionError("fastner serve did not answer") from None
                 time.sleep(0.2)
+
+    _, (proc, answer) = on_a_free_port(start)
+    try:
         assert [e["text"] for e in answer["entities"]] == ["EU", "German", "British"]
         assert answer["model"] == "fastner-conll03"
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+@pytest.mark.slow
+def test_wheel_reports_the_pyproject_version(wheel_venv):
+    # one place for the version: pyproject.toml, read back from the installed metadata
+    bin_dir, work = wheel_venv
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        expected = tomllib.load(f)["project"]["version"]
+    shown = run([str(bin_dir / "fastner"), "--version"], cwd=work, env=clean_env())
+    assert shown.returncode == 0, shown.stderr
+    first, model = shown.stdout.splitlines()
+    assert first == f"fastner {expected}"
+    assert model.startswith("model fastner-conll03 ") and "site-packages" in model
+    api = run([str(bin_dir / "python"), "-c", "import fastner; print(fastner.__version__)"],
+              cwd=work, env=clean_env())
+    assert api.stdout.strip() == expected

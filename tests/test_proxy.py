@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import child_pids, exchange, free_port
+from conftest import child_pids, exchange, on_a_free_port
 
 from fastner.service.proxy import find_nginx
 
@@ -36,10 +36,10 @@ SETTINGS = {"FASTNER_CLIENT_TIMEOUT": "2", "FASTNER_DRAIN_SECONDS": "1",
 
 class Front:
     def __init__(self, model, tmp_path):
-        self.port = free_port()
-        self.log_path = tmp_path / f"front-{self.port}.log"
+        self.log_path = tmp_path / "front.log"
         self.log = open(self.log_path, "wb")
-        self.proc = hostile.start("front", model, self.port, self.log, **SETTINGS)
+        self.port, self.proc = on_a_free_port(
+            lambda port: hostile.start("front", model, port, self.log, **SETTINGS))
         # gunicorn forks its workers one at a time: wait for both before comparing pids
         deadline = time.monotonic() + 60
         while len(self.workers()) < 2 and time.monotonic() < deadline:
