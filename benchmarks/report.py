@@ -27,8 +27,8 @@ def main(path):
     print(f"# environment: {' '.join(f'{k}={v}' for k, v in steering.items()) or 'none'}"
           if steering is not None else "# environment: not recorded")
     if "fastner_build_flags" in info:       # how the kernels that ran were built
-        output = info.get("fastner_output_layer")       # recorded since 2026-11-29
-        tanh = info.get("fastner_scorer_tanh")          # recorded since this release
+        output = info.get("fastner_output_layer")       # absent from older JSON files
+        tanh = info.get("fastner_scorer_tanh")          # absent from older JSON files
         print(f"# kernels: built with {info['fastner_build_flags']}, half-precision cache "
               f"via {info['fastner_half_path']}"
               + (f", scorer's output layer via {output}" if output else "")

@@ -45,7 +45,7 @@ class Vocab:
 
     def __init__(self, words):
         # a tuple: Python's cyclic collector stops tracking a tuple of strings, where it
-        # walks a list's 400k items in every full collection (half of one, 12 → 6 ms,
+        # walks a list's 400k items in every full collection (half of one's time
         # in a process holding the shipped model)
         self.words = ("<pad>", "<unk>") + tuple(w for w in words
                                                 if w not in ("<pad>", "<unk>"))

@@ -85,3 +85,26 @@ def test_every_simd_path_gives_what_its_portable_twin_gives(tmp_path):
             else:
                 np.testing.assert_allclose(got, expected, rtol=case.rtol, atol=atol,
                                            err_msg=f"{name}: {key}")
+
+
+def test_portable_ratio_compares_the_two_builds():
+    script = os.path.join(ROOT, "benchmarks", "portable_ratio.py")
+    fixture = os.path.join(FIXTURES, "tiny_dev.txt")
+    done = subprocess.run([sys.executable, script, "--tree", TREE, "--rounds", "1",
+                           "--data", fixture], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["tokens"] > 1000
+    for build in ("native", "portable"):
+        for path in ("ids_to_tags", "text_to_entities"):
+            assert report[build][path]["tokens_per_s"] > 0
+    assert set(report["portable_over_native_speed"]) == {"ids_to_tags", "text_to_entities"}
+
+
+def test_portable_ratio_refuses_a_tree_that_is_not_the_portable_build():
+    script = os.path.join(ROOT, "benchmarks", "portable_ratio.py")
+    done = subprocess.run([sys.executable, script, "--tree", ROOT, "--rounds", "1",
+                           "--data", os.path.join(FIXTURES, "tiny_dev.txt")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    assert "the tree the portable one" in done.stderr

@@ -10,8 +10,8 @@ from fastner.settings import BY_NAME, SETTINGS, markdown_table, setting
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_readme_table_is_the_settings_table():
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+def test_deployment_docs_table_is_the_settings_table():
+    with open(os.path.join(ROOT, "docs", "deployment.md"), encoding="utf-8") as f:
         assert markdown_table() in f.read()
 
 
