@@ -73,7 +73,7 @@ def _read_documents(part, fmt, text_field, id_field):
     if fmt == "files":
         for path in part["files"]:
             with open(path, "rb") as f:
-                yield (path,) + _decode(f.read())
+                yield (path,) + _decode(f.read().removeprefix(_BOM))
         return
     path = part["files"][0]
     with open(path, "rb") as f:
@@ -83,10 +83,16 @@ def _read_documents(part, fmt, text_field, id_field):
             if lineno >= part["stop"]:
                 break
             doc_id = f"{path}:{lineno + 1}"
+            if lineno == 0:
+                raw = raw.removeprefix(_BOM)
             text, problem = _decode(raw.rstrip(b"\r\n"))
             if fmt == "jsonl" and problem is None:
                 text, doc_id, problem = _from_json(text, doc_id, text_field, id_field)
             yield doc_id, text, problem
+
+
+# A UTF-8 byte-order mark (editors on Windows write one) starts the file, not its text.
+_BOM = b"\xef\xbb\xbf"
 
 
 def _decode(raw):

@@ -68,10 +68,18 @@ def test_output_equals_single_process_and_resume_skips(cluster, tiny_model_path,
     assert not glob.glob(os.path.join(out, "*.tmp-*")) + glob.glob(os.path.join(out, ".*.tmp-*"))
 
     os.unlink(os.path.join(out, "part-00003.jsonl"))        # as if killed before commit
+    # work done is counted by the files: a partition tagged again is a new file
+    def identities():
+        return {p: (os.stat(p).st_ino, os.stat(p).st_mtime_ns)
+                for p in glob.glob(os.path.join(out, "part-*"))}
+    before = identities()
     messages = []
     again = tag_corpus(pattern, out, tiny_model_path, scheduler=cluster.scheduler_address,
                        partition_size=70, progress=False, log=messages.append)
     assert again["skipped"] == 9 and again["documents"] == 600
+    after = identities()
+    assert {p for p in after if after[p] != before.get(p)} == {
+        os.path.join(out, "part-00003.jsonl"), os.path.join(out, "part-00003.stats.json")}
     assert "9 already done (skipped), 1 to tag" in messages[0]
     assert read_output(out) == expected(tiny_model_path, pattern)
 

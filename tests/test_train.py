@@ -500,3 +500,60 @@ def test_setup_pauses_the_collector_and_training_runs_with_it(tmp_path, tiny_tra
     assert frozen == {"build_model": False, "EncodedSentences": False, "train_epoch": True,
                       "plot_history": True}
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_the_returned_model_is_the_best_epochs_not_the_last(tmp_path, tiny_train_path,
+                                                            tiny_dev_path, monkeypatch):
+    """Dev F1 scripted 10, 30, 20, 15 with patience 2: training stops after epoch 4 and
+    returns epoch 2's parameters, which the saved file and its card hold too."""
+    from fastner import train as train_module
+    real_evaluate = train_module.evaluate
+    scripted = iter([10.0, 30.0, 20.0, 15.0])
+    snapshots = []
+
+    def scripted_evaluate(model, data):
+        scores = real_evaluate(model, data)
+        f1 = next(scripted, None)
+        if f1 is None:                       # finish's scoring of the returned model
+            return scores
+        snapshots.append(model.flat.copy())
+        return dict(scores, f1=f1)
+    monkeypatch.setattr(train_module, "evaluate", scripted_evaluate)
+    out, model, state, trainer = train(tmp_path, "best", tiny_train_path, tiny_dev_path,
+                                       epochs=10, patience=2)
+    assert (state.epoch, state.best_epoch, state.best_f1) == (4, 2, 30.0)
+    assert len(snapshots) == 4 and not np.array_equal(snapshots[1], snapshots[3])
+    np.testing.assert_array_equal(model.flat, snapshots[1])
+    card = trainer.finish(model, state)
+    assert card["best_epoch"] == 2 and card["epochs_run"] == 4
+    np.testing.assert_allclose(load_model(out).flat, snapshots[1], atol=0.02)
+
+
+def test_adam_is_the_textbook_update_with_bias_correction(tiny_train_path):
+    """Five steps of the optimiser against Adam as Kingma & Ba write it (m̂ = m/(1−β1ᵗ),
+    v̂ = v/(1−β2ᵗ), θ −= lr·m̂/(√v̂ + ε)), in float64: without either correction, or
+    with t not counting up, the first steps differ by far more than float32 rounding."""
+    from fastner.train import ADAM_BETA1 as b1
+    from fastner.train import ADAM_BETA2 as b2
+    from fastner.train import Optimizer, build_model
+    cfg = TrainConfig(glove_words=0, hidden=8, clip=0.0)
+    model = build_model(cfg, read_conll(tiny_train_path), log=lambda msg: None)
+    opt = Optimizer(model, cfg)
+    dense = opt.dense
+    theta = model.flat[dense].astype(np.float64)
+    m = np.zeros_like(theta)
+    v = np.zeros_like(theta)
+    rng = np.random.default_rng(0)
+    lr = 1e-2
+    no_rows = [np.zeros(0, np.int32) for _ in model.features]
+    for t in range(1, 6):
+        g = rng.normal(size=theta.shape).astype(np.float32)
+        opt.grad[dense] = g
+        opt.step(no_rows, lr)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g.astype(np.float64) ** 2
+        theta -= lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + 1e-8)
+        # atol: the kernel adds ε to √v, the textbook to √v̂ (Kingma & Ba §2), which moves
+        # a step of ~lr by at most a few 1e-6 here; a missing correction moves it by ~lr
+        np.testing.assert_allclose(model.flat[dense], theta, rtol=1e-4, atol=5e-5)
+    assert opt.t == 5

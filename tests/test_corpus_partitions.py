@@ -1,0 +1,143 @@
+"""tag-corpus's planning and its partitions, in this process (no Dask): every document
+of every input counted and tagged once, whatever the file's line endings."""
+import json
+import os
+
+import pytest
+
+from fastner import corpus
+from fastner.corpus import plan, run_partition
+from fastner.tagger import Tagger
+
+
+def write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+    return str(path)
+
+
+def outputs(directory, index=0):
+    with open(os.path.join(directory, f"part-{index:05d}.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("data,n", [(b"a\nb\nc\n", 3), (b"a\nb\nc", 3), (b"", 0), (b"a", 1),
+                                    (b"\n", 1), (b"a\r\nb\r\n", 2), (b"a\n" * 7, 7)])
+def test_plan_counts_every_line_a_last_one_without_newline_too(tmp_path, data, n):
+    path = write(tmp_path / "in.txt", data)
+    parts = plan(path, "lines", 3)
+    assert sum(p["stop"] - p["start"] for p in parts) == n
+    assert [p["index"] for p in parts] == list(range(len(parts)))
+    assert all(p["stop"] - p["start"] <= 3 for p in parts)
+
+
+def test_plan_counts_lines_across_its_read_blocks(tmp_path):
+    path = write(tmp_path / "big.txt", b"x" * ((1 << 20) - 1) + b"\n" + b"y")
+    assert plan(path, "lines", 10) == [{"files": [path], "start": 0, "stop": 2, "index": 0}]
+
+
+def test_plan_refuses_bad_arguments(tmp_path):
+    path = write(tmp_path / "in.txt", b"a\n")
+    with pytest.raises(ValueError, match="format must be one of"):
+        plan(path, "csv", 10)
+    with pytest.raises(ValueError, match="at least 1; got 0"):
+        plan(path, "lines", 0)
+    assert len(plan(path, "lines", 1)) == 1
+    with pytest.raises(ValueError, match="no input files match"):
+        plan(str(tmp_path / "none*.txt"), "lines", 10)
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+@pytest.mark.parametrize("trailing", [True, False])
+def test_every_document_is_tagged_whatever_the_line_endings(tmp_path, tiny_model_path,
+                                                           ending, bom, trailing):
+    texts = ["Maria Lopez met Tom Baker in Paris .", "Then Tom Baker left .",
+             "Grace Obi works for Helix Labs ."]
+    data = bom + ending.join(t.encode() for t in texts) + (ending if trailing else b"")
+    path = write(tmp_path / "in.txt", data)
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    [part] = plan(path, "lines", 10)
+    stats = run_partition(part, out, tiny_model_path, "lines")
+    assert stats["documents"] == stats["tagged"] == 3 and not stats["skipped"]
+    tagger = Tagger.load(tiny_model_path)
+    rows = outputs(out)
+    assert [r["id"] for r in rows] == [f"{path}:{i}" for i in (1, 2, 3)]
+    assert [r["entities"] for r in rows] == [tagger(t).to_dict()["entities"] for t in texts]
+
+
+def test_files_format_strips_a_bom(tmp_path, tiny_model_path):
+    text = "Maria Lopez met Tom Baker in Paris ."
+    a = write(tmp_path / "a.txt", b"\xef\xbb\xbf" + text.encode())
+    write(tmp_path / "b.txt", text.encode())
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    [part] = plan(str(tmp_path / "*.txt"), "files", 10)
+    run_partition(part, out, tiny_model_path, "files")
+    rows = outputs(out)
+    assert [r["id"] for r in rows] == [a, str(tmp_path / "b.txt")]
+    assert rows[0]["entities"] == rows[1]["entities"]
+    assert rows[0]["entities"][0]["start"] == 0
+
+
+def test_a_finished_partition_is_not_tagged_again(tmp_path, tiny_model_path, monkeypatch):
+    path = write(tmp_path / "in.txt", b"Maria Lopez met Tom Baker .\n")
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    [part] = plan(path, "lines", 10)
+    first = run_partition(part, out, tiny_model_path, "lines")
+    made = os.stat(os.path.join(out, "part-00000.jsonl"))
+
+    def no_tagging(model_path):
+        raise AssertionError("a finished partition was tagged again")
+    monkeypatch.setattr(corpus, "get_tagger", no_tagging)
+    again = run_partition(part, out, tiny_model_path, "lines")
+    assert again == dict(first, skipped=True)
+    now = os.stat(os.path.join(out, "part-00000.jsonl"))
+    assert (now.st_ino, now.st_mtime_ns) == (made.st_ino, made.st_mtime_ns)
+
+
+def test_a_partition_that_fails_leaves_no_output_or_temporary(tmp_path, tiny_model_path,
+                                                              monkeypatch):
+    path = write(tmp_path / "in.txt", b"Maria Lopez met Tom Baker .\n" * 5)
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    [part] = plan(path, "lines", 10)
+    tagger = corpus.get_tagger(tiny_model_path)
+
+    def broken(texts, *args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(tagger, "tag_texts", broken)
+    with pytest.raises(MemoryError):
+        run_partition(part, out, tiny_model_path, "lines")
+    assert os.listdir(out) == []
+
+
+def test_partition_bounds_are_exact(tmp_path, tiny_model_path):
+    path = write(tmp_path / "in.txt", b"".join(f"Doc {i} in Paris .\n".encode()
+                                               for i in range(7)))
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    parts = plan(path, "lines", 3)
+    assert [(p["start"], p["stop"]) for p in parts] == [(0, 3), (3, 6), (6, 7)]
+    for p in parts:
+        run_partition(p, out, tiny_model_path, "lines")
+    ids = [r["id"] for i in range(3) for r in outputs(out, i)]
+    assert ids == [f"{path}:{n}" for n in range(1, 8)]
+
+
+def test_problems_are_counted_and_kept_in_order(tmp_path, tiny_model_path):
+    path = write(tmp_path / "in.jsonl", b'{"text": "Paris ."}\n\nnot json\n{"x": 1}\n'
+                 b'{"text": "' + b"a " * 30 + b'", "id": 7}\n' + b'\xff\n')
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    [part] = plan(path, "jsonl", 10)
+    stats = run_partition(part, out, tiny_model_path, "jsonl", max_chars=50)
+    assert stats["documents"] == 6 and stats["tagged"] == 1
+    assert stats["problems"] == {"empty": 1, "bad_json": 1, "no_text": 1, "too_long": 1,
+                                 "undecodable": 1}
+    rows = outputs(out)
+    assert [r.get("error", "ok").split(":")[0] for r in rows] == [
+        "ok", "empty", "bad_json", "no_text", "too_long", "undecodable"]
+    assert rows[4]["id"] == "7"
