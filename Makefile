@@ -6,6 +6,8 @@
 # make lock-check — re-resolve into a temporary folder and compare (asks the live index)
 # make gazetteers — rebuild fastner/gazetteers/*.txt from their source packages
 # make wheel — dist/: an sdist, and a portable wheel built from it in isolation (pinned build tools)
+# make mutate — mutation testing (mutmut) of the modules that hold the promises; MODULES=... for some
+# make mutate-kernels — fixed mutations of the Cython kernels, each rebuilt and tested
 
 PYTHON ?= python3
 # make builds the kernels for the machine it runs on (see setup.py); FASTNER_MARCH= for portable code
@@ -20,7 +22,7 @@ LOCK_DATE   := 2026-11-28T00:00:00Z
 KERNEL_SOURCES := $(wildcard fastner/*.pyx fastner/*.pxd fastner/*.h)
 
 .PHONY: serve serve-proxy test test-portable lint bench build install lock lock-check gazetteers \
-        wheel clean
+        wheel clean mutate mutate-kernels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -95,6 +97,13 @@ bench: build
 	$(BIN)/pip install -q "torch==2.13.0" || \
 	    echo "PyTorch not installed: its comparison rows will be skipped"
 	benchmarks/run.sh
+
+# Not part of make test (it takes tens of minutes): tests/mutation/ and docs/testing.md.
+mutate: build
+	$(BIN)/python tests/mutation/mutate.py $(MODULES)
+
+mutate-kernels: build
+	$(BIN)/python tests/mutation/kernel_mutants.py
 
 lock: $(STAMP)
 	LOCK_DATE=$(LOCK_DATE) requirements/lock.sh $(BIN)/uv

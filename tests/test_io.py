@@ -236,3 +236,102 @@ def test_a_header_promising_more_than_the_file_holds_is_refused_before_allocatin
     exact = tmp_path / "exact.npz"                 # the same size it really holds: fine
     _rewrite_member(good, exact, "w.npy", (4,))
     assert io.load_npz(exact, FMT)[0]["w"].shape == (4,)
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_both_npy_header_versions_numpy_writes_are_read(tmp_path, version):
+    meta = json.dumps({"format": FMT, "format_version": io.FORMAT_VERSIONS[FMT]})
+    path = tmp_path / "v.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in (("__meta__", np.array(meta)), ("w", np.arange(3, dtype=np.float32))):
+            buf = BytesIO()
+            np.lib.format.write_array(buf, array, version=version)
+            archive.writestr(name + ".npy", buf.getvalue())
+    arrays, _ = io.load_npz(path, FMT)
+    assert arrays["w"].tolist() == [0.0, 1.0, 2.0]
+    with zipfile.ZipFile(path, "w") as archive:            # version 3.0: not ours
+        buf = BytesIO()
+        np.lib.format.write_array(buf, np.array(meta), version=(3, 0))
+        archive.writestr("__meta__.npy", buf.getvalue())
+    with pytest.raises(io.ModelFileError, match=r"v.npz: array file format \(3, 0\) is not "
+                                                r"supported"):
+        io.load_npz(path, FMT)
+
+
+def test_errors_name_the_kind_of_failure(tmp_path):
+    (tmp_path / "text.npz").write_bytes(b"hello")
+    for reader in (io.load_npz, io.read_meta):
+        with pytest.raises(io.ModelFileError, match="BadZipFile: File is not a zip file"):
+            reader(tmp_path / "text.npz", FMT)
+
+
+def test_pickles_are_refused_even_past_the_header_check(tmp_path, monkeypatch):
+    """np.load itself is called with allow_pickle=False: a second line of defence."""
+    path = tmp_path / "pickle.npz"
+    meta = np.array(json.dumps({"format": FMT, "format_version": io.FORMAT_VERSIONS[FMT]}))
+    with open(path, "wb") as f:
+        np.savez(f, __meta__=meta, w=np.array([{"a": 1}], dtype=object))
+    monkeypatch.setattr(io, "_check_members", lambda path: None)
+    with pytest.raises(io.ModelFileError, match="Object arrays cannot be loaded"):
+        io.load_npz(path, FMT)
+    pickled_meta = tmp_path / "meta.npz"
+    with open(pickled_meta, "wb") as f:
+        np.savez(f, __meta__=np.array([{"format": FMT}], dtype=object))
+    with pytest.raises(io.ModelFileError, match="Object arrays cannot be loaded"):
+        io.read_meta(pickled_meta, FMT)
+
+
+@pytest.mark.parametrize("compress,method", [(True, zipfile.ZIP_DEFLATED),
+                                             (False, zipfile.ZIP_STORED)])
+def test_compress_chooses_deflate_or_stored_members(tmp_path, compress, method):
+    path = tmp_path / "m.npz"
+    io.save_npz(path, FMT, {"w": np.zeros(1000, np.float32)}, {}, compress=compress)
+    with zipfile.ZipFile(path) as archive:
+        assert {info.compress_type for info in archive.infolist()} == {method}
+
+
+def test_json_is_written_indented_by_two(tmp_path):
+    io.write_json_atomically(tmp_path / "c.json", {"a": [1], "b": "é"})
+    assert (tmp_path / "c.json").read_text(encoding="utf-8") == \
+        json.dumps({"a": [1], "b": "é"}, indent=2) + "\n"
+
+
+def test_text_files_are_utf8_whatever_the_locale(tmp_path):
+    """Under the POSIX locale without UTF-8 mode Python's default encoding is ASCII; a
+    model card or training log must still be written as UTF-8 (here, then in a process
+    under that locale)."""
+    io.write_text_atomically(tmp_path / "here.txt", lambda f: f.write("G\xfcnther\n"))
+    assert (tmp_path / "here.txt").read_bytes() == "Günther\n".encode()
+    child = ("import sys; from fastner import io\n"
+             "io.write_text_atomically(sys.argv[1], lambda f: f.write('G\\xfcnther\\n'))\n"
+             "io.write_json_atomically(sys.argv[2], {'name': 'G\\xfcnther'})\n")
+    env = dict(os.environ, LC_ALL="POSIX", LANG="POSIX", PYTHONUTF8="0",
+               PYTHONCOERCECLOCALE="0", PYTHONIOENCODING="ascii")
+    done = subprocess.run([sys.executable, "-c", child, str(tmp_path / "t.txt"),
+                           str(tmp_path / "c.json")], env=env, capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "t.txt").read_bytes() == "Günther\n".encode()
+    assert json.loads((tmp_path / "c.json").read_bytes().decode("utf-8")) == {"name": "Günther"}
+
+
+def test_declared_sizes_are_checked_exactly_and_without_overflow(tmp_path):
+    good = tmp_path / "good.npz"
+    io.save_npz(good, FMT, {"w": np.zeros(4, np.float32)}, {}, compress=False)
+    with zipfile.ZipFile(good) as archive:
+        member_bytes = archive.getinfo("w.npy").file_size     # header and data
+    assert member_bytes % 4 == 0
+    # declaring exactly as many float32 bytes as the member holds passes the size check
+    # (the data is then short, which np.load finds); one more element does not
+    at_limit, over = tmp_path / "at.npz", tmp_path / "over.npz"
+    _rewrite_member(good, at_limit, "w.npy", (member_bytes // 4,))
+    _rewrite_member(good, over, "w.npy", (member_bytes // 4 + 1,))
+    with pytest.raises(io.ModelFileError, match="not a readable fastner file"):
+        io.load_npz(at_limit, FMT)
+    with pytest.raises(io.ModelFileError, match="declares shape"):
+        io.load_npz(over, FMT)
+    # 2³² × 2³² elements: 2⁶⁴, which int64 arithmetic would wrap to 0
+    wrapped = tmp_path / "wrapped.npz"
+    _rewrite_member(good, wrapped, "w.npy", (1 << 32, 1 << 32))
+    with pytest.raises(io.ModelFileError, match="declares shape"):
+        io.load_npz(wrapped, FMT)

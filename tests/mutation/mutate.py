@@ -1,0 +1,152 @@
+"""make mutate: mutation testing of the modules that hold fastner's promises, with mutmut 3.
+
+    python tests/mutation/mutate.py [MODULE ...] [--max-children N]
+
+For each module (default: all of MODULES), a tree of its own under build/mutate/
+holds the package as it installs (service/ as fastner/service, models/ as
+fastner/models, so every import names the mutated files), the tests, and a
+[tool.mutmut] table that mutates that one module and selects its tests only.
+mutmut runs there; its verdicts are read from the mutants' .meta files. Mutants
+listed in tests/mutation/equivalent.txt (one per line: name, then `#` and why it
+changes no behaviour) are left out of the count. Prints one line per module,
+
+    fastner/io.py: 41 of 44 killed (93%)
+
+then the survivors by name (`cd build/mutate/SLUG && mutmut show NAME` shows one), and
+exits 1 when a module is under TARGET.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STAGES = os.path.join(ROOT, "build", "mutate")
+EQUIVALENT = os.path.join(ROOT, "tests", "mutation", "equivalent.txt")
+TARGET = 0.90
+
+# module (as in the repository) -> the tests that guard it
+MODULES = {
+    "fastner/io.py": ["tests/test_io.py", "tests/test_modelfile.py"],
+    "fastner/modelfile.py": ["tests/test_modelfile.py", "tests/test_model.py"],
+    "fastner/train.py": ["tests/test_train.py"],
+    "fastner/corpus.py": ["tests/test_corpus_partitions.py", "tests/test_corpus.py"],
+    "fastner/conll.py": ["tests/test_conll.py"],
+    "fastner/cli.py": ["tests/test_cli.py"],
+    "fastner/evaluate.py": ["tests/test_evaluate.py"],
+    "fastner/tags.py": ["tests/test_conll.py", "tests/test_evaluate.py"],
+    "fastner/tokenize.py": ["tests/test_tokenize.py"],
+    "fastner/settings.py": ["tests/test_settings.py"],
+    "service/api.py": ["tests/test_api.py", "tests/test_service.py"],
+    "service/errors.py": ["tests/test_api.py", "tests/test_service.py"],
+}
+KILLED = {1, 3}             # a test failed (3: pytest's internal error on the mutant)
+TIMEOUT = {36, 24, -24, 152, 255}
+
+
+def staged_path(module):
+    """Where ``module`` sits in a stage: service/ and models/ inside the package."""
+    for folder in ("service", "models"):
+        if module.startswith(folder + "/"):
+            return "fastner/" + module
+    return module
+
+
+def stage(module):
+    """A fresh tree for ``module``'s run; its path."""
+    slug = module.replace("/", "_").removesuffix(".py")
+    where = os.path.join(STAGES, slug)
+    shutil.rmtree(where, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.c", ".*.tmp-*")
+    shutil.copytree(os.path.join(ROOT, "fastner"), os.path.join(where, "fastner"), ignore=ignore)
+    for folder in ("service", "models"):
+        shutil.copytree(os.path.join(ROOT, folder), os.path.join(where, "fastner", folder),
+                        ignore=ignore)
+    shutil.copytree(os.path.join(ROOT, "tests"), os.path.join(where, "tests"),
+                    ignore=shutil.ignore_patterns("__pycache__", "mutation"))
+    # the checkout's layout too, for tests that read its files (the shipped model's card)
+    os.symlink(os.path.join(where, "fastner", "models"), os.path.join(where, "models"))
+    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:
+        pyproject = f.read()
+    tests = ", ".join(json.dumps(t) for t in MODULES[module])
+    pyproject += (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["fastner"]\n'
+        f'only_mutate = ["{staged_path(module)}"]\n'
+        'also_copy = ["tests", "models", "pyproject.toml"]\n'
+        f"pytest_add_cli_args_test_selection = [{tests}]\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning"]\n'
+        "use_setproctitle = false\n")
+    with open(os.path.join(where, "pyproject.toml"), "w", encoding="utf-8") as f:
+        f.write(pyproject)
+    return where
+
+
+def equivalents():
+    """{mutant name: reason} from the checked-in list."""
+    found = {}
+    if os.path.exists(EQUIVALENT):
+        with open(EQUIVALENT, encoding="utf-8") as f:
+            for line in f:
+                name, _, why = line.partition("#")
+                if name.strip():
+                    found[name.strip()] = why.strip()
+    return found
+
+
+def verdicts(where, module):
+    """{mutant name: exit code} from mutmut's .meta file of ``module``."""
+    meta = os.path.join(where, "mutants", staged_path(module) + ".meta")
+    with open(meta, encoding="utf-8") as f:
+        return json.load(f)["exit_code_by_key"]
+
+
+def run(module, max_children):
+    where = stage(module)
+    mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTNER_MODEL", "PYTHONPATH")}
+    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    done = subprocess.run([mutmut, "run", "--max-children", str(max_children)], cwd=where,
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        sys.exit(f"mutate: mutmut failed on {module} (in {where}):\n{done.stderr[-3000:]}")
+    return where, verdicts(where, module)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("modules", nargs="*", default=list(MODULES), metavar="MODULE")
+    ap.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    args = ap.parse_args(argv)
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        ap.error(f"not a module under mutation testing: {', '.join(unknown)} "
+                 f"(choose from {', '.join(MODULES)})")
+    accepted = equivalents()
+    lines, survivors, short = [], [], False
+    for module in args.modules:
+        where, codes = run(module, args.max_children)
+        counted = {name: code for name, code in codes.items() if name not in accepted}
+        killed = sum(code in KILLED or code in TIMEOUT for code in counted.values())
+        share = killed / len(counted) if counted else 1.0
+        short |= share < TARGET
+        line = f"{module}: {killed} of {len(counted)} killed ({share:.0%})"
+        excluded = len(codes) - len(counted)
+        if excluded:
+            line += f", {excluded} equivalent left out"
+        print(line, flush=True)
+        lines.append(line)
+        survivors += [(module, where, name, code) for name, code in sorted(counted.items())
+                      if code not in KILLED and code not in TIMEOUT]
+    if survivors:
+        print("\nnot killed (exit code: 0 survived, 33 or 5 no test ran it, None not checked):")
+        for module, where, name, code in survivors:
+            print(f"  {name}  [{code}]  (cd {os.path.relpath(where, ROOT)} && mutmut show {name})")
+    print("\n" + "\n".join(lines))
+    return 1 if short else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

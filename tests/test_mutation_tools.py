@@ -1,0 +1,57 @@
+"""The mutation-testing scripts (make mutate, make mutate-kernels) stay runnable: their
+lists match the code, and bad arguments are refused. The runs themselves take tens of
+minutes and are not part of make test (docs/testing.md)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "mutation"))
+import kernel_mutants  # noqa: E402
+import mutate  # noqa: E402
+
+
+def test_every_module_under_mutation_exists_and_has_its_tests():
+    for module, tests in mutate.MODULES.items():
+        assert os.path.isfile(os.path.join(ROOT, module)), module
+        assert tests and all(os.path.isfile(os.path.join(ROOT, t)) for t in tests), module
+
+
+def test_service_modules_are_staged_inside_the_package():
+    assert mutate.staged_path("service/api.py") == "fastner/service/api.py"
+    assert mutate.staged_path("fastner/io.py") == "fastner/io.py"
+
+
+def test_equivalent_mutants_each_say_why():
+    names = mutate.equivalents()
+    assert names
+    for name, why in names.items():
+        assert name.startswith(("fastner.", "service.")) and "__mutmut_" in name, name
+        assert len(why) > 10, name
+
+
+def test_an_unknown_module_is_refused():
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "mutation", "mutate.py"),
+                           "fastner/nothing.py"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "not a module under mutation testing: fastner/nothing.py" in done.stderr
+
+
+@pytest.mark.parametrize("mutation", kernel_mutants.MUTATIONS, ids=lambda m: m[0])
+def test_each_kernel_mutation_applies_to_exactly_one_place(mutation):
+    name, path, text, mutant, extra = mutation
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        source = f.read()
+    assert source.count(text) == 1, name
+    assert text != mutant
+    assert all(t == "portable" or os.path.isfile(os.path.join(ROOT, t)) for t in extra)
+
+
+def test_kernel_mutations_are_listed_by_name():
+    done = subprocess.run([sys.executable,
+                           os.path.join(ROOT, "tests", "mutation", "kernel_mutants.py"), "--list"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == [m[0] for m in kernel_mutants.MUTATIONS]
