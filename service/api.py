@@ -167,7 +167,8 @@ def parse_tag_request(body, config):
                                                            f"non-empty string without white "
                                                            f"space")
                 _check_text(tok, f"tokens[{i}][{j}]")
-                n_chars += len(tok) + 1
+                n_chars += len(tok)
+            n_chars += max(len(sent) - 1, 0)    # the sentence's text: one space between
     if kind != "text" and len(value) > max_texts:
         raise ApiError(413, "too_many_texts", f"'{kind}' holds {len(value)} items; the limit "
                                               f"is {max_texts} per request")

@@ -236,3 +236,30 @@ def test_version_names_the_package_and_the_default_model(capsys, monkeypatch, ti
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.splitlines()[1].startswith(f"model: none loadable ({broken}:")
+
+
+@pytest.mark.parametrize("raised,code,message", [
+    (KeyboardInterrupt(), 130, "fastner: error: interrupted"),
+    (ValueError("bad value"), 1, "fastner: error: bad value"),
+    (OSError(28, "No space left on device"), 1, "fastner: error: [Errno 28] No space left"),
+    (RuntimeError("stuck"), 1, "fastner: error: stuck"),
+])
+def test_documented_exit_codes(capsys, monkeypatch, tiny_model_path, raised, code, message):
+    """1 for errors (one short line naming the problem), 130 for Ctrl-C, and no
+    traceback either way."""
+    from fastner import cli
+
+    def fails(args):
+        raise raised
+    monkeypatch.setattr(cli, "cmd_tag", fails)
+    got, out, err = run(["tag", "--model", tiny_model_path], capsys, monkeypatch)
+    assert got == code
+    assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+    assert out == ""
+
+
+def test_an_unexpected_exception_is_not_swallowed(monkeypatch, tiny_model_path):
+    from fastner import cli
+    monkeypatch.setattr(cli, "cmd_tag", lambda args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        main(["tag", "--model", tiny_model_path])

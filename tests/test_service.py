@@ -249,3 +249,44 @@ def test_environment_settings(monkeypatch, tagger):
     monkeypatch.setenv("FASTNER_MAX_TEXTS", "lots")
     with pytest.raises(ValueError, match="FASTNER_MAX_TEXTS must be an integer"):
         create_app({"FASTNER_TAGGER": tagger})
+
+
+def _body_of(size):
+    """A {"text": "Paris"} body of exactly ``size`` bytes: JSON whitespace after it."""
+    body = b'{"text": "Paris"}'
+    return body + b" " * (size - len(body))
+
+
+# (limit, a request exactly at it, the same one over it by one, the error code);
+# the app's limits: 8 texts, 200 tokens, 1,000 characters, 20,000 body bytes
+AT_THE_LIMIT = [
+    ("texts", {"texts": ["a"] * 8}, {"texts": ["a"] * 9}, "too_many_texts"),
+    ("tokens", {"text": "a " * 200}, {"text": "a " * 201}, "too_many_tokens"),
+    ("pre-tokenised tokens", {"tokens": [["a"] * 100, ["b"] * 100]},
+     {"tokens": [["a"] * 100, ["b"] * 101]}, "too_many_tokens"),
+    ("characters", {"text": "abcdefghi " * 100}, {"text": "abcdefghi " * 100 + "x"},
+     "too_many_chars"),
+    # tokens are counted with one space between them: 100 × 9 + 99 + 1 = 1,000
+    ("characters of tokens", {"tokens": [["abcdefghi"] * 99 + ["abcdefghij"]]},
+     {"tokens": [["abcdefghi"] * 99 + ["abcdefghijk"]]}, "too_many_chars"),
+    ("body bytes", _body_of(20_000), _body_of(20_001), "payload_too_large"),
+]
+
+
+@pytest.mark.parametrize("what,at,over,code", AT_THE_LIMIT, ids=[c[0] for c in AT_THE_LIMIT])
+def test_every_limit_admits_its_maximum_and_refuses_one_more(client, what, at, over, code):
+    r = post(client, at)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    r = post(client, over)
+    assert r.status_code == 413 and r.get_json()["error"]["code"] == code
+
+
+def test_a_limit_of_one_admits_one(tagger):
+    app = create_app({"FASTNER_TAGGER": tagger, "FASTNER_MAX_TEXTS": 1,
+                      "FASTNER_MAX_TOKENS": 1, "FASTNER_MAX_CHARS": 5})
+    client = app.test_client()
+    assert post(client, {"texts": ["Paris"]}).status_code == 200
+    assert post(client, {"texts": ["a", "b"]}).get_json()["error"]["code"] == "too_many_texts"
+    assert post(client, {"text": "a b"}).get_json()["error"]["code"] == "too_many_tokens"
+    assert post(client, {"text": "Lisbon"}).get_json()["error"]["code"] == "too_many_chars"
+    assert post(client, {"text": ""}).status_code == 200
