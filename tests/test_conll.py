@@ -127,3 +127,29 @@ def test_reading_pauses_the_collector_and_restores_it(tiny_train_path, tmp_path,
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+CLEAN = ("-DOCSTART- -X- O\n\nEU B-ORG\nrejects O\nGerman B-MISC\n\nPeter B-PER\n"
+         "Blackburn I-PER\n")
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+@pytest.mark.parametrize("bom", ["", "\ufeff"])
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_line_ends_bom_and_a_missing_final_newline_read_the_same(ending, bom, final_newline):
+    from fastner.conll import read_blocks
+    text = bom + CLEAN.replace("\n", ending)
+    if not final_newline:
+        text = text[:-len(ending)]
+    got = parse_conll(io.BytesIO(text.encode()), name="x.txt")
+    want = parse_conll(io.BytesIO(CLEAN.encode()), name="x.txt")
+    assert [(s.tokens, s.tags, s.doc) for s in got] == [(s.tokens, s.tags, s.doc) for s in want]
+    assert [s.tokens for s in got] == [["EU", "rejects", "German"], ["Peter", "Blackburn"]]
+    # blocks of 7 bytes end mid-line, mid-CRLF and mid-BOM; the lines are the same
+    lines = CLEAN.splitlines()
+    for block_bytes in (7, 1, 1 << 20):
+        blocks = list(read_blocks(io.BytesIO(text.encode()), "x.txt", block_bytes))
+        assert [line for _, ls in blocks for line in ls] == lines
+        firsts = [first for first, _ in blocks]
+        assert firsts[0] == 1 and all(
+            b == a + len(ls) for (a, ls), b in zip(blocks, firsts[1:]))
