@@ -2,7 +2,7 @@
 
 The library, the CLI, the service and gunicorn's config all read their settings
 through ``setting(name)``, so a value is parsed and checked in one way, and
-``fastner serve --help`` and the README's table are printed from ``SETTINGS``.
+``fastner serve --help`` and docs/deployment.md's table are printed from ``SETTINGS``.
 """
 import os
 from collections.abc import Mapping
@@ -86,7 +86,7 @@ def describe() -> str:
 
 
 def markdown_table() -> str:
-    """The README's settings table."""
+    """The settings table of docs/deployment.md."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for s in SETTINGS:
         default = "unset" if s.default is None else f"`{s.default}`"

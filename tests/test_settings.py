@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from fastner.settings import BY_NAME, SETTINGS, markdown_table, setting
+from fastner.settings import BY_NAME, SETTINGS, describe, markdown_table, setting
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,3 +40,33 @@ def test_values_are_parsed_and_checked():
     with pytest.raises(ValueError, match="FASTNER_MAX_CHARS must be at least 1"):
         setting("FASTNER_MAX_CHARS", {"FASTNER_MAX_CHARS": "0"})
     assert all(s.name.startswith("FASTNER_") and s.help for s in SETTINGS)
+
+
+@pytest.mark.parametrize("spec", [s for s in SETTINGS if s.minimum is not None],
+                         ids=lambda s: s.name)
+def test_every_bounded_setting_admits_its_minimum_and_refuses_below(spec):
+    at = str(int(spec.minimum)) if spec.kind is int else f"{spec.minimum:g}"
+    below = str(int(spec.minimum) - 1) if spec.kind is int else f"{spec.minimum - 0.001:g}"
+    assert setting(spec.name, {spec.name: at}) == spec.minimum
+    with pytest.raises(ValueError) as err:
+        setting(spec.name, {spec.name: below})
+    assert str(err.value) == f"{spec.name} must be at least {spec.minimum:g}; got {below!r}"
+
+
+def test_floats_and_ints_are_parsed_as_their_kind():
+    assert setting("FASTNER_DRAIN_SECONDS", {"FASTNER_DRAIN_SECONDS": "2.5"}) == 2.5
+    with pytest.raises(ValueError, match="FASTNER_DRAIN_SECONDS must be a number; got 'soon'"):
+        setting("FASTNER_DRAIN_SECONDS", {"FASTNER_DRAIN_SECONDS": "soon"})
+    with pytest.raises(ValueError, match="FASTNER_WORKERS must be an integer; got '2.5'"):
+        setting("FASTNER_WORKERS", {"FASTNER_WORKERS": "2.5"})
+    assert setting("FASTNER_BIND", {"FASTNER_BIND": "unix:/tmp/s"}) == "unix:/tmp/s"
+    assert setting("FASTNER_BIND", {}) == "127.0.0.1:8000"
+
+
+def test_describe_lists_every_setting_with_its_default():
+    text = describe()
+    for s in SETTINGS:
+        assert f"  {s.name} (default " in text
+    assert "FASTNER_MAX_CHARS (default 250,000)" in text
+    assert "FASTNER_MODEL (default unset)" in text
+    assert "FASTNER_CACHE_MB (default 64.0)" in text
