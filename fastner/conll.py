@@ -55,11 +55,12 @@ def read_blocks(f, name, block_bytes=BLOCK_BYTES):
             return
         if not raw.endswith(b"\n"):              # complete the block's last line
             rest = f.readline(MAX_LINE_BYTES + 1)
-            raw += rest
             if len(rest) > MAX_LINE_BYTES:
+                # the long line is the block's last, after the block's whole lines
                 line = first_line + raw.count(b"\n")
                 raise ConllFormatError(f"{name}:{line}: line longer than {MAX_LINE_BYTES:,} "
                                        f"bytes; not a CoNLL file?")
+            raw += rest
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:

@@ -153,3 +153,145 @@ def test_line_ends_bom_and_a_missing_final_newline_read_the_same(ending, bom, fi
         firsts = [first for first, _ in blocks]
         assert firsts[0] == 1 and all(
             b == a + len(ls) for (a, ls), b in zip(blocks, firsts[1:]))
+
+
+# -- read_blocks at its bounds (MAX_LINE_BYTES made small so the lines stay small) ------
+
+def blocks_of(data, block_bytes, monkeypatch, max_line=10):
+    from fastner import conll
+    monkeypatch.setattr(conll, "MAX_LINE_BYTES", max_line)
+    return list(conll.read_blocks(io.BytesIO(data), "x.txt", block_bytes))
+
+
+def lines_of(blocks):
+    return [line for _, lines in blocks for line in lines]
+
+
+@pytest.mark.parametrize("block_bytes", [1, 3, 64])
+def test_a_line_of_exactly_the_maximum_is_read_and_one_more_byte_is_not(block_bytes,
+                                                                         monkeypatch):
+    data = b"ab\n0123456789\ncd\n"
+    assert lines_of(blocks_of(data, block_bytes, monkeypatch)) == ["ab", "0123456789", "cd"]
+    with pytest.raises(ConllFormatError) as err:
+        blocks_of(b"ab\nxy\n0123456789X\ncd\n", block_bytes, monkeypatch)
+    assert str(err.value) == "x.txt:3: line longer than 10 bytes; not a CoNLL file?"
+
+
+def test_reads_are_bounded_by_the_block_and_the_longest_line(monkeypatch):
+    sizes = []
+
+    class Recording(io.BytesIO):
+        def read(self, n=-1):
+            sizes.append(("read", n))
+            return super().read(n)
+
+        def readline(self, n=-1):
+            sizes.append(("readline", n))
+            return super().readline(n)
+    from fastner import conll
+    monkeypatch.setattr(conll, "MAX_LINE_BYTES", 10)
+    list(conll.read_blocks(Recording(b"abc\ndefgh\n" * 5), "x", 4))
+    assert sizes and all(n is not None and 0 < n <= 11 for _, n in sizes), sizes
+
+
+def test_a_file_holding_only_a_bom_has_no_lines(monkeypatch):
+    assert lines_of(blocks_of(b"\xef\xbb\xbf", 1 << 20, monkeypatch)) == []
+    assert parse_conll(io.BytesIO(b"\xef\xbb\xbf")) == []
+
+
+def test_undecodable_bytes_are_placed_by_line_and_file_offset(monkeypatch):
+    data = b"\nab\ncd\n\xff\n"                 # a blank first line; the bad byte on line 4
+    with pytest.raises(ConllFormatError) as err:
+        blocks_of(data, 1 << 20, monkeypatch)
+    assert str(err.value).startswith("x.txt:4: not UTF-8 text (byte 7 of the file:")
+    with pytest.raises(ConllFormatError) as err:    # in a later block: the file's offset
+        blocks_of(data, 3, monkeypatch)
+    assert str(err.value).startswith("x.txt:4: not UTF-8 text (byte 7 of the file:")
+
+
+def test_only_carriage_returns_are_stripped_from_line_ends(monkeypatch):
+    data = b"MAX\tB-ORG \r\nXX O\r\n"
+    assert lines_of(blocks_of(data, 1 << 20, monkeypatch, max_line=100)) == [
+        "MAX\tB-ORG ", "XX O"]
+
+
+def test_tag_conll_gives_back_each_line_as_it_came_without_its_line_end(tmp_path,
+                                                                         tiny_model_path):
+    import subprocess
+    import sys
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"-DOCSTART- O\r\n\r\nXX O \r\nParis\tB-LOC\r\n")
+    done = subprocess.run([sys.executable, "-m", "fastner.cli", "tag", "--quiet", "--model",
+                           tiny_model_path, "--format", "conll", str(path)],
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode().splitlines()
+    assert [line.rsplit(" ", 1)[0] for line in out if line] == [
+        "-DOCSTART- O", "XX O ", "Paris\tB-LOC"]
+
+
+# -- parse_conll -----------------------------------------------------------------
+
+def test_read_conll_reads_untagged_files(tmp_path):
+    path = tmp_path / "tokens.txt"
+    path.write_bytes(b"EU NNP\nrejects VBZ\n")
+    [sent] = read_conll(path, tagged=False)
+    assert sent.tokens == ["EU", "rejects"] and sent.tags is None
+    assert sent.extra == [("NNP",), ("VBZ",)]
+
+
+def test_an_empty_document_still_counts():
+    text = b"-DOCSTART- O\n\n-DOCSTART- O\n\nEU B-ORG\n\n-DOCSTART- O\n\nHi O\n"
+    assert [s.doc for s in parse_conll(io.BytesIO(text))] == [1, 2]
+
+
+def test_only_the_last_column_is_the_tag():
+    sents = parse_conll(io.BytesIO(b"EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n"))
+    assert sents[0].tags == ["B-ORG", "O"]
+    assert sents[0].extra == [("NNP", "B-NP"), ("VBZ", "B-VP")]
+    with pytest.raises(ConllFormatError, match="<input>:2: 'NNP' is not an IOB tag"):
+        parse_conll(io.BytesIO(b"EU NNP B-ORG\nrejects B-ORG NNP\n"))
+
+
+def test_malformed_lines_are_quoted_as_they_are_read():
+    with pytest.raises(ConllFormatError) as err:
+        parse_conll(io.BytesIO(b"  EU\t\n"))
+    assert str(err.value) == ("<input>:1: expected at least 2 columns (token ... NER-tag); "
+                              "got '  EU'")
+    with pytest.raises(ConllFormatError) as err:
+        parse_conll(io.BytesIO(b"EU B-ORG\n  x y O  \n"))
+    assert str(err.value).endswith("got 3: '  x y O'")
+
+
+def test_long_lines_are_cut_in_messages_at_eighty_characters():
+    from fastner.conll import _quote
+    assert _quote("a" * 80) == repr("a" * 80)
+    assert _quote("a" * 81) == repr("a" * 80) + "... (81 characters)"
+    assert _quote("b" * 2000) == repr("b" * 80) + "... (2,000 characters)"
+
+
+# -- write_conll -----------------------------------------------------------------
+
+def written(sentences, predicted=None):
+    buf = io.StringIO()
+    write_conll(buf, sentences, predicted)
+    return buf.getvalue()
+
+
+def test_documents_are_separated_by_docstart_lines_as_wide_as_the_tokens():
+    from fastner.conll import Sentence
+    a = Sentence(["EU"], ["B-ORG"], 0, [("NNP", "B-NP")])
+    b = Sentence(["Hi"], ["O"], 1, [("UH", "O")])
+    assert written([a, b]) == "EU NNP B-NP B-ORG\n\n-DOCSTART- -X- -X- O\n\nHi UH O O\n\n"
+    assert written([a, b], [["B-ORG"], ["O"]]) == (
+        "EU NNP B-NP B-ORG B-ORG\n\n-DOCSTART- -X- -X- O O\n\nHi UH O O O\n\n")
+    bare = [Sentence(["EU"], None, 0), Sentence(["Hi"], None, 1)]
+    assert written(bare) == "EU\n\n-DOCSTART-\n\nHi\n\n"
+    assert written(bare, [["B-ORG"], ["O"]]) == "EU B-ORG\n\n-DOCSTART- O\n\nHi O\n\n"
+    assert written([Sentence(["EU"], ["B-ORG"], 3)]) == "EU B-ORG\n\n"
+
+
+def test_middle_columns_are_written_where_a_token_has_them():
+    from fastner.conll import Sentence
+    sent = Sentence(["EU", "rejects"], ["B-ORG", "O"], 0, [("NNP",)])
+    assert written([sent]) == "EU NNP B-ORG\nrejects O\n\n"

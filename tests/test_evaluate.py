@@ -53,3 +53,42 @@ def test_agrees_with_conlleval(seed):
     for kind, s in ours["per_type"].items():
         assert s["f1"] == pytest.approx(100 * theirs["slots"]["chunks"][kind]["evals"]["f1"])
         assert s["support"] == theirs["slots"]["chunks"][kind]["stats"]["gold"]
+
+
+def test_every_count_and_score_of_a_hand_example():
+    from fastner.evaluate import format_scores
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "O"]]
+    pred = [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "B-MISC", "O"]]
+    s = entity_scores(gold, pred)
+    assert s["per_type"] == {
+        "LOC": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1, "predicted": 0,
+                "correct": 0},
+        "MISC": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "predicted": 1,
+                 "correct": 0},
+        "ORG": {"precision": 50.0, "recall": 100.0, "f1": pytest.approx(200 / 3),
+                "support": 1, "predicted": 2, "correct": 1},
+        "PER": {"precision": 100.0, "recall": 100.0, "f1": 100.0, "support": 1,
+                "predicted": 1, "correct": 1}}
+    assert s["token_accuracy"] == pytest.approx(100 * 5 / 7)      # both sentences counted
+    assert format_scores(s).splitlines() == [
+        "         precision    recall        f1  support",
+        "LOC           0.00      0.00      0.00        1",
+        "MISC          0.00      0.00      0.00        0",
+        "ORG          50.00    100.00     66.67        1",
+        "PER         100.00    100.00    100.00        1",
+        "overall      50.00     66.67     57.14        3"]
+
+
+def test_nothing_predicted_or_nothing_to_find_scores_zero_not_an_error():
+    none_predicted = entity_scores([["B-PER", "O"]], [["O", "O"]])
+    assert (none_predicted["precision"], none_predicted["recall"], none_predicted["f1"]) == \
+        (0.0, 0.0, 0.0)
+    nothing_to_find = entity_scores([["O"]], [["B-PER"]])
+    assert (nothing_to_find["precision"], nothing_to_find["recall"]) == (0.0, 0.0)
+    empty = entity_scores([], [])
+    assert empty["f1"] == 0.0 and empty["token_accuracy"] == 0.0 and empty["per_type"] == {}
+
+
+def test_a_different_number_of_sentences_is_an_error_that_says_so():
+    with pytest.raises(ValueError, match="^got 2 gold and 1 predicted sentences$"):
+        entity_scores([["O"], ["O"]], [["O"]])

@@ -172,6 +172,21 @@ def test_softmax_xent_matches_reference(B, T):
     assert_close(K.softmax_forward(S), R.softmax_forward(S), "softmax")
 
 
+def test_softmax_is_exact_at_any_scale():
+    """Scores far apart or far from 0 (an untrained or diverging model): the max shift
+    keeps every exp in range, so probabilities stay finite and sum to 1."""
+    S = np.array([[1000.0, 0.0, -1000.0], [-1000.0, -1000.0, -999.0], [0.0, 100.0, 0.0],
+                  [88.0, 89.0, 0.0], [-1e30, 0.0, 1e30]], f32)
+    y = np.array([0, 2, 0, 1, 1], np.int32)
+    P = K.softmax_forward(S)
+    assert np.all(np.isfinite(P)) and np.allclose(P.sum(axis=1), 1.0)
+    assert_close(P, R.softmax_forward(S), "softmax")
+    loss, dS = K.softmax_xent_forward_backward(S, y)
+    loss_ref, dS_ref = R.softmax_xent_forward_backward(S, y)
+    assert np.isfinite(loss) and abs(loss - loss_ref) < 1e-5 * abs(loss_ref)
+    assert_close(dS, dS_ref, "dS")
+
+
 def test_softmax_xent_gradient_finite_difference():
     rng = np.random.default_rng(4)
     S, y = rng.normal(size=(5, 4)), np.array([0, 3, 1, 1, 2], np.int32)

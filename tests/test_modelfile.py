@@ -124,3 +124,85 @@ def test_malformed_quantized_tables_are_refused(quantized, tmp_path):
     nan_scale[12] = np.nan                  # not one of the precise rows, which overwrite it
     refused(rewrite(tmp_path, dict(arrays, **{"param.table.word.scale": nan_scale}), meta),
             "NaN or infinity")
+
+
+def test_the_stored_dtypes_are_the_formats(quantized):
+    _, arrays, _ = quantized
+    assert arrays["param.table.word.q8"].dtype == np.int8
+    assert arrays["param.table.word.scale"].dtype == np.float32
+    assert arrays["param.table.word.f16"].dtype == np.float16
+    assert arrays["param.table.word.f16_rows"].dtype == np.int32
+    assert arrays["param.W"].dtype == np.float32
+
+
+def test_every_other_parameter_loads_exactly_beside_a_quantized_table(quantized, tmp_path):
+    model, arrays, meta = quantized
+    loaded = load_model(rewrite(tmp_path, arrays, meta, "ok.npz"))
+    for name, view in model.params.items():
+        if not name.startswith("table."):
+            np.testing.assert_array_equal(loaded.params[name], view, err_msg=name)
+    assert loaded.params.keys() == model.params.keys()
+
+
+def test_tables_are_quantized_from_exactly_quantize_rows(tmp_path, tiny_model_path,
+                                                         monkeypatch):
+    model = load_model(tiny_model_path)
+    rows = model.params["table.word"].shape[0]
+    for threshold, quantized in ((rows, True), (rows + 1, False)):
+        monkeypatch.setattr(modelfile, "QUANTIZE_ROWS", threshold)
+        arrays = modelfile.model_arrays(model, quantize=True)
+        assert ("param.table.word.q8" in arrays) == quantized, threshold
+    monkeypatch.setattr(modelfile, "QUANTIZE_ROWS", 1)
+    assert "param.table.word" in modelfile.model_arrays(model)       # default: unquantized
+
+
+def test_a_row_of_zeros_quantizes_to_zeros(tmp_path, tiny_model_path, monkeypatch):
+    monkeypatch.setattr(modelfile, "QUANTIZE_ROWS", 1)
+    model = load_model(tiny_model_path)
+    model.params["table.word"][5] = 0.0
+    path = tmp_path / "zeros.npz"
+    save_model(model, path)
+    arrays, _ = io.load_npz(path, io.MODEL_FORMAT)
+    assert np.isfinite(arrays["param.table.word.scale"]).all()
+    assert not arrays["param.table.word.q8"][5].any()
+    np.testing.assert_array_equal(load_model(path).params["table.word"][5], 0.0)
+
+
+def test_precise_row_zero_is_a_valid_row(quantized, tmp_path):
+    _, arrays, meta = quantized
+    rows = arrays["param.table.word.f16_rows"].copy()
+    rows[0] = 0
+    loaded = load_model(rewrite(tmp_path, dict(arrays, **{"param.table.word.f16_rows": rows}),
+                                meta))
+    np.testing.assert_array_equal(loaded.params["table.word"][0],
+                                  arrays["param.table.word.f16"][0].astype(np.float32))
+
+
+def test_model_files_are_stored_not_deflated(tmp_path, tiny_model_path):
+    import zipfile
+    path = tmp_path / "m.npz"
+    save_model(load_model(tiny_model_path), path)
+    with zipfile.ZipFile(path) as archive:
+        assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_STORED}
+
+
+def test_the_configuration_round_trips_dropout_included(tmp_path, stored):
+    arrays, meta = stored
+    config = dict(meta["config"], dropout=0.3)
+    model = modelfile.model_from_arrays(arrays, dict(meta, config=config))
+    assert model.config()["dropout"] == 0.3
+    without = {k: v for k, v in config.items() if k != "dropout"}
+    assert modelfile.model_from_arrays(arrays, dict(meta, config=without)).config()[
+        "dropout"] == 0.0
+
+
+def test_a_file_without_a_card_has_empty_metadata(tmp_path, stored):
+    arrays, meta = stored
+    path = rewrite(tmp_path, arrays, {k: v for k, v in meta.items() if k != "metadata"})
+    assert load_model(path).metadata == {}
+
+
+def test_arrays_from_memory_are_named_in_errors(stored):
+    arrays, meta = stored
+    with pytest.raises(io.ModelFileError, match="^<model>: parameter 'U' is missing"):
+        modelfile.model_from_arrays({k: v for k, v in arrays.items() if k != "param.U"}, meta)

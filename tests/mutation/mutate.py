@@ -36,7 +36,7 @@ MODULES = {
     "fastner/conll.py": ["tests/test_conll.py"],
     "fastner/cli.py": ["tests/test_cli.py"],
     "fastner/evaluate.py": ["tests/test_evaluate.py"],
-    "fastner/tags.py": ["tests/test_conll.py", "tests/test_evaluate.py"],
+    "fastner/tags.py": ["tests/test_tags.py", "tests/test_conll.py", "tests/test_evaluate.py"],
     "fastner/tokenize.py": ["tests/test_tokenize.py"],
     "fastner/settings.py": ["tests/test_settings.py"],
     "service/api.py": ["tests/test_api.py", "tests/test_service.py"],
@@ -66,8 +66,12 @@ def stage(module):
                         ignore=ignore)
     shutil.copytree(os.path.join(ROOT, "tests"), os.path.join(where, "tests"),
                     ignore=shutil.ignore_patterns("__pycache__", "mutation"))
-    # the checkout's layout too, for tests that read its files (the shipped model's card)
+    # the checkout's layout too, for tests that read its files (the shipped model's card,
+    # the docs' settings table)
     os.symlink(os.path.join(where, "fastner", "models"), os.path.join(where, "models"))
+    shutil.copytree(os.path.join(ROOT, "docs"), os.path.join(where, "docs"))
+    for name in ("README.md", "Makefile", "setup.py"):
+        shutil.copy2(os.path.join(ROOT, name), where)
     with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:
         pyproject = f.read()
     tests = ", ".join(json.dumps(t) for t in MODULES[module])
@@ -75,7 +79,8 @@ def stage(module):
         "\n[tool.mutmut]\n"
         'source_paths = ["fastner"]\n'
         f'only_mutate = ["{staged_path(module)}"]\n'
-        'also_copy = ["tests", "models", "pyproject.toml"]\n'
+        'also_copy = ["tests", "models", "docs", "README.md", "Makefile", "setup.py", '
+        '"pyproject.toml"]\n'
         f"pytest_add_cli_args_test_selection = [{tests}]\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning"]\n'
         "use_setproctitle = false\n")
