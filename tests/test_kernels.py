@@ -234,6 +234,22 @@ def test_crf_steps_for_any_number_of_tags(T):
         assert_close(fast, slow, name)
 
 
+@pytest.mark.parametrize("T", [3, 9, 12])
+def test_viterbi_breaks_ties_towards_the_lowest_tag_as_its_twin(T):
+    """Scores of a few integer values tie often; each step's best predecessor and the
+    last tag are the lowest-numbered of the tied, as np.argmax picks."""
+    rng = np.random.default_rng(T)
+    L = np.array([7, 1, 12, 4], np.int32)
+    S = rng.integers(0, 2, (int(L.sum()), T)).astype(f32)
+    A = rng.integers(-1, 1, (T, T)).astype(f32)
+    start, end = np.zeros(T, f32), np.zeros(T, f32)
+    np.testing.assert_array_equal(K.viterbi_decode(S, L, A, start, end),
+                                  R.viterbi_decode(S, L, A, start, end))
+    flat = np.zeros_like(S)                       # every path ties: all tag 0
+    zeros = np.zeros((T, T), f32)
+    assert not K.viterbi_decode(flat, L, zeros, start, end).any()
+
+
 def brute_force_best(s, A, start, end):
     import itertools
     n, T = s.shape

@@ -255,3 +255,25 @@ def test_every_zero_width_separator_splits_like_a_space(separator):
     assert tokenize(f"Maria{separator}Lopez é") == [("Maria", 0, 5), ("Lopez", 6, 11),
                                                     ("é", 12, 13)]
     assert tokenize(f"Maria {separator} Lopez") == [("Maria", 0, 5), ("Lopez", 8, 13)]
+
+
+def test_every_zero_width_separator_splits_even_all_together():
+    from fastner.tokenize import _ZERO_WIDTH, tokenize
+    text = "a" + "".join(f"{zw}{chr(ord('b') + i)}" for i, zw in enumerate(_ZERO_WIDTH))
+    assert [t for t, _, _ in tokenize(text)] == ["a", "b", "c", "d", "e", "f"]
+    assert all(text[s:e] == t for t, s, e in tokenize(text))
+
+
+@pytest.mark.parametrize("text", ["a a a", "the cat and the hat", "U.S. U.S. U.S.",
+                                  "  x  x\tx\n", "Paris, Paris. Paris!"])
+def test_the_python_twin_finds_repeated_chunks_at_their_own_offsets(text):
+    from fastner.tokenize import _tokenize_python, tokenize
+    assert _tokenize_python(text) == tokenize(text)
+
+
+def test_sentence_ends_close_the_last_sentence_without_an_end_mark():
+    from fastner.tokenize import sentence_ends
+    assert sentence_ends(["a", "b"], [0, 2], [1, 3]) == [2]
+    assert sentence_ends(["a", "."], [0, 1], [1, 2]) == [2]
+    assert sentence_ends(["a", ".", "b"], [0, 1, 3], [1, 2, 4]) == [2, 3]
+    assert sentence_ends([], [], []) == []
