@@ -70,3 +70,17 @@ def test_describe_lists_every_setting_with_its_default():
     assert "FASTNER_MAX_CHARS (default 250,000)" in text
     assert "FASTNER_MODEL (default unset)" in text
     assert "FASTNER_CACHE_MB (default 64.0)" in text
+
+
+def test_without_a_mapping_the_process_environment_is_read(monkeypatch):
+    monkeypatch.setenv("FASTNER_WORKERS", "7")
+    assert setting("FASTNER_WORKERS") == 7
+    monkeypatch.delenv("FASTNER_WORKERS")
+    assert setting("FASTNER_WORKERS") == 2
+
+
+def test_describe_gives_two_lines_per_setting():
+    lines = describe().split("\n")
+    assert len(lines) == 2 * len(SETTINGS)
+    assert lines[0] == "  FASTNER_MODEL (default unset)"
+    assert lines[1] == "      " + SETTINGS[0].help
