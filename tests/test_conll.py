@@ -167,7 +167,7 @@ def lines_of(blocks):
     return [line for _, lines in blocks for line in lines]
 
 
-@pytest.mark.parametrize("block_bytes", [1, 3, 64])
+@pytest.mark.parametrize("block_bytes", [1, 3, 7, 64])    # 7: two whole lines, then a cut
 def test_a_line_of_exactly_the_maximum_is_read_and_one_more_byte_is_not(block_bytes,
                                                                          monkeypatch):
     data = b"ab\n0123456789\ncd\n"
@@ -210,9 +210,9 @@ def test_undecodable_bytes_are_placed_by_line_and_file_offset(monkeypatch):
 
 
 def test_only_carriage_returns_are_stripped_from_line_ends(monkeypatch):
-    data = b"MAX\tB-ORG \r\nXX O\r\n"
+    data = b"MAX\tB-ORG \r\nXX O\r\nORG XX\r\n"
     assert lines_of(blocks_of(data, 1 << 20, monkeypatch, max_line=100)) == [
-        "MAX\tB-ORG ", "XX O"]
+        "MAX\tB-ORG ", "XX O", "ORG XX"]
 
 
 def test_tag_conll_gives_back_each_line_as_it_came_without_its_line_end(tmp_path,
