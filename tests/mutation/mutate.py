@@ -39,7 +39,7 @@ MODULES = {
     "fastner/tags.py": ["tests/test_tags.py", "tests/test_conll.py", "tests/test_evaluate.py"],
     "fastner/tokenize.py": ["tests/test_tokenize.py"],
     "fastner/settings.py": ["tests/test_settings.py"],
-    "service/api.py": ["tests/test_api.py", "tests/test_service.py"],
+    "service/api.py": ["tests/test_api_messages.py", "tests/test_api.py", "tests/test_service.py"],
     "service/errors.py": ["tests/test_errors.py", "tests/test_service.py"],
 }
 KILLED = {1, 3}             # a test failed (3: pytest's internal error on the mutant)
