@@ -158,6 +158,10 @@ def cmd_train(args):
     return 0
 
 
+# fastner evaluate tags this many sentences at a time (whole documents)
+EVALUATE_BATCH_SENTENCES = 2000
+
+
 def _whole_documents(sentences, size):
     """Consecutive runs of at least ``size`` sentences (the last may be shorter), cut
     only between documents, so document-level features see whole documents."""
@@ -187,9 +191,11 @@ def cmd_evaluate(args):
         for sent in sentences:
             sent.tokens = [getattr(t, args.case)() for t in sent.tokens]
     predicted = []
-    with tqdm(total=sum(len(s.tokens) for s in sentences), unit="tok", unit_scale=True,
-              desc="tagging", leave=False, file=sys.stderr, disable=None) as bar:
-        for batch in _whole_documents(sentences, 2000):
+    # the bar's looks (units, scale, label, leave) are not behaviour; where it goes is
+    with tqdm(total=sum(len(s.tokens) for s in sentences), unit="tok",  # pragma: no mutate
+              unit_scale=True, desc="tagging", leave=False,  # pragma: no mutate
+              file=sys.stderr, disable=None) as bar:
+        for batch in _whole_documents(sentences, EVALUATE_BATCH_SENTENCES):
             predicted += tagger.tags([s.tokens for s in batch], [s.doc for s in batch])
             bar.update(sum(len(s.tokens) for s in batch))
     scores = entity_scores([s.tags for s in sentences], predicted)
@@ -206,16 +212,25 @@ def _tag_conll(tagger, blocks, write):
     """Each input line back unchanged with the predicted tag appended as a new last
     column (O on -DOCSTART- lines, so every non-blank line has the same number of
     fields, as conlleval wants); blank lines kept. Works a block of lines at a time,
-    cut at sentence ends, so memory is one block whatever the input's length."""
-    carry = []                 # lines of a sentence that a block boundary cut
+    cut at sentence ends, so memory is one block whatever the input's length.
+    A model with document-level features sees whole documents instead: blocks are cut
+    before their last -DOCSTART- line, so memory is one document."""
+    carry = []                 # lines of a sentence (or document) that a block cut
     doc = 0                    # document number: -DOCSTART- lines seen
+    whole_documents = tagger.model.uses_documents
     for _, block in blocks:
         lines = carry + block
-        cut = len(lines)       # tag up to the last blank line; carry the rest over
-        while cut and lines[cut - 1].strip():
-            cut -= 1
-        carry, lines = (lines[cut:], lines[:cut]) if cut else ([], lines)
-        doc = _tag_conll_lines(tagger, lines, doc, write)
+        if whole_documents:    # tag up to the last document start; carry it over
+            cut = next((i for i in range(len(lines) - 1, -1, -1)
+                        if lines[i].split(None, 1)[:1] == ["-DOCSTART-"]), 0)
+            carry, lines = lines[cut:], lines[:cut]
+        else:                  # tag up to the last blank line; carry the rest over
+            cut = len(lines)
+            while cut and lines[cut - 1].strip():
+                cut -= 1
+            carry, lines = (lines[cut:], lines[:cut]) if cut else ([], lines)
+        if lines:
+            doc = _tag_conll_lines(tagger, lines, doc, write)
     if carry:
         _tag_conll_lines(tagger, carry, doc, write)
 
@@ -264,7 +279,9 @@ def cmd_tag(args):
     try:
         for name, f in _inputs(args.files):
             size = os.fstat(f.fileno()).st_size if name != "<stdin>" else None
-            with tqdm(total=size or None, unit="B", unit_scale=True, desc=name, leave=False,
+            # the bar's looks (units, scale, label, leave) are not behaviour; where it goes is
+            with tqdm(total=size or None, unit="B", unit_scale=True,  # pragma: no mutate
+                      desc=name, leave=False,  # pragma: no mutate
                       file=sys.stderr, disable=True if args.quiet else None) as bar:
                 blocks = _counted(read_blocks(f, name), bar)
                 if args.format == "conll":

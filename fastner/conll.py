@@ -42,12 +42,14 @@ def _quote(line, limit=80):
 BLOCK_BYTES = 1 << 20
 
 
-def read_blocks(f, name, block_bytes=BLOCK_BYTES):
+def read_blocks(f, name, block_bytes=None):
     """The lines of a binary file, a block of whole lines at a time: (number of the
     block's first line, list of lines without their line ends). UTF-8, a leading
     byte-order mark dropped, each line at most MAX_LINE_BYTES; otherwise a
     ConllFormatError naming the file, line and byte offset, in a short message.
-    Memory stays bounded whatever the file holds."""
+    Memory stays bounded whatever the file holds. ``block_bytes``: BLOCK_BYTES unless
+    given."""
+    block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes
     offset, first_line = 0, 1
     while True:
         raw = f.read(block_bytes)

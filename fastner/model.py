@@ -77,8 +77,9 @@ class WindowTagger:
         self._ids_memo = TokenRows(len(self._per_token), MEMO_LIMIT) if self._per_token else None
         # every id column a function of the token alone (no document, sentence or
         # character features): then span_feature_ids gives token_feature_ids
-        self.ids_from_spans = (len(self._per_token) == self.n_columns and not any(
-            getattr(f, "needs_context", False) for f in self.features))
+        self.uses_documents = any(getattr(f, "needs_context", False) for f in self.features)
+        self.ids_from_spans = (len(self._per_token) == self.n_columns
+                               and not self.uses_documents)
 
     # -- parameters -------------------------------------------------------
 
@@ -151,7 +152,7 @@ class WindowTagger:
     def sentences_ids(self, sentences, docs=None, spellings=None):
         """token_ids of each sentence; ``docs`` gives each sentence's document number
         (default: all sentences form one document)."""
-        if not any(getattr(f, "needs_context", False) for f in self.features):
+        if not self.uses_documents:
             return [self.token_ids(tokens, spellings=spellings) for tokens in sentences]
         docs = [0] * len(sentences) if docs is None else list(docs)
         contexts = {}
@@ -324,7 +325,7 @@ class WindowTagger:
         """int32 (N, columns): each token's id in every column, for sentences given as
         in sentence_windows (the windows are built from these)."""
         self._need_spellings(spellings)
-        if any(getattr(f, "needs_context", False) for f in self.features):
+        if self.uses_documents:
             bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
             sentences = [tokens[a:b] for a, b in zip(bounds, bounds[1:])]
             return self._laid_end_to_end(self.sentences_ids(sentences, docs, spellings))

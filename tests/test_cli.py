@@ -263,3 +263,127 @@ def test_an_unexpected_exception_is_not_swallowed(monkeypatch, tiny_model_path):
     monkeypatch.setattr(cli, "cmd_tag", lambda args: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         main(["tag", "--model", tiny_model_path])
+
+
+@pytest.fixture(scope="module")
+def doccase_model_path(tmp_path_factory):
+    """A tiny model with a document-level feature: its tags depend on which sentences
+    share a document, so a command that numbers documents wrongly tags differently."""
+    from fastner.conll import read_conll
+    from fastner.train import TrainConfig, Trainer
+    out = str(tmp_path_factory.mktemp("doccase") / "doccase.npz")
+    cfg = TrainConfig(epochs=2, hidden=16, glove_words=0, word_dim=16, seed=2,
+                      features="caps:4,doccase:4")
+    trainer = Trainer(cfg, out, quiet=True, log=lambda msg: None)
+    fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+    model, state = trainer.run(read_conll(os.path.join(fixtures, "tiny_train.txt")),
+                               read_conll(os.path.join(fixtures, "tiny_dev.txt")))
+    trainer.finish(model, state)
+    return out
+
+
+def direct_tags(model_path, data_path):
+    from fastner.conll import read_conll
+    from fastner.tagger import Tagger
+    sentences = read_conll(data_path)
+    return sentences, Tagger.load(model_path).tags([s.tokens for s in sentences],
+                                                   [s.doc for s in sentences])
+
+
+def test_document_features_see_the_documents_the_file_has(doccase_model_path, tiny_dev_path):
+    from fastner.conll import read_conll
+    from fastner.tagger import Tagger
+    sentences = read_conll(tiny_dev_path)
+    assert len({s.doc for s in sentences}) > 3
+    tagger = Tagger.load(doccase_model_path)
+    tokens = [s.tokens for s in sentences]
+    # the premise of the tests below: one document for all gives other tags
+    assert tagger.tags(tokens, [s.doc for s in sentences]) != tagger.tags(tokens,
+                                                                          [0] * len(tokens))
+
+
+@pytest.mark.parametrize("block_bytes", [1 << 20, 200])
+def test_tag_conll_tags_by_document_across_blocks(doccase_model_path, tiny_dev_path, capsys,
+                                                  monkeypatch, block_bytes):
+    from fastner import conll
+    monkeypatch.setattr(conll, "BLOCK_BYTES", block_bytes)
+    sentences, expected = direct_tags(doccase_model_path, tiny_dev_path)
+    code, out, err = run(["tag", "--quiet", "--model", doccase_model_path, "--format", "conll",
+                          tiny_dev_path], capsys, monkeypatch)
+    assert code == 0, err
+    token_lines = [line for line in out.splitlines()
+                   if line and not line.startswith("-DOCSTART-")]
+    assert [line.rsplit(" ", 1)[1] for line in token_lines] == [t for s in expected for t in s]
+    with open(tiny_dev_path, encoding="utf-8") as f:
+        assert len(out.splitlines()) == len(f.read().splitlines())
+
+
+@pytest.mark.parametrize("batch", [2000, 3, 1])
+def test_evaluate_scores_whole_documents_in_every_batch(doccase_model_path, tiny_dev_path,
+                                                        capsys, monkeypatch, batch, tmp_path):
+    from fastner import cli
+    from fastner.evaluate import entity_scores
+    monkeypatch.setattr(cli, "EVALUATE_BATCH_SENTENCES", batch)
+    sentences, expected = direct_tags(doccase_model_path, tiny_dev_path)
+    out_path = tmp_path / "tagged.txt"
+    code, out, err = run(["evaluate", "--model", doccase_model_path, "--data", tiny_dev_path,
+                          "--json", "--output", str(out_path)], capsys, monkeypatch)
+    assert code == 0, err
+    assert json.loads(out) == entity_scores([s.tags for s in sentences], expected)
+    written = [line.split()[-1] for line in out_path.read_text().splitlines()
+               if line and not line.startswith("-DOCSTART-")]
+    assert written == [t for s in expected for t in s]
+
+
+def test_whole_documents_cut_only_between_documents():
+    from fastner.cli import _whole_documents
+    from fastner.conll import Sentence
+    docs = [0, 0, 0, 1, 1, 2, 3, 3, 3, 3]
+    sents = [Sentence([str(i)], None, d) for i, d in enumerate(docs)]
+    batches = [[s.doc for s in b] for b in _whole_documents(sents, 2)]
+    assert batches == [[0, 0, 0], [1, 1], [2, 3, 3, 3, 3]]
+    assert [[s.doc for s in b] for b in _whole_documents(sents, 3)] == [[0, 0, 0],
+                                                                        [1, 1, 2],
+                                                                        [3, 3, 3, 3]]
+    assert [len(b) for b in _whole_documents(sents, 1)] == [3, 2, 1, 4]
+    assert list(_whole_documents([], 5)) == []
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_tag_shows_progress_on_a_terminal_unless_quiet(tiny_model_path, tiny_dev_path,
+                                                       monkeypatch, capsys, quiet):
+    terminal = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    args = ["tag", "--model", tiny_model_path, "--format", "conll", tiny_dev_path]
+    code = main(args + (["--quiet"] if quiet else []))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert ("tiny_dev.txt" in terminal.getvalue()) != quiet     # the bar names the file
+    assert "tiny_dev.txt" not in out and out.startswith("-DOCSTART-")
+
+
+def test_tag_writes_utf8_to_its_output_file(tiny_model_path, tmp_path, capsys, monkeypatch):
+    src = tmp_path / "in.txt"
+    src.write_text("Günther Öztürk besuchte München .\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    monkeypatch.setattr("locale.getpreferredencoding", lambda *a: "ascii")
+    code, _, err = run(["tag", "--quiet", "--model", tiny_model_path, str(src), "-o", str(out)],
+                       capsys, monkeypatch)
+    assert code == 0, err
+    assert json.loads(out.read_bytes().decode("utf-8"))["entities"] is not None
+
+
+def test_tag_include_tokens_adds_tokens(tiny_model_path, capsys, monkeypatch):
+    code, out, _ = run(["tag", "--quiet", "--model", tiny_model_path, "--include-tokens"],
+                       capsys, monkeypatch, "Maria Lopez visited Lisbon .\n")
+    assert code == 0
+    assert [t["text"] for t in json.loads(out)["tokens"]] == ["Maria", "Lopez", "visited",
+                                                              "Lisbon", "."]
+    code, out, _ = run(["tag", "--quiet", "--model", tiny_model_path], capsys, monkeypatch,
+                       "Maria Lopez visited Lisbon .\n")
+    assert "tokens" not in json.loads(out)
