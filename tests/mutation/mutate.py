@@ -34,7 +34,7 @@ MODULES = {
     "fastner/train.py": ["tests/test_train.py"],
     "fastner/corpus.py": ["tests/test_corpus_partitions.py", "tests/test_corpus.py"],
     "fastner/conll.py": ["tests/test_conll.py"],
-    "fastner/cli.py": ["tests/test_cli.py"],
+    "fastner/cli.py": ["tests/test_cli.py", "tests/test_cli_help.py"],
     "fastner/evaluate.py": ["tests/test_evaluate.py"],
     "fastner/tags.py": ["tests/test_tags.py", "tests/test_conll.py", "tests/test_evaluate.py"],
     "fastner/tokenize.py": ["tests/test_tokenize.py"],
