@@ -387,3 +387,75 @@ def test_tag_include_tokens_adds_tokens(tiny_model_path, capsys, monkeypatch):
     code, out, _ = run(["tag", "--quiet", "--model", tiny_model_path], capsys, monkeypatch,
                        "Maria Lopez visited Lisbon .\n")
     assert "tokens" not in json.loads(out)
+
+
+def test_tag_corpus_passes_every_option_and_prints_the_totals(monkeypatch, capsys, tmp_path):
+    from fastner import corpus
+    calls = []
+
+    def fake_tag_corpus(input_glob, output_dir, model_path, **kwargs):
+        calls.append((input_glob, output_dir, model_path, kwargs))
+        kwargs["log"]("planned")
+        return {"documents": 3, "tagged": 3}
+    monkeypatch.setattr(corpus, "tag_corpus", fake_tag_corpus)
+    code, out, err = run(["tag-corpus", "--input", "in/*.txt", "--output", "out",
+                          "--model", "m.npz", "--format", "jsonl", "--scheduler", "tcp://s:1",
+                          "--workers", "3", "--partition-size", "50", "--text-field", "body",
+                          "--id-field", "key", "--max-chars", "99"], capsys, monkeypatch)
+    assert code == 0 and json.loads(out) == {"documents": 3, "tagged": 3}
+    assert err == "planned\n"
+    [(input_glob, output_dir, model_path, kwargs)] = calls
+    kwargs.pop("log")
+    assert (input_glob, output_dir, model_path) == ("in/*.txt", "out", "m.npz")
+    assert kwargs == {"fmt": "jsonl", "scheduler": "tcp://s:1", "workers": 3,
+                      "partition_size": 50, "text_field": "body", "id_field": "key",
+                      "max_chars": 99, "progress": True}
+    calls.clear()
+    code, out, err = run(["tag-corpus", "--input", "x", "--output", "o", "--quiet"], capsys,
+                         monkeypatch)
+    assert code == 0 and err == ""
+    from fastner.tagger import default_model_path
+    assert calls[0][2] == default_model_path() and calls[0][3]["progress"] is False
+
+
+@pytest.mark.parametrize("card,shown", [
+    ({"name": "news", "version": "2.1"}, "model news 2.1"),
+    ({"name": "news", "fastner_version": "0.1.0"}, "model news 0.1.0"),
+    ({}, "model plain unknown"),
+])
+def test_version_names_the_model_from_its_card_or_file(card, shown, tmp_path, monkeypatch,
+                                                       tiny_model_path):
+    from fastner import __version__, cli
+    from fastner.modelfile import load_model, save_model
+    path = tmp_path / "plain.npz"
+    save_model(load_model(tiny_model_path), path, card)
+    monkeypatch.setenv("FASTNER_MODEL", str(path))
+    assert cli.version_text() == f"fastner {__version__}\n{shown} ({path})"
+
+
+def test_version_says_when_no_model_loads(tmp_path, monkeypatch):
+    from fastner import __version__, cli
+    monkeypatch.setenv("FASTNER_MODEL", str(tmp_path / "gone.npz"))
+    assert cli.version_text() == (f"fastner {__version__}\nmodel: none loadable "
+                                  f"({tmp_path / 'gone.npz'}: no such model file)")
+
+
+def test_serve_commands_set_the_services_settings_from_their_options(monkeypatch, tmp_path):
+    from fastner import cli
+    from fastner.service import proxy
+    for name in ("FASTNER_MODEL", "FASTNER_WORKERS", "FASTNER_BIND", "FASTNER_PUBLIC_BIND"):
+        monkeypatch.delenv(name, raising=False)
+    execs, proxies = [], []
+    monkeypatch.setattr(os, "execv", lambda path, argv: execs.append((path, argv)))
+    monkeypatch.setattr(proxy, "serve_proxy", lambda log: proxies.append(log) or 0)
+    assert main(["serve", "--model", "rel.npz", "--workers", "3",
+                 "--bind", "127.0.0.1:9"]) is None
+    assert os.environ["FASTNER_MODEL"] == os.path.abspath("rel.npz")
+    assert (os.environ["FASTNER_WORKERS"], os.environ["FASTNER_BIND"]) == ("3", "127.0.0.1:9")
+    [(path, argv)] = execs
+    assert path == argv[0] and "gunicorn" in " ".join(argv)
+    assert main(["serve-proxy", "--public-bind", "127.0.0.1:10"]) == 0
+    assert os.environ["FASTNER_PUBLIC_BIND"] == "127.0.0.1:10" and len(proxies) == 1
+    monkeypatch.delenv("FASTNER_BIND")
+    main(["serve"])                                  # no options: the environment stays
+    assert "FASTNER_BIND" not in os.environ
