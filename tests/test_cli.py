@@ -441,7 +441,6 @@ def test_version_says_when_no_model_loads(tmp_path, monkeypatch):
 
 
 def test_serve_commands_set_the_services_settings_from_their_options(monkeypatch, tmp_path):
-    from fastner import cli
     from fastner.service import proxy
     for name in ("FASTNER_MODEL", "FASTNER_WORKERS", "FASTNER_BIND", "FASTNER_PUBLIC_BIND"):
         monkeypatch.delenv(name, raising=False)
