@@ -557,3 +557,154 @@ def test_adam_is_the_textbook_update_with_bias_correction(tiny_train_path):
         # a step of ~lr by at most a few 1e-6 here; a missing correction moves it by ~lr
         np.testing.assert_allclose(model.flat[dense], theta, rtol=1e-4, atol=5e-5)
     assert opt.t == 5
+
+
+def test_artifact_paths_sit_beside_the_model():
+    assert artifact_paths("runs/m.npz") == {
+        "model": "runs/m.npz", "card": "runs/m.json", "checkpoint": "runs/m.checkpoint.npz",
+        "log": "runs/m.train.jsonl", "plot": "runs/m.train.png"}
+    assert artifact_paths("runs/m")["card"] == "runs/m.json"
+
+
+def test_the_plot_is_a_png_written_atomically(tmp_path):
+    from fastner.train import plot_history
+    pytest.importorskip("matplotlib")
+    path = str(tmp_path / "curve.png")
+    history = [{"epoch": 1, "train_loss": 1.0, "dev_f1": 50.0},
+               {"epoch": 2, "train_loss": 0.5, "dev_f1": 60.0}]
+    assert plot_history(history, path) is True
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.png"]
+
+
+def test_without_matplotlib_there_is_no_plot_and_no_error(tmp_path, monkeypatch):
+    import sys
+
+    from fastner.train import plot_history
+    monkeypatch.setitem(sys.modules, "matplotlib", None)      # import fails
+    assert plot_history([{"epoch": 1, "train_loss": 1.0, "dev_f1": 1.0}],
+                        str(tmp_path / "c.png")) is False
+    assert list(tmp_path.iterdir()) == []
+
+
+def _optimizer(tiny_train_path, **overrides):
+    from fastner.train import Optimizer, build_model
+    cfg = TrainConfig(glove_words=0, hidden=8, **overrides)
+    model = build_model(cfg, read_conll(tiny_train_path), log=lambda msg: None)
+    return model, Optimizer(model, cfg)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+@pytest.mark.parametrize("emb_lr_scale", [1.0, 0.5, 0.0])
+def test_sgd_and_adagrad_are_their_textbook_updates_clipping_included(tiny_train_path,
+                                                                       optimizer,
+                                                                       emb_lr_scale):
+    """Three steps against the update written out in NumPy: momentum 0.9 or AdaGrad's
+    running sum of squares, the gradient clipped to norm 1 over the dense part and the
+    touched rows, table rows moved at lr × emb_lr_scale (not at all at 0)."""
+    model, opt = _optimizer(tiny_train_path, optimizer=optimizer, momentum=0.9, clip=1.0,
+                            emb_lr_scale=emb_lr_scale)
+    rng = np.random.default_rng(1)
+    dense = opt.dense
+    theta = model.flat.astype(np.float64)
+    slot = np.zeros_like(theta)
+    table = opt.tables[0]
+    offset = table.param.ctypes.data - model.flat.ctypes.data
+    first = offset // model.flat.itemsize
+    width = table.param.shape[1]
+    lr = 0.1
+    for _ in range(3):
+        rows = np.array([3, 7, 11], np.int32)
+        g_dense = rng.normal(size=theta[dense].shape)
+        g_rows = rng.normal(size=(3, width))
+        opt.grad[dense] = g_dense
+        table.grad[rows] = g_rows
+        touched = [rows] + [np.zeros(0, np.int32) for _ in model.features[1:]]
+        opt.step(touched, lr)
+        norm = np.sqrt((g_dense ** 2).sum() + (g_rows ** 2).sum())
+        scale = 1.0 / norm if norm > 1.0 else 1.0
+        flat_rows = np.concatenate([first + r * width + np.arange(width) for r in rows])
+        for where, g, rate in ((np.arange(theta.size)[dense], g_dense.ravel(), lr),
+                               (flat_rows, g_rows.ravel(), lr * emb_lr_scale)):
+            g = g * scale
+            if rate == 0:
+                continue
+            if optimizer == "sgd":
+                slot[where] = 0.9 * slot[where] + g
+                theta[where] -= rate * slot[where]
+            else:
+                slot[where] += g * g
+                theta[where] -= rate * g / (np.sqrt(slot[where]) + 1e-8)
+        np.testing.assert_allclose(model.flat, theta, rtol=1e-4, atol=1e-6)
+        assert not opt.grad.any()
+    name = "momentum" if optimizer == "sgd" else "sum_sq"
+    if emb_lr_scale == 0:                         # frozen: its optimiser state stays too
+        assert not table.slots[name].any()
+
+
+def test_clip_scale_is_one_up_to_the_threshold(tiny_train_path):
+    model, opt = _optimizer(tiny_train_path, clip=5.0)
+    opt.grad[opt.dense] = 0.0
+    opt.grad[0] = 5.0
+    assert opt.clip_scale([np.zeros(0, np.int32)] * len(model.features)) == 1.0
+    opt.grad[0] = 10.0
+    assert opt.clip_scale([np.zeros(0, np.int32)] * len(model.features)) == 0.5
+
+
+def test_adam_takes_touched_rows_of_any_integer_type(tiny_train_path):
+    model, opt = _optimizer(tiny_train_path)
+    table = opt.tables[0]
+    before = table.param.copy()
+    table.grad[[2, 5]] = 1.0
+    opt.step([np.array([2, 5], np.int64)] + [np.zeros(0, np.int64)] * (len(model.features) - 1),
+             1e-2)
+    moved = np.flatnonzero(np.any(table.param != before, axis=1))
+    assert moved.tolist() == [2, 5]
+
+
+def test_an_epoch_counts_every_token_it_trained_on(tiny_train_path):
+    from fastner.train import EncodedSentences, Optimizer, build_model, train_epoch
+    cfg = TrainConfig(glove_words=0, hidden=8, loss="crf")
+    sentences = read_conll(tiny_train_path)
+    model = build_model(cfg, sentences, log=lambda msg: None)
+    data = EncodedSentences(model, sentences, cfg.cases)
+
+    class Bar:
+        def __init__(self):
+            self.n, self.postfix = 0, None
+
+        def update(self, n):
+            self.n += n
+
+        def set_postfix(self, loss, refresh):
+            self.postfix = (float(loss), refresh)
+    bar = Bar()
+    total, seen = train_epoch(model, Optimizer(model, cfg), data, cfg, 1e-3,
+                              np.random.default_rng(0), bar)
+    assert seen == data.tokens == bar.n
+    assert bar.postfix[0] == pytest.approx(total / seen, abs=1e-4) and bar.postfix[1] is False
+
+
+def test_finish_writes_a_card_that_says_how_the_model_was_made(tmp_path, tiny_train_path,
+                                                                tiny_dev_path):
+    from dataclasses import asdict
+
+    from fastner import __version__
+    out, model, state, trainer = train(tmp_path, "card", tiny_train_path, tiny_dev_path,
+                                       epochs=2)
+    card = trainer.finish(model, state, read_conll(tiny_dev_path), {"command": "fastner x"})
+    with open(tmp_path / "card.json", encoding="utf-8") as f:
+        assert json.load(f) == json.loads(json.dumps(card))
+    assert card["name"] == "card" and card["fastner_version"] == __version__
+    assert card["train_config"] == asdict(trainer.cfg)
+    assert card["model_config"] == model.config()
+    assert (card["best_epoch"], card["epochs_run"]) == (state.best_epoch, 2)
+    assert card["training_seconds"] == round(state.train_seconds, 1)
+    assert card["history"] == state.history and len(card["history"]) == 2
+    assert card["dev"]["f1"] == pytest.approx(state.best_f1)
+    assert card["test"] == card["dev"]               # the same file, scored twice
+    assert card["command"] == "fastner x"
+    assert set(card["versions"]) == {"python", "numpy"} and "cores" in card["machine"]
+    assert load_model(out).metadata["name"] == "card"
+    assert "test" not in trainer.finish(model, state)
