@@ -204,8 +204,8 @@ class Tagger:
         sentences are tagged together with every other text's. With ``max_tokens``,
         raise TooManyTokens after tokenizing if the texts hold more, before tagging."""
         # A batch makes several objects per token, entity and text, none in a cycle;
-        # with the collector running every 700 of them started a collection (4% of
-        # valid's 3,250 texts, counting the collection this leaves to later).
+        # with the collector running every 700 of them started a collection (4% of the
+        # time for valid's 3,250 texts, counting the collection this leaves to later).
         if not gc.isenabled():
             return self._tag_texts(texts, include_tokens, max_tokens)
         gc.disable()       # inline: gcpause.paused_gc cost 4 µs of a 62 µs one-text call
