@@ -364,18 +364,8 @@ def test_tag_shows_progress_on_a_terminal_unless_quiet(tiny_model_path, tiny_dev
     out = capsys.readouterr().out
     assert code == 0
     assert ("tiny_dev.txt" in terminal.getvalue()) != quiet     # the bar names the file
+    assert ("%" in terminal.getvalue()) != quiet                # and knows its size
     assert "tiny_dev.txt" not in out and out.startswith("-DOCSTART-")
-
-
-def test_tag_writes_utf8_to_its_output_file(tiny_model_path, tmp_path, capsys, monkeypatch):
-    src = tmp_path / "in.txt"
-    src.write_text("Günther Öztürk besuchte München .\n", encoding="utf-8")
-    out = tmp_path / "out.jsonl"
-    monkeypatch.setattr("locale.getpreferredencoding", lambda *a: "ascii")
-    code, _, err = run(["tag", "--quiet", "--model", tiny_model_path, str(src), "-o", str(out)],
-                       capsys, monkeypatch)
-    assert code == 0, err
-    assert json.loads(out.read_bytes().decode("utf-8"))["entities"] is not None
 
 
 def test_tag_include_tokens_adds_tokens(tiny_model_path, capsys, monkeypatch):
@@ -458,3 +448,111 @@ def test_serve_commands_set_the_services_settings_from_their_options(monkeypatch
     monkeypatch.delenv("FASTNER_BIND")
     main(["serve"])                                  # no options: the environment stays
     assert "FASTNER_BIND" not in os.environ
+
+
+def _without_docstarts(path, tmp_path):
+    out = tmp_path / "one_document.txt"
+    with open(path, encoding="utf-8") as f:
+        out.write_text("".join(line for line in f if not line.startswith("-DOCSTART-")),
+                       encoding="utf-8")
+    return str(out)
+
+
+@pytest.mark.parametrize("documents", [True, False])
+def test_tag_conll_holds_one_document_at_a_time(doccase_model_path, tiny_dev_path, tmp_path,
+                                                capsys, monkeypatch, documents):
+    """Small blocks: the tags are those of whole-file tagging, each call tags at most a
+    block and the document it finishes, and a file without -DOCSTART- is one document."""
+    from fastner import cli, conll
+    path = tiny_dev_path if documents else _without_docstarts(tiny_dev_path, tmp_path)
+    sentences, expected = direct_tags(doccase_model_path, path)
+    monkeypatch.setattr(conll, "BLOCK_BYTES", 300)
+    sizes = []
+    real = cli._tag_conll_lines
+
+    def counting(tagger, lines, doc, write):
+        sizes.append(len(lines))
+        return real(tagger, lines, doc, write)
+    monkeypatch.setattr(cli, "_tag_conll_lines", counting)
+    code, out, err = run(["tag", "--quiet", "--model", doccase_model_path, "--format", "conll",
+                          path], capsys, monkeypatch)
+    assert code == 0, err
+    tags = [line.rsplit(" ", 1)[1] for line in out.splitlines()
+            if line and not line.startswith("-DOCSTART-")]
+    assert tags == [t for s in expected for t in s]
+    with open(path, encoding="utf-8") as f:
+        n_lines = len(f.read().splitlines())
+    assert len(out.splitlines()) == n_lines and sum(sizes) == n_lines
+    if documents:
+        longest_doc = max(sum(len(s.tokens) + 1 for s in sentences if s.doc == d)
+                          for d in {s.doc for s in sentences})
+        assert len(sizes) > 3 and max(sizes) <= longest_doc + 2 + 300 // 4
+    else:
+        assert sizes == [n_lines]
+
+
+def test_tag_conll_cuts_blocks_between_sentences(tiny_model_path, tiny_dev_path, capsys,
+                                                 monkeypatch):
+    from fastner import conll
+    code, whole, _ = run(["tag", "--quiet", "--model", tiny_model_path, "--format", "conll",
+                          tiny_dev_path], capsys, monkeypatch)
+    monkeypatch.setattr(conll, "BLOCK_BYTES", 100)
+    code, blocked, _ = run(["tag", "--quiet", "--model", tiny_model_path, "--format", "conll",
+                            tiny_dev_path], capsys, monkeypatch)
+    assert code == 0 and blocked == whole
+
+
+def test_tag_conll_takes_the_token_from_the_first_column(tiny_model_path, tmp_path, capsys,
+                                                        monkeypatch):
+    four = tmp_path / "four.txt"
+    two = tmp_path / "two.txt"
+    four.write_text("Maria NNP B-NP B-PER\nLopez NNP I-NP I-PER\nvisited VBD B-VP O\n"
+                    "Lisbon NNP B-NP B-LOC\n", encoding="utf-8")
+    two.write_text("Maria B-PER\nLopez I-PER\nvisited O\nLisbon B-LOC\n", encoding="utf-8")
+    tags = []
+    for path in (four, two):
+        code, out, _ = run(["tag", "--quiet", "--model", tiny_model_path, "--format", "conll",
+                            str(path)], capsys, monkeypatch)
+        tags.append([line.split()[-1] for line in out.splitlines()])
+    assert tags[0] == tags[1]
+
+
+def test_tag_errors_name_the_file(tiny_model_path, tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine line\n\xff\xfe broken\n")
+    code, _, err = run(["tag", "--quiet", "--model", tiny_model_path, str(bad)], capsys,
+                       monkeypatch)
+    assert code == 1 and f"{bad}:2: not UTF-8 text" in err
+
+
+def test_tag_output_files_are_utf8_under_any_locale(tiny_model_path, tmp_path, capsys,
+                                                    monkeypatch):
+    import subprocess
+    import sys
+    src = tmp_path / "in.txt"
+    src.write_text("Günther Öztürk besuchte München .\n", encoding="utf-8")
+    here = tmp_path / "here.jsonl"
+    code, _, _ = run(["tag", "--quiet", "--include-tokens", "--model", tiny_model_path,
+                      str(src), "-o", str(here)], capsys, monkeypatch)
+    assert code == 0
+    there = tmp_path / "there.jsonl"
+    env = dict(os.environ, LC_ALL="POSIX", LANG="POSIX", PYTHONUTF8="0",
+               PYTHONCOERCECLOCALE="0")
+    done = subprocess.run([sys.executable, "-m", "fastner.cli", "tag", "--quiet",
+                           "--include-tokens", "--model", tiny_model_path, str(src), "-o",
+                           str(there)], env=env,
+                          capture_output=True, cwd=os.path.dirname(os.path.dirname(
+                              os.path.abspath(__file__))), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert there.read_bytes() == here.read_bytes()
+    assert "München" in there.read_bytes().decode("utf-8")
+
+
+def test_version_reads_a_card_less_file(tmp_path, monkeypatch, tiny_model_path):
+    from fastner import __version__, cli, io
+    arrays, meta = io.load_npz(tiny_model_path, io.MODEL_FORMAT)
+    path = tmp_path / "bare.npz"
+    io.save_npz(path, io.MODEL_FORMAT, arrays, {k: v for k, v in meta.items()
+                                                if k != "metadata"})
+    monkeypatch.setenv("FASTNER_MODEL", str(path))
+    assert cli.version_text() == f"fastner {__version__}\nmodel bare unknown ({path})"
