@@ -663,8 +663,12 @@ def test_adam_takes_touched_rows_of_any_integer_type(tiny_train_path):
     assert moved.tolist() == [2, 5]
 
 
-def test_an_epoch_counts_every_token_it_trained_on(tiny_train_path):
+@pytest.mark.parametrize("steps_per_call", [256, 3])
+def test_an_epoch_counts_every_token_it_trained_on(tiny_train_path, monkeypatch,
+                                                   steps_per_call):
+    from fastner import train as train_module
     from fastner.train import EncodedSentences, Optimizer, build_model, train_epoch
+    monkeypatch.setattr(train_module, "STEPS_PER_CALL", steps_per_call)
     cfg = TrainConfig(glove_words=0, hidden=8, loss="crf")
     sentences = read_conll(tiny_train_path)
     model = build_model(cfg, sentences, log=lambda msg: None)
@@ -691,20 +695,94 @@ def test_finish_writes_a_card_that_says_how_the_model_was_made(tmp_path, tiny_tr
     from dataclasses import asdict
 
     from fastner import __version__
-    out, model, state, trainer = train(tmp_path, "card", tiny_train_path, tiny_dev_path,
+    out, model, state, trainer = train(tmp_path, "news-card", tiny_train_path, tiny_dev_path,
                                        epochs=2)
     card = trainer.finish(model, state, read_conll(tiny_dev_path), {"command": "fastner x"})
-    with open(tmp_path / "card.json", encoding="utf-8") as f:
+    with open(tmp_path / "news-card.json", encoding="utf-8") as f:
         assert json.load(f) == json.loads(json.dumps(card))
-    assert card["name"] == "card" and card["fastner_version"] == __version__
+    assert card["name"] == "news-card" and card["fastner_version"] == __version__
     assert card["train_config"] == asdict(trainer.cfg)
     assert card["model_config"] == model.config()
     assert (card["best_epoch"], card["epochs_run"]) == (state.best_epoch, 2)
     assert card["training_seconds"] == round(state.train_seconds, 1)
+    assert isinstance(card["training_seconds"], float)
     assert card["history"] == state.history and len(card["history"]) == 2
     assert card["dev"]["f1"] == pytest.approx(state.best_f1)
     assert card["test"] == card["dev"]               # the same file, scored twice
     assert card["command"] == "fastner x"
     assert set(card["versions"]) == {"python", "numpy"} and "cores" in card["machine"]
-    assert load_model(out).metadata["name"] == "card"
+    assert load_model(out).metadata["name"] == "news-card"
     assert "test" not in trainer.finish(model, state)
+
+
+def test_the_saved_word_table_keeps_the_trained_rows_precise(tmp_path, tiny_train_path,
+                                                             tiny_dev_path, monkeypatch):
+    from fastner import io, modelfile
+    monkeypatch.setattr(modelfile, "QUANTIZE_ROWS", 1)        # quantize the tiny table too
+    out, model, state, trainer = train(tmp_path, "q", tiny_train_path, tiny_dev_path, epochs=1)
+    trainer.finish(model, state)
+    arrays, _ = io.load_npz(out, io.MODEL_FORMAT)
+    np.testing.assert_array_equal(arrays["param.table.word.f16_rows"],
+                                  np.unique(state.trained_rows).astype(np.int32))
+
+
+def test_hiding_gazetteer_matches_blanks_exactly_the_drawn_share(tiny_train_path):
+    from fastner.features import GazetteerFeature
+    from fastner.train import _hide_gazetteer_matches, build_model
+    cfg = TrainConfig(glove_words=0, hidden=8, features="caps:4,gazetteers:4")
+    model = build_model(cfg, read_conll(tiny_train_path), log=lambda msg: None)
+    gaz = [f for f, feature in enumerate(model.features) if feature.kind == "gazetteer"]
+    assert gaz
+    rng = np.random.default_rng(0)
+    ids = rng.integers(GazetteerFeature.NONE, GazetteerFeature.NONE + 4,
+                       (500, 5, len(model.features))).astype(np.int32)
+    before = ids.copy()
+    _hide_gazetteer_matches(ids, model, 0.0, np.random.default_rng(1))
+    np.testing.assert_array_equal(ids, before)               # share 0: nothing hidden
+    _hide_gazetteer_matches(ids, model, 0.5, np.random.default_rng(1))
+    draw = np.random.default_rng(1)
+    for f in range(len(model.features)):
+        if f in gaz:
+            hide = draw.random(ids[:, :, f].shape) < 0.5
+            expect = before[:, :, f].copy()
+            expect[hide & (expect > GazetteerFeature.NONE)] = GazetteerFeature.NONE
+            np.testing.assert_array_equal(ids[:, :, f], expect)
+            assert (ids[:, :, f] == GazetteerFeature.NONE).sum() > (
+                before[:, :, f] == GazetteerFeature.NONE).sum()
+        else:
+            np.testing.assert_array_equal(ids[:, :, f], before[:, :, f])
+    _hide_gazetteer_matches(ids, model, 1.0, np.random.default_rng(2))
+    assert all((ids[:, :, f] <= GazetteerFeature.NONE).all() for f in gaz)
+
+
+def test_resume_says_which_settings_it_ignores(tmp_path, tiny_train_path, tiny_dev_path):
+    train(tmp_path, "r", tiny_train_path, tiny_dev_path, epochs=1)
+    messages = []
+    settings = dict(epochs=2, hidden=32, glove_words=0, word_dim=16, seed=3, patience=10,
+                    lr=0.5, dropout=0.3)
+    trainer = Trainer(TrainConfig(**settings), str(tmp_path / "r.npz"), quiet=True,
+                      log=messages.append)
+    trainer.run(read_conll(tiny_train_path), read_conll(tiny_dev_path), resume=True)
+    [note] = [m for m in messages if m.startswith("resume: ")]
+    assert note == ("resume: keeping the checkpoint's settings; ignoring lr=0.5 (checkpoint "
+                    "has 0.001), dropout=0.3 (checkpoint has 0.0)")
+    assert trainer.cfg.lr == 0.001 and trainer.cfg.epochs == 2
+
+
+def test_a_damaged_checkpoint_is_refused_naming_it(tmp_path, tiny_train_path, tiny_dev_path):
+    from fastner import io
+    train(tmp_path, "d", tiny_train_path, tiny_dev_path, epochs=1)
+    path = tmp_path / "d.checkpoint.npz"
+    arrays, meta = io.load_npz(path, io.CHECKPOINT_FORMAT)
+    broken = dict(arrays)
+    name = next(k for k in arrays if k.startswith("opt."))
+    broken[name] = arrays[name][:1]
+    io.save_npz(path, io.CHECKPOINT_FORMAT, broken, meta, compress=False)
+    with pytest.raises(ModelFileError, match=f"^{path}: .* is missing or misshapen"):
+        train(tmp_path, "d", tiny_train_path, tiny_dev_path, epochs=2, resume=True)
+    nan = dict(arrays)
+    param = next(k for k in arrays if k.startswith("param."))
+    nan[param] = np.full_like(arrays[param], np.nan)
+    io.save_npz(path, io.CHECKPOINT_FORMAT, nan, meta, compress=False)
+    with pytest.raises(ModelFileError, match=f"^{path}: parameters contain NaN"):
+        train(tmp_path, "d", tiny_train_path, tiny_dev_path, epochs=2, resume=True)
