@@ -44,6 +44,9 @@ MODULES = {
 }
 KILLED = {1, 3}             # a test failed (3: pytest's internal error on the mutant)
 TIMEOUT = {36, 24, -24, 152, 255}
+# the forked test run died (mutmut reports "segfault"): the mutant was noticed, but a
+# crash is worth a look (a kernel must refuse bad arguments), so these are listed
+CRASHED = {-11, -9, -6}
 
 
 def staged_path(module):
@@ -130,11 +133,12 @@ def main(argv=None):
         ap.error(f"not a module under mutation testing: {', '.join(unknown)} "
                  f"(choose from {', '.join(MODULES)})")
     accepted = equivalents()
-    lines, survivors, short = [], [], False
+    lines, survivors, crashes, short = [], [], [], False
     for module in args.modules:
         where, codes = run(module, args.max_children)
         counted = {name: code for name, code in codes.items() if name not in accepted}
-        killed = sum(code in KILLED or code in TIMEOUT for code in counted.values())
+        killed = sum(code in KILLED | TIMEOUT | CRASHED for code in counted.values())
+        crashes += [(module, name) for name, code in counted.items() if code in CRASHED]
         share = killed / len(counted) if counted else 1.0
         short |= share < TARGET
         line = f"{module}: {killed} of {len(counted)} killed ({share:.0%})"
@@ -144,11 +148,15 @@ def main(argv=None):
         print(line, flush=True)
         lines.append(line)
         survivors += [(module, where, name, code) for name, code in sorted(counted.items())
-                      if code not in KILLED and code not in TIMEOUT]
+                      if code not in KILLED | TIMEOUT | CRASHED]
     if survivors:
         print("\nnot killed (exit code: 0 survived, 33 or 5 no test ran it, None not checked):")
         for module, where, name, code in survivors:
             print(f"  {name}  [{code}]  (cd {os.path.relpath(where, ROOT)} && mutmut show {name})")
+    if crashes:
+        print("\nkilled by a crash of the test run (look at each):")
+        for module, name in crashes:
+            print(f"  {name}")
     print("\n" + "\n".join(lines))
     return 1 if short else 0
 
