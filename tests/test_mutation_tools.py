@@ -55,3 +55,22 @@ def test_kernel_mutations_are_listed_by_name():
                           capture_output=True, text=True)
     assert done.returncode == 0
     assert done.stdout.splitlines() == [m[0] for m in kernel_mutants.MUTATIONS]
+
+
+def test_report_counts_a_runs_verdicts_without_equivalents(tmp_path, monkeypatch, capsys):
+    import json
+    meta = tmp_path / "fastner_io" / "mutants" / "fastner" / "io.py.meta"
+    meta.parent.mkdir(parents=True)
+    codes = {"fastner.io.x_a__mutmut_1": 1, "fastner.io.x_a__mutmut_2": 0,
+             "fastner.io.x_a__mutmut_3": -11, "fastner.io.x_a__mutmut_4": 36,
+             "fastner.io.x_a__mutmut_5": 0}
+    meta.write_text(json.dumps({"exit_code_by_key": codes}))
+    equivalent = tmp_path / "equivalent.txt"
+    equivalent.write_text("fastner.io.x_a__mutmut_5  # changes nothing observable\n")
+    monkeypatch.setattr(mutate, "STAGES", str(tmp_path))
+    monkeypatch.setattr(mutate, "EQUIVALENT", str(equivalent))
+    assert mutate.main(["fastner/io.py", "fastner/tags.py", "--report"]) == 1     # 75% < 90%
+    out = capsys.readouterr().out
+    assert "fastner/io.py: 3 of 4 killed (75%), 1 equivalent left out" in out
+    assert "fastner/tags.py: not run" in out
+    assert "fastner.io.x_a__mutmut_2  [0]" in out and "fastner.io.x_a__mutmut_3" in out

@@ -57,10 +57,14 @@ def staged_path(module):
     return module
 
 
+def slug(module):
+    """The folder of ``module``'s stage under build/mutate/."""
+    return module.replace("/", "_").removesuffix(".py")
+
+
 def stage(module):
     """A fresh tree for ``module``'s run; its path."""
-    slug = module.replace("/", "_").removesuffix(".py")
-    where = os.path.join(STAGES, slug)
+    where = os.path.join(STAGES, slug(module))
     shutil.rmtree(where, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.c", ".*.tmp-*")
     shutil.copytree(os.path.join(ROOT, "fastner"), os.path.join(where, "fastner"), ignore=ignore)
@@ -127,6 +131,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("modules", nargs="*", default=list(MODULES), metavar="MODULE")
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--report", action="store_true",
+                    help="count the verdicts of the last run in build/mutate/ without running")
     args = ap.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
@@ -135,7 +141,14 @@ def main(argv=None):
     accepted = equivalents()
     lines, survivors, crashes, short = [], [], [], False
     for module in args.modules:
-        where, codes = run(module, args.max_children)
+        if args.report:
+            where = os.path.join(STAGES, slug(module))
+            if not os.path.exists(os.path.join(where, "mutants", staged_path(module) + ".meta")):
+                print(f"{module}: not run", flush=True)
+                continue
+            codes = verdicts(where, module)
+        else:
+            where, codes = run(module, args.max_children)
         counted = {name: code for name, code in codes.items() if name not in accepted}
         killed = sum(code in KILLED | TIMEOUT | CRASHED for code in counted.values())
         crashes += [(module, name) for name, code in counted.items() if code in CRASHED]
