@@ -63,6 +63,8 @@ MESSAGES = [
     (b"[1]", 422, "invalid_request", "the body must be a JSON object; got list"),
     (b'{"text": "a", "text": "b"}', 422, "invalid_request",
      "the key 'text' appears more than once in an object"),
+    (b'{"include_tokens": true, "text": "a", "text": "b"}', 422, "invalid_request",
+     "the key 'text' appears more than once in an object"),
     (b'{"text": "\xff"}', 400, "invalid_utf8",
      "the body is not valid UTF-8 (byte 10: invalid start byte)"),
     (b"x" * 20_001, 413, "payload_too_large",
@@ -181,3 +183,22 @@ def test_a_stream_the_server_cannot_read_is_the_clients_400(app):
     assert status == 400 and answer["error"]["code"] == "unreadable_body"
     assert answer["error"]["message"] == ("the request body could not be read: bad chunk"
                                           + "!" * 191)
+
+
+def test_the_model_endpoint_lists_character_features_too(tmp_path):
+    import os
+
+    from fastner.conll import read_conll
+    from fastner.train import TrainConfig, Trainer
+    fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+    out = str(tmp_path / "chars.npz")
+    trainer = Trainer(TrainConfig(epochs=1, hidden=8, glove_words=0, word_dim=8,
+                                  features="caps:4,chars:6"), out, quiet=True,
+                      log=lambda msg: None)
+    model, state = trainer.run(read_conll(os.path.join(fixtures, "tiny_train.txt")),
+                               read_conll(os.path.join(fixtures, "tiny_dev.txt")))
+    trainer.finish(model, state)
+    app = create_app({"FASTNER_TAGGER": Tagger.load(out)})
+    features = app.test_client().get("/v1/model").get_json()["config"]["features"]
+    assert [f["kind"] for f in features] == ["word", "caps", "chars"]
+    assert features[-1]["dim"] == 6
