@@ -430,7 +430,8 @@ def test_version_says_when_no_model_loads(tmp_path, monkeypatch):
                                   f"({tmp_path / 'gone.npz'}: no such model file)")
 
 
-def test_serve_commands_set_the_services_settings_from_their_options(monkeypatch, tmp_path):
+def test_serve_commands_set_the_services_settings_from_their_options(monkeypatch, tmp_path,
+                                                                     capsys):
     from fastner.service import proxy
     for name in ("FASTNER_MODEL", "FASTNER_WORKERS", "FASTNER_BIND", "FASTNER_PUBLIC_BIND"):
         monkeypatch.delenv(name, raising=False)
@@ -445,6 +446,8 @@ def test_serve_commands_set_the_services_settings_from_their_options(monkeypatch
     assert path == argv[0] and "gunicorn" in " ".join(argv)
     assert main(["serve-proxy", "--public-bind", "127.0.0.1:10"]) == 0
     assert os.environ["FASTNER_PUBLIC_BIND"] == "127.0.0.1:10" and len(proxies) == 1
+    proxies[0]("nginx started")                   # the front's messages go to stderr
+    assert capsys.readouterr() == ("", "nginx started\n")
     monkeypatch.delenv("FASTNER_BIND")
     main(["serve"])                                  # no options: the environment stays
     assert "FASTNER_BIND" not in os.environ
@@ -458,13 +461,16 @@ def _without_docstarts(path, tmp_path):
     return str(out)
 
 
-@pytest.mark.parametrize("documents", [True, False])
-def test_tag_conll_holds_one_document_at_a_time(doccase_model_path, tiny_dev_path, tmp_path,
-                                                capsys, monkeypatch, documents):
+@pytest.mark.parametrize("documents,four_columns", [(True, False), (True, True),
+                                                    (False, False)])
+def test_tag_conll_holds_one_document_at_a_time(doccase_model_path, tiny_dev_path,
+                                                tiny_train_path, tmp_path, capsys, monkeypatch,
+                                                documents, four_columns):
     """Small blocks: the tags are those of whole-file tagging, each call tags at most a
     block and the document it finishes, and a file without -DOCSTART- is one document."""
     from fastner import cli, conll
-    path = tiny_dev_path if documents else _without_docstarts(tiny_dev_path, tmp_path)
+    source = tiny_train_path if four_columns else tiny_dev_path   # "-DOCSTART- -X- -X- O"
+    path = source if documents else _without_docstarts(source, tmp_path)
     sentences, expected = direct_tags(doccase_model_path, path)
     monkeypatch.setattr(conll, "BLOCK_BYTES", 300)
     sizes = []
