@@ -690,7 +690,7 @@ class Trainer:
         cfg = self.cfg
         lr = cfg.lr * cfg.lr_decay ** (epoch - 1)
         started = time.perf_counter()
-        bar = tqdm(total=train.tokens, unit="tok", unit_scale=True,
+        bar = tqdm(total=train.tokens, unit="tok", unit_scale=True,  # pragma: no mutate (looks)
                    disable=True if self.quiet else None,   # None: only on a terminal
                    desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr)
         total_loss, seen = train_epoch(model, opt, train, cfg, lr, state.rng,

@@ -786,3 +786,77 @@ def test_a_damaged_checkpoint_is_refused_naming_it(tmp_path, tiny_train_path, ti
     io.save_npz(path, io.CHECKPOINT_FORMAT, nan, meta, compress=False)
     with pytest.raises(ModelFileError, match=f"^{path}: parameters contain NaN"):
         train(tmp_path, "d", tiny_train_path, tiny_dev_path, epochs=2, resume=True)
+
+
+def test_each_epochs_record_says_what_it_did(tmp_path, tiny_train_path, tiny_dev_path,
+                                             monkeypatch):
+    """The log's records: the decayed learning rate, the mean loss per token, the dev
+    scores, seconds that add up to the training time, and the speed."""
+    from fastner import train as train_module
+    real_epoch = train_module.train_epoch
+    returned = []
+
+    def recording(*args, **kwargs):
+        total, seen = real_epoch(*args, **kwargs)
+        returned.append((total, seen))
+        return total, seen
+    monkeypatch.setattr(train_module, "train_epoch", recording)
+    _, _, state, _ = train(tmp_path, "h", tiny_train_path, tiny_dev_path, epochs=3,
+                           lr=0.01, lr_decay=0.5, optimizer="sgd", momentum=0.0)
+    history = state.history
+    assert [h["lr"] for h in history] == pytest.approx([0.01, 0.005, 0.0025])
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    for h, (total, seen) in zip(history, returned):
+        assert set(h) == {"epoch", "train_loss", "dev_precision", "dev_recall", "dev_f1", "lr",
+                          "seconds", "tokens_per_second"}
+        assert h["train_loss"] == pytest.approx(total / seen)
+        p, r = h["dev_precision"], h["dev_recall"]
+        assert h["dev_f1"] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
+        assert 0 < h["seconds"] < 60
+        assert h["tokens_per_second"] == pytest.approx(seen / h["seconds"])
+    assert state.train_seconds == pytest.approx(sum(h["seconds"] for h in history))
+
+
+def test_parameters_that_blow_up_stop_training_with_advice(tmp_path, tiny_train_path,
+                                                           tiny_dev_path, monkeypatch):
+    from fastner import train as train_module
+    real_epoch = train_module.train_epoch
+
+    def diverging(model, *args, **kwargs):
+        result = real_epoch(model, *args, **kwargs)
+        model.flat[0] = np.inf
+        return result
+    monkeypatch.setattr(train_module, "train_epoch", diverging)
+    with pytest.raises(FloatingPointError, match="^epoch 1: parameters became NaN/inf; lower "
+                                                 "--lr or enable --clip$"):
+        train(tmp_path, "nan", tiny_train_path, tiny_dev_path, epochs=2)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_training_shows_its_progress_on_a_terminal_unless_quiet(tmp_path, tiny_train_path,
+                                                                tiny_dev_path, monkeypatch,
+                                                                capsys, quiet):
+    import io as stdio
+    import sys
+
+    from fastner import train as train_module
+
+    class Terminal(stdio.StringIO):
+        def isatty(self):
+            return True
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    bars = []
+    real_epoch = train_module.train_epoch
+
+    def recording(model, opt, data, cfg, lr, rng, bar=None, **kwargs):
+        bars.append(bar)
+        return real_epoch(model, opt, data, cfg, lr, rng, bar, **kwargs)
+    monkeypatch.setattr(train_module, "train_epoch", recording)
+    settings = dict(epochs=1, hidden=16, glove_words=0, word_dim=8, seed=3)
+    trainer = Trainer(TrainConfig(**settings), str(tmp_path / "p.npz"), quiet=quiet,
+                      log=lambda msg: None)
+    trainer.run(read_conll(tiny_train_path), read_conll(tiny_dev_path))
+    assert ("epoch 1/1" in terminal.getvalue()) != quiet
+    assert (bars[0] is None) == quiet
+    assert capsys.readouterr().out == ""
