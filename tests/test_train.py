@@ -860,3 +860,70 @@ def test_training_shows_its_progress_on_a_terminal_unless_quiet(tmp_path, tiny_t
     assert ("epoch 1/1" in terminal.getvalue()) != quiet
     assert (bars[0] is None) == quiet
     assert capsys.readouterr().out == ""
+
+
+def test_without_a_log_function_messages_go_to_stderr(tmp_path, tiny_train_path,
+                                                      tiny_dev_path, capsys):
+    settings = dict(epochs=1, hidden=8, glove_words=0, word_dim=8, seed=3)
+    trainer = Trainer(TrainConfig(**settings), str(tmp_path / "s.npz"), quiet=True)
+    trainer.run(read_conll(tiny_train_path), read_conll(tiny_dev_path))
+    out, err = capsys.readouterr()
+    assert out == "" and "epoch 1: loss" in err
+
+
+def test_run_reports_what_it_found(tmp_path, tiny_train_path, tiny_dev_path):
+    messages = []
+    settings = dict(epochs=1, hidden=8, glove_words=0, word_dim=8, seed=3)
+    trainer = Trainer(TrainConfig(**settings), str(tmp_path / "s.npz"), quiet=True,
+                      log=messages.append)
+    with pytest.raises(ValueError, match="^the training data has no sentences$"):
+        trainer.run([], read_conll(tiny_dev_path))
+    (tmp_path / ".s.npz.tmp-x").write_text("half")
+    trainer.run(read_conll(tiny_train_path), read_conll(tiny_dev_path), resume=True)
+    assert f"removed 1 unfinished temporary file(s) of {tmp_path / 's.npz'}" in messages
+    assert f"no checkpoint at {tmp_path / 's.checkpoint.npz'}; starting afresh" in messages
+
+
+def test_without_resume_an_old_checkpoint_is_not_used(tmp_path, tiny_train_path,
+                                                      tiny_dev_path):
+    train(tmp_path, "f", tiny_train_path, tiny_dev_path, epochs=2)
+    _, _, state, _ = train(tmp_path, "f", tiny_train_path, tiny_dev_path, epochs=1)
+    assert state.epoch == 1 and len(state.history) == 1
+    with open(tmp_path / "f.train.jsonl", encoding="utf-8") as f:
+        assert [json.loads(line)["epoch"] for line in f] == [1]
+
+
+@pytest.mark.parametrize("offset,sparse", [(0, True), (1, False)])
+def test_checkpoints_keep_trained_rows_only_from_the_threshold(tmp_path, tiny_train_path,
+                                                               tiny_dev_path, monkeypatch,
+                                                               capsys, offset, sparse):
+    import zipfile
+
+    from fastner import io
+    from fastner import train as train_module
+    from fastner.train import build_model
+    rows = build_model(TrainConfig(glove_words=0, word_dim=16), read_conll(tiny_train_path),
+                       log=lambda msg: None).tables()[0].shape[0]
+    monkeypatch.setattr(train_module, "CHECKPOINT_ALL_ROWS_BELOW", rows + offset)
+    _, straight, _, _ = train(tmp_path, "c", tiny_train_path, tiny_dev_path, epochs=2)
+    path = tmp_path / "c.checkpoint.npz"
+    arrays, _ = io.load_npz(path, io.CHECKPOINT_FORMAT)
+    assert ("rows.table.word" in arrays) == sparse
+    with zipfile.ZipFile(path) as archive:
+        assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_STORED}
+    train(tmp_path, "split", tiny_train_path, tiny_dev_path, epochs=1)
+    capsys.readouterr()
+    _, resumed, _, _ = train(tmp_path, "split", tiny_train_path, tiny_dev_path, epochs=2,
+                             resume=True)
+    np.testing.assert_array_equal(resumed.flat, straight.flat)
+    assert capsys.readouterr().out == ""           # rebuilding the model prints nothing
+
+
+@pytest.mark.parametrize("optimizer,loss", [("sgd", "softmax"), ("adam", "crf")])
+def test_gazetteer_dropout_trains_through_both_epoch_paths(tmp_path, tiny_train_path,
+                                                           tiny_dev_path, optimizer, loss):
+    _, _, state, _ = train(tmp_path, "g", tiny_train_path, tiny_dev_path, epochs=1,
+                           features="caps:4,gazetteers:4", gazetteer_dropout=0.3,
+                           optimizer=optimizer, loss=loss, lr=0.05 if optimizer == "sgd"
+                           else 1e-3)
+    assert state.epoch == 1 and np.isfinite(state.history[0]["train_loss"])
