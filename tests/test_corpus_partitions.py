@@ -141,3 +141,31 @@ def test_problems_are_counted_and_kept_in_order(tmp_path, tiny_model_path):
     assert [r.get("error", "ok").split(":")[0] for r in rows] == [
         "ok", "empty", "bad_json", "no_text", "too_long", "undecodable"]
     assert rows[4]["id"] == "7"
+
+
+def test_the_texts_partition_function_refuses_what_it_cannot_tag(tiny_model_path):
+    from fastner.corpus import tag_texts_partition
+    tagger = Tagger.load(tiny_model_path)
+    results = tag_texts_partition(["Paris", "Lisbon", 7, None], tiny_model_path, max_chars=5)
+    assert results[0] == tagger("Paris").to_dict()
+    assert results[1:] == [{"error": "too_long"}, {"error": "not_text"}, {"error": "not_text"}]
+    long = tag_texts_partition(["a" * 100_000, "a" * 100_001], tiny_model_path)
+    assert "entities" in long[0] and long[1] == {"error": "too_long"}
+
+
+def test_lines_are_read_as_they_are_but_their_line_ends(tmp_path, tiny_model_path):
+    path = write(tmp_path / "in.jsonl", b'{"text": "Paris ."}\n{"text": "aXXXX"}\n')
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    [part] = plan(path, "jsonl", 10)
+    stats = run_partition(part, out, tiny_model_path, "jsonl", max_chars=4)
+    assert stats["problems"] == {"too_long": 2}
+    assert [r["id"] for r in outputs(out)] == [f"{path}:1", f"{path}:2"]
+    lines = write(tmp_path / "in.txt", b"\rMaria Lopez met Tom Baker in Paris .\n")
+    out2 = str(tmp_path / "out2")
+    os.makedirs(out2)
+    [part] = plan(lines, "lines", 10)
+    run_partition(part, out2, tiny_model_path, "lines")
+    tagger = Tagger.load(tiny_model_path)
+    assert outputs(out2)[0]["entities"] == \
+        tagger("\rMaria Lopez met Tom Baker in Paris .").to_dict()["entities"]
