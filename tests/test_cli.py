@@ -434,7 +434,8 @@ def test_serve_commands_set_the_services_settings_from_their_options(monkeypatch
                                                                      capsys):
     from fastner.service import proxy
     for name in ("FASTNER_MODEL", "FASTNER_WORKERS", "FASTNER_BIND", "FASTNER_PUBLIC_BIND"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")          # so that teardown restores what was there,
+        monkeypatch.delenv(name)              # even the variables the commands set
     execs, proxies = [], []
     monkeypatch.setattr(os, "execv", lambda path, argv: execs.append((path, argv)))
     monkeypatch.setattr(proxy, "serve_proxy", lambda log: proxies.append(log) or 0)
