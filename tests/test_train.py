@@ -927,3 +927,40 @@ def test_gazetteer_dropout_trains_through_both_epoch_paths(tmp_path, tiny_train_
                            optimizer=optimizer, loss=loss, lr=0.05 if optimizer == "sgd"
                            else 1e-3)
     assert state.epoch == 1 and np.isfinite(state.history[0]["train_loss"])
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"optimizer": "rmsprop"}, "optimizer must be one of ('sgd', 'adagrad', 'adam'); got "
+                               "'rmsprop'"),
+    ({"epochs": 0}, "epochs must be at least 1; got 0"),
+    ({"batch_size": 0}, "batch_size must be at least 1; got 0"),
+    ({"hidden": 0}, "hidden must be at least 1; got 0"),
+    ({"half_window": -1}, "half_window must be >= 0; got -1"),
+    ({"lr": 0.0}, "lr must be positive; got 0.0"),
+    ({"word_dropout": 1.0}, "word_dropout must be in [0, 1); got 1.0"),
+    ({"word_dropout": -0.1}, "word_dropout must be in [0, 1); got -0.1"),
+    ({"gazetteer_dropout": 1.0}, "gazetteer_dropout must be in [0, 1); got 1.0"),
+    ({"gazetteer_dropout": -0.1}, "gazetteer_dropout must be in [0, 1); got -0.1"),
+    ({"case_lower": 0.6, "case_upper": 0.5},
+     "case_lower and case_upper must be chances summing to at most 1; got 0.6 and 0.5"),
+    ({"case_lower": -0.1}, "case_lower and case_upper must be chances summing to at most 1; "
+                           "got -0.1 and 0.05"),
+    ({"case_upper": -0.1}, "case_lower and case_upper must be chances summing to at most 1; "
+                           "got 0.15 and -0.1"),
+    ({"glove_words": 10, "word_dim": 16},
+     "GloVe 6B vectors are 50-d: use --word-dim 50 or --glove-words 0"),
+])
+def test_each_bad_setting_is_refused_saying_which(settings, message, tmp_path):
+    with pytest.raises(ValueError) as err:
+        Trainer(TrainConfig(**settings), str(tmp_path / "x.npz"))
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("settings", [
+    {"epochs": 1, "batch_size": 1, "hidden": 1, "half_window": 0, "lr": 1e-9},
+    {"word_dropout": 0.0, "gazetteer_dropout": 0.0, "case_lower": 0.0, "case_upper": 0.0},
+    {"word_dropout": 0.99, "gazetteer_dropout": 0.99, "case_lower": 0.5, "case_upper": 0.5},
+    {"glove_words": 0, "word_dim": 16}, {"glove_words": 10, "word_dim": 50},
+])
+def test_settings_at_their_bounds_are_accepted(settings, tmp_path):
+    Trainer(TrainConfig(**settings), str(tmp_path / "x.npz"))
