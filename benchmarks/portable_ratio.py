@@ -5,8 +5,8 @@
 
 Alternates fresh processes of the two builds (the checkout's package, built with
 -march=native, and the portable tree's), each timing the shipped model on the same
-data: ids -> tags (the inference cache's scorer and Viterbi on pre-computed ids, as
-benchmarks/test_inference_bench.py's cached row) and
+data: ids -> tags (the inference cache's scorer and Viterbi on pre-computed ids,
+benchmarks/inference_data.py's, which test_inference_bench.py's cached row times) and
 raw text -> entities (tag_texts). Pinned to one core and one BLAS thread where taskset
 exists. Prints one JSON report: each build's median seconds, tokens/s, and
 portable/native for both paths.
@@ -24,24 +24,19 @@ VALID = os.path.join(ROOT, "..", "shared", "data", "conll2003", "valid.txt")
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "tiny_dev.txt")
 
 # Run in the child, from the build's directory (its fastner/ first on sys.path).
+# benchmarks/ goes last on sys.path: the build's own fastner/ must come first.
 CHILD = r"""
 import json, sys, time
-import numpy as np
+sys.path.append(sys.argv[2])
+from inference_data import cached_ids_to_tags, encoded
 from fastner import _kernels
-from fastner.conll import read_conll
 from fastner.tagger import Tagger
 nlp = Tagger.load()
-model, scorer = nlp.model, nlp.scorer
-sentences = read_conll(sys.argv[1])
+sentences, ids, lengths, spellings = encoded(nlp, sys.argv[1])
 texts = [" ".join(s.tokens) for s in sentences]
-lengths = np.array([len(s.tokens) for s in sentences], np.int32)
 n = int(lengths.sum())
-spellings = model.new_spellings()
-ids = model.windows([model.token_ids(s.tokens, spellings=spellings) for s in sentences])
-trans, start, end = model.transitions()
 def ids_to_tags():
-    S = scorer.scores(ids, spellings)
-    return model.ops.viterbi_decode(np.ascontiguousarray(S), lengths, trans, start, end)
+    return cached_ids_to_tags(nlp, ids, lengths, spellings)
 def best_of(f, repeats=5):
     f()                                     # warm: caches, first-call work
     times = []
@@ -59,7 +54,8 @@ def run_child(cwd, data):
     env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     pin = ["taskset", "-c", os.environ.get("FASTNER_BENCH_CORE", "0")] \
         if shutil.which("taskset") else []
-    done = subprocess.run([*pin, sys.executable, "-c", CHILD, data], cwd=cwd, env=env,
+    done = subprocess.run([*pin, sys.executable, "-c", CHILD, data,
+                           os.path.join(ROOT, "benchmarks")], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         sys.exit(f"portable_ratio: the run in {cwd} failed:\n{done.stderr[-2000:]}")
@@ -73,6 +69,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=7, help="alternating runs of each build")
     ap.add_argument("--data", default=VALID if os.path.exists(VALID) else FIXTURE)
     args = ap.parse_args(argv)
+    args.data = os.path.abspath(args.data)      # the children run in the builds' folders
     if not os.path.isdir(os.path.join(args.tree, "fastner")):
         sys.exit(f"portable_ratio: {args.tree} holds no fastner/: run make test-portable")
     runs = {"native": [], "portable": []}

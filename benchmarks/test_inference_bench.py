@@ -8,9 +8,9 @@ import os
 
 import numpy as np
 import pytest
+from inference_data import cached_ids_to_tags, encoded, viterbi
 
 from fastner import reference
-from fastner.conll import read_conll
 from fastner.tagger import Tagger, default_model_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,12 +28,7 @@ def tagger():
 
 @pytest.fixture(scope="module")
 def data(tagger):
-    sentences = read_conll(VALID if os.path.exists(VALID) else FIXTURE)
-    model = tagger.model
-    spellings = model.new_spellings()            # None unless the model has chars
-    ids = model.windows([model.token_ids(s.tokens, spellings=spellings) for s in sentences])
-    lengths = np.array([len(s.tokens) for s in sentences], np.int32)
-    return sentences, ids, lengths, spellings
+    return encoded(tagger, VALID if os.path.exists(VALID) else FIXTURE)
 
 
 @pytest.mark.parametrize("path", ["cached", "sgemm", "numpy"])
@@ -48,8 +43,8 @@ def test_ids_to_tags(benchmark, tagger, data, path):
 
     def run():
         if path == "cached":
-            S = scorer.scores(ids, spellings)
-        elif path == "sgemm":
+            return cached_ids_to_tags(tagger, ids, lengths, spellings)
+        if path == "sgemm":
             S, _ = model.forward(ids, spellings=spellings)
         else:
             p = model.params
@@ -58,8 +53,7 @@ def test_ids_to_tags(benchmark, tagger, data, path):
                 reference.lookup_forward(f_ids, table, X, offset)
             Hd = reference.affine_act_forward(X, p["W"], p["b"], model.activation)
             S = (Hd @ p["U"].T + p["c"]).astype(np.float32)
-        trans, start, end = model.transitions()
-        return model.ops.viterbi_decode(np.ascontiguousarray(S), lengths, trans, start, end)
+        return viterbi(model, S, lengths)
 
     tags = benchmark(run)
     assert scorer is not None and len(tags) == lengths.sum()
