@@ -68,6 +68,10 @@ def plan(input_glob, fmt, partition_size):
     return parts
 
 
+# A UTF-8 byte-order mark (editors on Windows write one) starts the file, not its text.
+_BOM = b"\xef\xbb\xbf"
+
+
 def _read_documents(part, fmt, text_field, id_field):
     """(doc id, text or None, problem or None) for each document of a partition."""
     if fmt == "files":
@@ -89,10 +93,6 @@ def _read_documents(part, fmt, text_field, id_field):
             if fmt == "jsonl" and problem is None:
                 text, doc_id, problem = _from_json(text, doc_id, text_field, id_field)
             yield doc_id, text, problem
-
-
-# A UTF-8 byte-order mark (editors on Windows write one) starts the file, not its text.
-_BOM = b"\xef\xbb\xbf"
 
 
 def _decode(raw):

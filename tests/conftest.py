@@ -1,8 +1,17 @@
+import io
 import os
 
 import pytest
 
 from fastner.service import gunicorn_argv
+
+
+class FakeTerminal(io.StringIO):
+    """A stderr that says it is a terminal: progress bars draw on it."""
+
+    def isatty(self):
+        return True
+
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",

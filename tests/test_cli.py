@@ -349,14 +349,10 @@ def test_whole_documents_cut_only_between_documents():
     assert list(_whole_documents([], 5)) == []
 
 
-class FakeTerminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
 @pytest.mark.parametrize("quiet", [False, True])
 def test_tag_shows_progress_on_a_terminal_unless_quiet(tiny_model_path, tiny_dev_path,
                                                        monkeypatch, capsys, quiet):
+    from conftest import FakeTerminal
     terminal = FakeTerminal()
     monkeypatch.setattr("sys.stderr", terminal)
     args = ["tag", "--model", tiny_model_path, "--format", "conll", tiny_dev_path]

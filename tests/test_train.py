@@ -836,15 +836,12 @@ def test_parameters_that_blow_up_stop_training_with_advice(tmp_path, tiny_train_
 def test_training_shows_its_progress_on_a_terminal_unless_quiet(tmp_path, tiny_train_path,
                                                                 tiny_dev_path, monkeypatch,
                                                                 capsys, quiet):
-    import io as stdio
     import sys
 
-    from fastner import train as train_module
+    from conftest import FakeTerminal
 
-    class Terminal(stdio.StringIO):
-        def isatty(self):
-            return True
-    terminal = Terminal()
+    from fastner import train as train_module
+    terminal = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     bars = []
     real_epoch = train_module.train_epoch
