@@ -169,3 +169,99 @@ def test_lines_are_read_as_they_are_but_their_line_ends(tmp_path, tiny_model_pat
     tagger = Tagger.load(tiny_model_path)
     assert outputs(out2)[0]["entities"] == \
         tagger("\rMaria Lopez met Tom Baker in Paris .").to_dict()["entities"]
+
+
+# -- the whole job, on a Dask cluster of threads in this process (seconds, not a
+# cluster of processes: the mutation run starts one per mutant) -----------------
+
+@pytest.fixture(scope="module")
+def thread_cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as c:
+        yield c
+
+
+def job_files(directory):
+    """{name: (inode, mtime)} of the partitions' files: a partition tagged again is new."""
+    return {name: (os.stat(os.path.join(directory, name)).st_ino,
+                   os.stat(os.path.join(directory, name)).st_mtime_ns)
+            for name in os.listdir(directory) if name.startswith("part-")}
+
+
+def test_a_job_tags_each_partition_once_and_a_rerun_only_what_is_missing(
+        tmp_path, tiny_model_path, thread_cluster):
+    texts = [f"Maria Lopez met Tom Baker in Paris on day {i} ." for i in range(11)]
+    path = write(tmp_path / "in.txt", "\n".join(texts).encode())     # no final newline
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    # what a killed earlier run left half-written: rubbish once the job is complete
+    write(os.path.join(out, "part-00001.jsonl.tmp-dead"), b"half")
+    write(os.path.join(out, ".part-00001.stats.json.tmp-dead"), b"half")
+    messages = []
+    totals = corpus.tag_corpus(path, out, tiny_model_path, scheduler=thread_cluster.scheduler_address,
+                               partition_size=4, progress=False, log=messages.append)
+    assert {k: totals[k] for k in ("partitions", "skipped", "documents", "tagged")} == \
+        {"partitions": 3, "skipped": 0, "documents": 11, "tagged": 11}
+    tagger = Tagger.load(tiny_model_path)
+    expected = [tagger(t) for t in texts]
+    assert totals["tokens"] == sum(d.n_tokens for d in expected)
+    assert totals["entities"] == sum(len(d.ents) for d in expected) > 0
+    assert totals["problems"] == {} and totals["seconds"] >= 0
+    assert messages[0] == "3 partitions; 0 already done (skipped), 3 to tag"
+    rows = [r for i in range(3) for r in outputs(out, i)]
+    assert [r["id"] for r in rows] == [f"{path}:{n}" for n in range(1, 12)]
+    assert [r["entities"] for r in rows] == [d.to_dict()["entities"] for d in expected]
+    assert sorted(os.listdir(out)) == ["_manifest.json"] + sorted(
+        f"part-{i:05d}.{kind}" for i in range(3) for kind in ("jsonl", "stats.json"))
+    with open(os.path.join(out, "_manifest.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    assert manifest["partitions"] == plan(path, "lines", 4)
+    assert manifest["format"] == "lines" and manifest["max_chars"] == 100_000
+
+    os.unlink(os.path.join(out, "part-00002.jsonl"))          # as if killed before its commit
+    before = job_files(out)
+    messages.clear()
+    again = corpus.tag_corpus(path, out, tiny_model_path, scheduler=thread_cluster.scheduler_address,
+                              partition_size=4, progress=False, log=messages.append)
+    after = job_files(out)
+    assert {name for name in after if after[name] != before.get(name)} == {
+        "part-00002.jsonl", "part-00002.stats.json"}
+    assert messages[0] == "3 partitions; 2 already done (skipped), 1 to tag"
+    assert {k: again[k] for k in ("partitions", "skipped", "documents", "tagged", "tokens")} == \
+        {"partitions": 3, "skipped": 2, "documents": 11, "tagged": 11,
+         "tokens": totals["tokens"]}
+
+    for changed in ({"partition_size": 5}, {"max_chars": 99}, {"fmt": "jsonl"},
+                    {"text_field": "body"}, {"id_field": "key"}):
+        settings = dict(partition_size=4, progress=False, log=lambda m: None,
+                        scheduler=thread_cluster.scheduler_address) | changed
+        with pytest.raises(ValueError, match="holds the output of a different job"):
+            corpus.tag_corpus(path, out, tiny_model_path, **settings)
+
+
+def test_a_job_counts_problems_and_refuses_a_bad_model_before_its_cluster(
+        tmp_path, tiny_model_path, thread_cluster):
+    path = write(tmp_path / "in.jsonl", b'{"text": "Paris ."}\n\n{"x": 1}\n{"text": "Oslo ."}\n')
+    out = str(tmp_path / "out")
+    totals = corpus.tag_corpus(path, out, tiny_model_path, fmt="jsonl", partition_size=2,
+                               scheduler=thread_cluster.scheduler_address, progress=False,
+                               log=lambda m: None)
+    assert (totals["documents"], totals["tagged"]) == (4, 2)
+    assert totals["problems"] == {"empty": 1, "no_text": 1}
+    bad = write(tmp_path / "bad.npz", b"not a model")
+    with pytest.raises(Exception, match="bad.npz"):
+        corpus.tag_corpus(path, str(tmp_path / "out2"), bad, fmt="jsonl",
+                          scheduler="tcp://127.0.0.1:1", progress=False, log=lambda m: None)
+    assert not os.path.exists(tmp_path / "out2")
+
+
+def test_a_job_without_a_scheduler_starts_and_stops_its_own_cluster(tmp_path, tiny_model_path):
+    pytest.importorskip("distributed")
+    path = write(tmp_path / "in.txt", b"Maria Lopez met Tom Baker .\nThen Tom Baker left .\n")
+    messages = []
+    totals = corpus.tag_corpus(path, str(tmp_path / "out"), tiny_model_path, workers=1,
+                               progress=False, log=messages.append)
+    assert totals["documents"] == totals["tagged"] == 2
+    assert messages[0] == "1 partitions; 0 already done (skipped), 1 to tag"
+    assert messages[1].startswith("Dask dashboard: http")
