@@ -64,7 +64,7 @@ def measure(docs, model, workers, partition_size):
     for n in workers:
         out = os.path.join(tmp, f"out-{n}")
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                          dashboard_address=None, env={"OPENBLAS_NUM_THREADS": "1"}) as cluster, \
+                          dashboard_address=":0", env={"OPENBLAS_NUM_THREADS": "1"}) as cluster, \
                 Client(cluster) as client:
             started = time.perf_counter()
             totals = tag_corpus(corpus, out, model, scheduler=cluster.scheduler_address,

@@ -301,15 +301,22 @@ def lookup_backward(ids_bk, dX_bd, dtable_ve, offset=0):
 cdef enum:
     SMALL_BATCH_ROWS = 64   # batches up to this size take the first product as Zᵀ = W Xᵀ
 
+# Whether OpenBLAS runs its small-product kernel here (set by blas_small_products())
+cdef bint _small_products = False     # set once per process by blas_small_products()
+cdef bint _small_products_known = False
+
 
 cdef void _affine_act_rows(const float* X, int B, int D, const float* W, int H,
                            const float* b, int act, float* out, float* scratch) noexcept nogil:
     # out = f(X Wᵀ + b), (B, H) (NumPy: f(X @ W.T + b)). For a small batch OpenBLAS
-    # spends as long packing W transposed as multiplying: Zᵀ = W Xᵀ forms each entry
-    # from the same dot product, bit for bit (test_small_batch_product_is_bit_identical),
-    # in two thirds of the time at B = 32. ``scratch``: H·B floats for Zᵀ, or NULL.
+    # spends as long packing W transposed as multiplying: Zᵀ = W Xᵀ takes two thirds of
+    # the time at B = 32. Only OpenBLAS's small-product kernel (_small_products, below)
+    # forms each entry of both from the same dot product, bit for bit
+    # (test_small_batch_product_is_bit_identical); its other kernels (Haswell's, Zen's)
+    # sum in another order, and the trained model would change with the batching.
+    # ``scratch``: H·B floats for Zᵀ, or NULL.
     cdef Py_ssize_t i, j
-    if B <= SMALL_BATCH_ROWS and scratch != NULL:
+    if B <= SMALL_BATCH_ROWS and scratch != NULL and _small_products:
         gemm_rm(False, True, H, B, D, 1.0, W, D, X, D, 0.0, scratch, B)
         for i in range(B):
             for j in range(H):
@@ -325,7 +332,7 @@ cdef void _affine_act_forward(const float[:, ::1] X_bd, const float[:, ::1] W_hd
                               const float[::1] b_h, int act, float[:, ::1] out_bh) noexcept nogil:
     cdef int B = X_bd.shape[0], D = X_bd.shape[1], H = W_hd.shape[0]
     cdef float* scratch = NULL
-    if B <= SMALL_BATCH_ROWS:
+    if B <= SMALL_BATCH_ROWS and _small_products:
         scratch = <float*>malloc(B * H * sizeof(float))     # NULL: the plain product
     _affine_act_rows(&X_bd[0, 0], B, D, &W_hd[0, 0], H, &b_h[0], act, &out_bh[0, 0], scratch)
     free(scratch)
@@ -349,6 +356,7 @@ def affine_act_forward(X_bd, W_hd, b_h, activation="tanh", out_bh=None):
         out_bh = np.empty((B, H), dtype=np.float32)
     _check_array(kernel, "out_bh", out_bh, np.float32, (("B", B), ("H", H)), writable=True)
     _check_positive(kernel, D=D, H=H)
+    blas_small_products()
     if B == 0:
         return out_bh
     cdef const float[:, ::1] X = X_bd
@@ -380,8 +388,6 @@ cdef void _act_backward(const float[:, ::1] dH_bh, const float[:, ::1] H_bh, int
 cdef enum:
     SMALL_PRODUCT = 1000000
 
-cdef bint _small_products = False     # set once per process by blas_small_products()
-cdef bint _small_products_known = False
 
 
 def blas_small_products():

@@ -41,7 +41,7 @@ def read_output(directory):
 @pytest.fixture(scope="module")
 def cluster():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as c:
+                      dashboard_address=":0") as c:
         yield c
 
 

@@ -178,7 +178,7 @@ def test_lines_are_read_as_they_are_but_their_line_ends(tmp_path, tiny_model_pat
 def thread_cluster():
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  dashboard_address=None) as c:
+                                  dashboard_address=":0") as c:
         yield c
 
 
