@@ -74,3 +74,43 @@ def test_report_counts_a_runs_verdicts_without_equivalents(tmp_path, monkeypatch
     assert "fastner/io.py: 3 of 4 killed (75%), 1 equivalent left out" in out
     assert "fastner/tags.py: not run" in out
     assert "fastner.io.x_a__mutmut_2  [0]" in out and "fastner.io.x_a__mutmut_3" in out
+
+
+def test_survivors_reruns_only_the_mutants_not_killed_with_todays_tests(tmp_path, monkeypatch,
+                                                                       capsys):
+    import json
+    where = tmp_path / "fastner_io"
+    meta = where / "mutants" / "fastner" / "io.py.meta"
+    meta.parent.mkdir(parents=True)
+    (where / "fastner").mkdir()
+    with open(os.path.join(ROOT, "fastner", "io.py"), "rb") as f:
+        (where / "fastner" / "io.py").write_bytes(f.read())
+    (where / "tests").mkdir()
+    (where / "tests" / "stale_test.py").write_text("")
+    (where / "mutants" / "mutmut-stats.json").write_text("{}")
+    codes = {"fastner.io.x_a__mutmut_1": 1, "fastner.io.x_a__mutmut_2": 0,
+             "fastner.io.x_a__mutmut_3": None, "fastner.io.x_a__mutmut_4": 0}
+    meta.write_text(json.dumps({"exit_code_by_key": codes}))
+    equivalent = tmp_path / "equivalent.txt"
+    equivalent.write_text("fastner.io.x_a__mutmut_4  # changes nothing observable\n")
+    monkeypatch.setattr(mutate, "STAGES", str(tmp_path))
+    monkeypatch.setattr(mutate, "EQUIVALENT", str(equivalent))
+    asked = []
+
+    def fake_mutmut(stage, module, max_children, names=()):
+        asked.append((stage, module, list(names)))
+        assert os.path.isfile(os.path.join(stage, "tests", "test_mutation_tools.py"))
+        assert not os.path.exists(os.path.join(stage, "tests", "stale_test.py"))
+        assert not os.path.exists(os.path.join(stage, "mutants", "mutmut-stats.json"))
+        return dict(codes, **{"fastner.io.x_a__mutmut_2": 1, "fastner.io.x_a__mutmut_3": 1})
+    monkeypatch.setattr(mutate, "mutmut_run", fake_mutmut)
+    assert mutate.main(["fastner/io.py", "--survivors", "--max-children", "1"]) == 0
+    assert asked == [(str(where), "fastner/io.py",
+                      ["fastner.io.x_a__mutmut_2", "fastner.io.x_a__mutmut_3"])]
+    assert "fastner/io.py: 3 of 3 killed (100%), 1 equivalent left out" in capsys.readouterr().out
+
+    (where / "fastner" / "io.py").write_bytes(b"# another version\n")
+    with pytest.raises(SystemExit, match="changed since its run"):
+        mutate.main(["fastner/io.py", "--survivors"])
+    with pytest.raises(SystemExit, match="no earlier run"):
+        mutate.main(["fastner/tags.py", "--survivors"])

@@ -1,6 +1,6 @@
 """make mutate: mutation testing of the modules that hold fastner's promises, with mutmut 3.
 
-    python tests/mutation/mutate.py [MODULE ...] [--max-children N]
+    python tests/mutation/mutate.py [MODULE ...] [--max-children N] [--report | --survivors]
 
 For each module (default: all of MODULES), a tree of its own under build/mutate/
 holds the package as it installs (service/ as fastner/service, models/ as
@@ -13,7 +13,10 @@ changes no behaviour) are left out of the count. Prints one line per module,
     fastner/io.py: 41 of 44 killed (93%)
 
 then the survivors by name (`cd build/mutate/SLUG && mutmut show NAME` shows one), and
-exits 1 when a module is under TARGET.
+exits 1 when a module is under TARGET. ``--survivors`` runs again, in the stage of the last
+run, only the mutants that were not killed, against the tests as they are now (after
+writing tests for them; the module itself must be unchanged, or its mutants' names would
+not be the same).
 """
 import argparse
 import json
@@ -117,24 +120,58 @@ def verdicts(where, module):
         return json.load(f)["exit_code_by_key"]
 
 
-def run(module, max_children):
-    where = stage(module)
+def mutmut_run(where, module, max_children, names=()):
+    """``mutmut run`` in the stage ``where`` (for ``names`` only, if given)."""
     mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
     env = {k: v for k, v in os.environ.items() if k not in ("FASTNER_MODEL", "PYTHONPATH")}
     env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    done = subprocess.run([mutmut, "run", "--max-children", str(max_children)], cwd=where,
-                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run([mutmut, "run", "--max-children", str(max_children), *names],
+                          cwd=where, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
     if done.returncode != 0:
         sys.exit(f"mutate: mutmut failed on {module} (in {where}):\n{done.stderr[-3000:]}")
-    return where, verdicts(where, module)
+    return verdicts(where, module)
+
+
+def run(module, max_children):
+    where = stage(module)
+    return where, mutmut_run(where, module, max_children)
+
+
+def rerun_survivors(module, max_children, accepted):
+    """Run the last run's surviving mutants of ``module`` again, with today's tests."""
+    where = os.path.join(STAGES, slug(module))
+    if not os.path.exists(os.path.join(where, "mutants", staged_path(module) + ".meta")):
+        sys.exit(f"mutate: {module} has no earlier run in {where}; run it in full first")
+    with open(os.path.join(ROOT, module), "rb") as now, \
+            open(os.path.join(where, staged_path(module)), "rb") as then:
+        if now.read() != then.read():
+            sys.exit(f"mutate: {module} changed since its run in {where} (its mutants' names "
+                     f"may have changed too); run it in full")
+    names = [name for name, code in verdicts(where, module).items()
+             if name not in accepted and code not in KILLED | TIMEOUT | CRASHED]
+    if not names:
+        return where, verdicts(where, module)
+    # today's tests, and which tests reach which function measured again
+    for tests in (os.path.join(where, "tests"), os.path.join(where, "mutants", "tests")):
+        shutil.rmtree(tests, ignore_errors=True)
+    shutil.copytree(os.path.join(ROOT, "tests"), os.path.join(where, "tests"),
+                    ignore=shutil.ignore_patterns("__pycache__", "mutation"))
+    stats = os.path.join(where, "mutants", "mutmut-stats.json")
+    if os.path.exists(stats):
+        os.unlink(stats)
+    return where, mutmut_run(where, module, max_children, names)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("modules", nargs="*", default=list(MODULES), metavar="MODULE")
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--report", action="store_true",
-                    help="count the verdicts of the last run in build/mutate/ without running")
+    what = ap.add_mutually_exclusive_group()
+    what.add_argument("--report", action="store_true",
+                      help="count the verdicts of the last run in build/mutate/ without running")
+    what.add_argument("--survivors", action="store_true",
+                      help="run only the last run's surviving mutants again, with today's tests")
     args = ap.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
@@ -149,6 +186,8 @@ def main(argv=None):
                 print(f"{module}: not run", flush=True)
                 continue
             codes = verdicts(where, module)
+        elif args.survivors:
+            where, codes = rerun_survivors(module, args.max_children, accepted)
         else:
             where, codes = run(module, args.max_children)
         counted = {name: code for name, code in codes.items() if name not in accepted}
