@@ -182,6 +182,9 @@ def cmd_evaluate(args):
     from fastner.evaluate import entity_scores, format_scores
     from fastner.io import write_text_atomically
     from fastner.tagger import Tagger
+    if args.output and _same_file(args.data, args.output):
+        return _die(f"--output {args.output} is also --data: write the predictions to "
+                    f"another file", 2)
     tagger = Tagger.load(args.model)
     sentences = read_conll(args.data)
     if not any(s.tags and any(t != "O" for t in s.tags) for s in sentences):
@@ -273,10 +276,16 @@ def cmd_tag(args):
     from tqdm import tqdm
 
     from fastner.conll import read_blocks
+    from fastner.io import write_text_atomically
     from fastner.tagger import Tagger
+    if args.output:
+        for path in args.files or []:
+            if path != "-" and _same_file(path, args.output):
+                return _die(f"--output {args.output} is also an input: write the tags to "
+                            f"another file", 2)
     tagger = Tagger.load(args.model)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    try:
+
+    def tag_all(out):
         for name, f in _inputs(args.files):
             size = os.fstat(f.fileno()).st_size if name != "<stdin>" else None
             # the bar's looks (units, scale, label, leave) are not behaviour; where it goes is
@@ -292,10 +301,21 @@ def cmd_tag(args):
                                            include_tokens=args.include_tokens):
                         out.write(orjson.dumps(doc.to_dict(),
                                                option=orjson.OPT_APPEND_NEWLINE).decode())
-    finally:
-        if args.output:
-            out.close()
+
+    if args.output:
+        # appears complete or not at all: an interrupted run leaves the old file as it was
+        write_text_atomically(args.output, tag_all)
+    else:
+        tag_all(sys.stdout)
     return 0
+
+
+def _same_file(a, b):
+    """Whether paths ``a`` and ``b`` name one existing file (links and ./ included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _counted(blocks, bar):

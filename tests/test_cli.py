@@ -559,3 +559,57 @@ def test_version_reads_a_card_less_file(tmp_path, monkeypatch, tiny_model_path):
                                                 if k != "metadata"})
     monkeypatch.setenv("FASTNER_MODEL", str(path))
     assert cli.version_text() == f"fastner {__version__}\nmodel bare unknown ({path})"
+
+
+@pytest.mark.parametrize("fmt", ["text", "conll"])
+def test_tag_refuses_to_write_over_its_input(tiny_model_path, tmp_path, capsys, monkeypatch,
+                                             fmt):
+    src = tmp_path / "news.txt"
+    src.write_bytes(b"Maria Lopez visited Lisbon .\n")
+    link = tmp_path / "link.txt"
+    link.symlink_to(src)
+    for output in (src, link, tmp_path / "." / "news.txt"):
+        code, out, err = run(["tag", "--quiet", "--format", fmt, "--model", tiny_model_path,
+                              str(src), "-o", str(output)], capsys, monkeypatch)
+        assert code == 2 and out == ""
+        assert f"--output {output} is also an input" in err
+        assert src.read_bytes() == b"Maria Lopez visited Lisbon .\n"
+    code, _, err = run(["tag", "--quiet", "--model", tiny_model_path, str(src), "-o",
+                        str(tmp_path / "other.jsonl")], capsys, monkeypatch)
+    assert code == 0, err
+
+
+def test_tag_output_appears_whole_or_not_at_all(tiny_model_path, tmp_path, capsys, monkeypatch):
+    from fastner.tagger import Tagger
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"Maria Lopez visited Lisbon .\n" * 3000)
+    dest = tmp_path / "tags.jsonl"
+    dest.write_bytes(b"the previous run's tags\n")
+
+    pipe = Tagger.pipe
+
+    def interrupted(self, texts, batch_size=256, include_tokens=False):
+        yield from pipe(self, list(texts)[:10], batch_size, include_tokens)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Tagger, "pipe", interrupted)
+    code, _, err = run(["tag", "--quiet", "--model", tiny_model_path, str(src), "-o",
+                        str(dest)], capsys, monkeypatch)
+    assert code == 130 and "interrupted" in err
+    assert dest.read_bytes() == b"the previous run's tags\n"
+    assert sorted(os.listdir(tmp_path)) == ["in.txt", "tags.jsonl"]      # no temporary left
+    monkeypatch.undo()
+    code, _, _ = run(["tag", "--quiet", "--model", tiny_model_path, str(src), "-o", str(dest)],
+                     capsys, monkeypatch)
+    assert code == 0 and len(dest.read_bytes().splitlines()) == 3000
+
+
+def test_evaluate_refuses_to_write_over_its_data(tiny_model_path, tiny_dev_path, tmp_path,
+                                                capsys, monkeypatch):
+    data = tmp_path / "dev.txt"
+    with open(tiny_dev_path, "rb") as f:
+        data.write_bytes(f.read())
+    before = data.read_bytes()
+    code, _, err = run(["evaluate", "--model", tiny_model_path, "--data", str(data),
+                        "--output", str(data)], capsys, monkeypatch)
+    assert code == 2 and f"--output {data} is also --data" in err
+    assert data.read_bytes() == before
