@@ -95,6 +95,9 @@ def stage(module):
         '"pyproject.toml"]\n'
         f"pytest_add_cli_args_test_selection = [{tests}]\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning"]\n'
+        # a mutant whose tests run past (clean time + 1 s) × 6 CPU seconds hangs (killed by
+        # timeout); mutmut's default, × 30, let each hanging tag_corpus mutant burn minutes
+        "timeout_multiplier = 3.0\n"
         "use_setproctitle = false\n")
     with open(os.path.join(where, "pyproject.toml"), "w", encoding="utf-8") as f:
         f.write(pyproject)
