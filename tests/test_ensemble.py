@@ -1,0 +1,93 @@
+"""Ensembles as one wider window network (fastner.ensemble, derivations §E1): its scores
+are the members' averaged scores, it decodes like their average, it saves and loads like
+any model, and members that do not share their inputs are refused."""
+import os
+
+import numpy as np
+import pytest
+
+from fastner.conll import read_conll
+from fastner.ensemble import stack
+from fastner.inference import InferenceScorer
+from fastner.modelfile import load_model, save_model
+from fastner.tagger import Tagger
+from fastner.train import EncodedSentences, TrainConfig, Trainer
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+
+def trained(tmp_path_factory, seed, **changes):
+    out = str(tmp_path_factory.mktemp("member") / f"m{seed}.npz")
+    settings = dict(epochs=3, hidden=16, glove_words=0, word_dim=12, seed=seed,
+                    features="caps:4,suffix2:3") | changes
+    trainer = Trainer(TrainConfig(**settings), out, quiet=True, log=lambda msg: None)
+    model, state = trainer.run(read_conll(os.path.join(FIXTURES, "tiny_train.txt")),
+                               read_conll(os.path.join(FIXTURES, "tiny_dev.txt")))
+    trainer.finish(model, state)
+    return load_model(out)
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    return [trained(tmp_path_factory, seed) for seed in (1, 2, 3)]
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return read_conll(os.path.join(FIXTURES, "tiny_dev.txt"))
+
+
+def test_the_stacked_network_scores_the_members_average(members, dev):
+    ensemble = stack(members)
+    assert ensemble.hidden == 3 * members[0].hidden
+    assert [f.dim for f in ensemble.features] == [3 * f.dim for f in members[0].features]
+    data = EncodedSentences(ensemble, dev)
+    S, _ = ensemble.forward(data.ids)
+    parts = [m.forward(EncodedSentences(m, dev).ids)[0] for m in members]
+    np.testing.assert_allclose(S, np.mean(parts, axis=0), rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(ensemble.transitions(),
+                            zip(*(m.transitions() for m in members))):
+        np.testing.assert_allclose(mine, np.mean(theirs, axis=0), rtol=1e-6, atol=1e-6)
+    # and the averaged scores decode to the ensemble's tags
+    tags, _ = ensemble.decode(S, data.lengths, confidence=False)
+    averaged = ensemble.decode(np.mean(parts, axis=0).astype(np.float32), data.lengths,
+                               confidence=False)[0]
+    assert (tags == averaged).mean() > 0.999
+    # a member's own scores differ from the average: the test can tell them apart
+    assert not np.allclose(parts[0], S, atol=1e-3)
+
+
+def test_a_two_member_ensemble_of_one_model_twice_is_that_model(members, dev):
+    one = members[0]
+    twice = stack([one, one])
+    S, _ = twice.forward(EncodedSentences(twice, dev).ids)
+    np.testing.assert_allclose(S, one.forward(EncodedSentences(one, dev).ids)[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_a_stacked_file_tags_through_the_cache_as_in_memory(members, dev, tmp_path):
+    ensemble = stack(members)
+    path = str(tmp_path / "ensemble.npz")
+    save_model(ensemble, path, {"name": "ensemble"})
+    tagger = Tagger.load(path)
+    sentences = [s.tokens for s in dev]
+    data = EncodedSentences(ensemble, dev)
+    S = InferenceScorer(ensemble, budget_mb=0).scores(data.ids, data.spellings)
+    expected, _ = ensemble.decode(S, data.lengths, confidence=False)
+    got = tagger.flat_tags(sentences)
+    assert (np.asarray(got) == np.asarray(ensemble.tagset.names)[expected]).mean() > 0.999
+
+
+def test_members_that_do_not_share_their_inputs_are_refused(members, tmp_path_factory):
+    with pytest.raises(ValueError, match="at least 2 models; got 1"):
+        stack(members[:1])
+    other_window = trained(tmp_path_factory, 4, half_window=1)
+    with pytest.raises(ValueError, match="model 1 is configured unlike model 0"):
+        stack([members[0], other_window])
+    other_vocab = trained(tmp_path_factory, 5)
+    other_vocab.features[0].vocab.words = other_vocab.features[0].vocab.words[:-1] + ("zz",)
+    with pytest.raises(ValueError, match="model 2 has another vocabulary"):
+        stack([members[0], members[1], other_vocab])
+    chars = [trained(tmp_path_factory, s, features="caps:4,chars:6") for s in (6, 7)]
+    with pytest.raises(ValueError, match="character features are not supported"):
+        stack(chars)
