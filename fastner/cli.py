@@ -110,6 +110,12 @@ def build_parser():
                    help="longer documents are reported, not tagged")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    n = sub.add_parser("ensemble", help="average several models trained alike from different "
+                                        "seeds into one model file")
+    n.add_argument("models", nargs="+", metavar="MODEL", help="model files (.npz), at least 2")
+    n.add_argument("--out", required=True, help="model file to write (.npz)")
+    n.add_argument("--dev", help="CoNLL file to score the ensemble on for its card")
+
     from fastner.settings import describe
     settings_help = "settings (environment variables):\n" + describe()
     s = sub.add_parser("serve", help="run the HTTP service under gunicorn",
@@ -327,6 +333,46 @@ def _counted(blocks, bar):
         yield first, lines
 
 
+def cmd_ensemble(args):
+    from fastner import __version__
+    from fastner.conll import read_conll
+    from fastner.ensemble import stack, trained_rows
+    from fastner.io import file_sha256, write_json_atomically
+    from fastner.modelfile import load_model, save_model
+    from fastner.train import EncodedSentences, evaluate
+    if not args.out.endswith(".npz"):
+        return _die(f"--out must end in .npz; got {args.out!r}", 2)
+    if len(args.models) < 2:
+        return _die(f"an ensemble needs at least 2 models; got {len(args.models)}", 2)
+    for path in args.models + ([args.dev] if args.dev else []):
+        if _same_file(path, args.out):
+            return _die(f"--out {args.out} is also an input: write the ensemble to another "
+                        f"file", 2)
+    members = [load_model(path) for path in args.models]
+    try:
+        model = stack(members)
+    except ValueError as err:
+        return _die(str(err), 2)
+    card = {"name": os.path.basename(args.out)[:-4], "fastner_version": __version__,
+            "model_config": model.config(),
+            "ensemble_of": [{"file": os.path.basename(path), "sha256": file_sha256(path),
+                             "name": m.metadata.get("name"),
+                             "seed": m.metadata.get("train_config", {}).get("seed"),
+                             "dev_f1": m.metadata.get("dev", {}).get("f1")}
+                            for path, m in zip(args.models, members)],
+            "train_config": members[0].metadata.get("train_config"),
+            "command": "fastner " + " ".join(shlex.quote(a) for a in args.argv)}
+    if args.dev:
+        card["dev"] = evaluate(model, EncodedSentences(model, read_conll(args.dev)))
+    save_model(model, args.out, card, precise_rows=trained_rows(args.models))
+    write_json_atomically(args.out[:-4] + ".json", card)
+    summary = f"ensemble of {len(members)} models"
+    if args.dev:
+        summary += f": dev F1 {card['dev']['f1']:.2f}"
+    print(f"{summary}; wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_tag_corpus(args):
     from fastner.corpus import tag_corpus
     from fastner.tagger import default_model_path
@@ -370,7 +416,7 @@ def main(argv=None):
     args.argv = argv
     pin_blas_threads()            # before the first product: see fastner.threads
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "tag": cmd_tag,
-                "tag-corpus": cmd_tag_corpus, "serve": cmd_serve,
+                "tag-corpus": cmd_tag_corpus, "ensemble": cmd_ensemble, "serve": cmd_serve,
                 "serve-proxy": cmd_serve_proxy}
     try:
         return handlers[args.command](args)

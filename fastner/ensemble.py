@@ -11,6 +11,7 @@ the inference cache, the service, the CLI — with no code of its own.
 """
 import numpy as np
 
+from fastner import io
 from fastner.features import build_feature
 from fastner.model import WindowTagger
 
@@ -64,3 +65,14 @@ def stack(models):
     for name in ("c", "trans", "start", "end"):
         p[name][...] = np.mean([m.params[name] for m in models], axis=0, dtype=np.float64)
     return out
+
+
+def trained_rows(paths):
+    """The word rows that any of the model files ``paths`` keeps precisely (the rows its
+    training changed, fastner.modelfile), for the ensemble's file to keep; None if none."""
+    rows = []
+    for path in paths:
+        arrays, _ = io.load_npz(path, io.MODEL_FORMAT)
+        if "param.table.word.f16_rows" in arrays:
+            rows.append(arrays["param.table.word.f16_rows"])
+    return np.unique(np.concatenate(rows)) if rows else None

@@ -13,7 +13,7 @@ import pytest
 from fastner.cli import main
 
 HELP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "cli_help")
-COMMANDS = ["", "train", "evaluate", "tag", "tag-corpus", "serve", "serve-proxy"]
+COMMANDS = ["", "train", "evaluate", "tag", "tag-corpus", "ensemble", "serve", "serve-proxy"]
 
 
 def help_text(command, capsys, monkeypatch):

@@ -91,3 +91,38 @@ def test_members_that_do_not_share_their_inputs_are_refused(members, tmp_path_fa
     chars = [trained(tmp_path_factory, s, features="caps:4,chars:6") for s in (6, 7)]
     with pytest.raises(ValueError, match="character features are not supported"):
         stack(chars)
+
+
+def test_the_ensemble_command_writes_a_model_and_its_card(members, tmp_path, capsys,
+                                                         monkeypatch):
+    import json
+
+    from fastner import modelfile
+    from fastner.cli import main
+    monkeypatch.setattr(modelfile, "QUANTIZE_ROWS", 1)     # the tiny tables stored as int8
+    paths = []
+    for i, member in enumerate(members[:2]):
+        paths.append(str(tmp_path / f"m{i}.npz"))
+        save_model(member, paths[-1], member.metadata, precise_rows=[2, 3 + i])
+    out = str(tmp_path / "ens.npz")
+    dev_path = os.path.join(FIXTURES, "tiny_dev.txt")
+    assert main(["ensemble", *paths, "--out", out, "--dev", dev_path]) == 0
+    assert "ensemble of 2 models: dev F1" in capsys.readouterr().err
+    with open(out[:-4] + ".json", encoding="utf-8") as f:
+        card = json.load(f)
+    assert [m["file"] for m in card["ensemble_of"]] == ["m0.npz", "m1.npz"]
+    assert [m["seed"] for m in card["ensemble_of"]] == [1, 2]
+    loaded = load_model(out)
+    assert loaded.hidden == 2 * members[0].hidden and loaded.metadata["dev"] == card["dev"]
+    from fastner import io
+    arrays, _ = io.load_npz(out, io.MODEL_FORMAT)
+    assert arrays["param.table.word.f16_rows"].tolist() == [2, 3, 4]
+    stacked = stack(members[:2])
+    np.testing.assert_allclose(loaded.params["W"], stacked.params["W"], atol=1e-6)
+
+    assert main(["ensemble", paths[0], "--out", out]) == 2
+    assert "at least 2 models; got 1" in capsys.readouterr().err
+    assert main(["ensemble", paths[0], paths[1], "--out", paths[1]]) == 2
+    assert "is also an input" in capsys.readouterr().err
+    assert main(["ensemble", paths[0], paths[1], "--out", str(tmp_path / "x.bin")]) == 2
+    assert "--out must end in .npz" in capsys.readouterr().err
