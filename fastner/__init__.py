@@ -29,14 +29,23 @@ except ImportError as err:  # pragma: no cover - exercised only on a broken inst
 from fastner.conll import read_conll  # noqa: E402
 from fastner.evaluate import entity_scores  # noqa: E402
 from fastner.model import WindowTagger  # noqa: E402
-from fastner.tagger import Doc, Entity, Tagger, Token, default_model_path  # noqa: E402
+from fastner.tagger import (  # noqa: E402
+    Doc,
+    Entity,
+    Tagger,
+    Token,
+    default_model_path,
+    model_path,
+)
 
 
 def load(path: str | os.PathLike | None = None, cache_mb: float | None = None) -> Tagger:
-    """A ready tagger: the model file at ``path``, else $FASTNER_MODEL, else the model
-    shipped with fastner. ``cache_mb`` bounds the inference cache (see Tagger.load).
+    """A ready tagger: the model ``path`` names — "fast" (the model shipped with
+    fastner), "accurate" (the separately installed package fastner-accurate) or a model
+    file — else $FASTNER_MODEL, else "fast". ``cache_mb`` bounds the inference cache
+    (see Tagger.load).
 
-        nlp = fastner.load()
+        nlp = fastner.load()              # or fastner.load("accurate")
         doc = nlp("EU rejects German call to boycott British lamb.")
         [(e.text, e.label) for e in doc.ents]
     """
@@ -44,4 +53,4 @@ def load(path: str | os.PathLike | None = None, cache_mb: float | None = None) -
 
 
 __all__ = ["load", "Tagger", "Doc", "Entity", "Token", "WindowTagger", "read_conll",
-           "entity_scores", "default_model_path", "__version__"]
+           "entity_scores", "default_model_path", "model_path", "__version__"]

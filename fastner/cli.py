@@ -16,8 +16,8 @@ def _die(message, code=1):
 
 
 def _add_model_arg(p):
-    p.add_argument("--model", help="model file (.npz); default: $FASTNER_MODEL, else the model "
-                                   "shipped with fastner")
+    p.add_argument("--model", help="model name (fast, accurate) or file (.npz); default: "
+                                   "$FASTNER_MODEL, else fast, the model shipped with fastner")
 
 
 def version_text():
@@ -375,9 +375,9 @@ def cmd_ensemble(args):
 
 def cmd_tag_corpus(args):
     from fastner.corpus import tag_corpus
-    from fastner.tagger import default_model_path
+    from fastner.tagger import model_path
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    totals = tag_corpus(args.input, args.output, args.model or default_model_path(),
+    totals = tag_corpus(args.input, args.output, model_path(args.model),
                         fmt=args.format, scheduler=args.scheduler, workers=args.workers,
                         partition_size=args.partition_size, text_field=args.text_field,
                         id_field=args.id_field, max_chars=args.max_chars,
@@ -389,7 +389,8 @@ def cmd_tag_corpus(args):
 def _serve_environment(args, **options):
     """The service's settings from the command line, over the environment."""
     if args.model:
-        os.environ["FASTNER_MODEL"] = os.path.abspath(args.model)
+        from fastner.tagger import model_path
+        os.environ["FASTNER_MODEL"] = os.path.abspath(model_path(args.model))
     if args.workers:
         os.environ["FASTNER_WORKERS"] = str(args.workers)
     for name, value in options.items():

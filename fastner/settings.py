@@ -21,7 +21,8 @@ class Setting:
 
 SETTINGS = [
     Setting("FASTNER_MODEL", None, str,
-            "model file (.npz); unset: the model shipped with fastner"),
+            "model name (fast, accurate) or file (.npz); unset: fast, the model shipped with "
+            "fastner"),
     Setting("FASTNER_CACHE_MB", 64.0, float,
             "inference-cache budget in MB per process; 0 turns the cache off", 0),
     Setting("FASTNER_BLAS_THREADS", 1, int,

@@ -15,6 +15,7 @@ a number in [0, 1] that is high only when every token of the span is sure.
 from __future__ import annotations
 
 import gc
+import importlib
 import importlib.resources
 import itertools
 import os
@@ -27,6 +28,7 @@ import numpy as np
 
 from fastner._text import entities_per_text, token_strings, tokens_per_text
 from fastner.inference import InferenceScorer
+from fastner.io import ModelFileError
 from fastner.model import WindowTagger, window_columns
 from fastner.modelfile import load_model
 from fastner.settings import setting
@@ -105,9 +107,34 @@ def shipped_model_path() -> str:
     return str(importlib.resources.files("fastner.models") / DEFAULT_MODEL)
 
 
+# Models known by name: "fast" ships with fastner; each other one is a package of its
+# own, fastner-NAME (import name fastner_NAME, with a model_path() function), installed
+# separately so that a plain `pip install fastner` stays small.
+MODEL_NAMES = ("fast", "accurate")
+
+
+def model_path(spec: str | os.PathLike | None = None) -> str:
+    """The model file ``spec`` names: a model's name (MODEL_NAMES) or a file's path;
+    None: $FASTNER_MODEL, else "fast". A named model package that is not installed is a
+    ModelFileError that says how to install it."""
+    spec = os.fspath(spec) if spec else (setting("FASTNER_MODEL") or "fast")
+    if spec == "fast":
+        return shipped_model_path()
+    if spec not in MODEL_NAMES:
+        return spec
+    package = f"fastner_{spec}"
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise ModelFileError(f"model {spec!r} is not installed: it is the package "
+                             f"fastner-{spec} (pip install fastner-{spec}; in a fastner "
+                             f"checkout, make model-{spec})") from None
+    return str(module.model_path())
+
+
 def default_model_path() -> str:
-    """$FASTNER_MODEL, else the shipped model."""
-    return setting("FASTNER_MODEL") or shipped_model_path()
+    """The file of the model loaded by default: $FASTNER_MODEL, else the shipped model."""
+    return model_path(None)
 
 
 class Tagger:
@@ -129,11 +156,12 @@ class Tagger:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None,
              cache_mb: float | None = None) -> Tagger:
-        """Load a model file (default: $FASTNER_MODEL, else the shipped model) and build
+        """Load a model by name or file (model_path: default $FASTNER_MODEL, else the
+        shipped model) and build
         its inference cache (``cache_mb`` MB at most; default $FASTNER_CACHE_MB or 64;
         0 disables it). Pins BLAS to $FASTNER_BLAS_THREADS threads (default 1)."""
         pin_blas_threads()
-        path = os.fspath(path or default_model_path())
+        path = model_path(path)
         name = os.path.basename(path)
         started = time.perf_counter()
         model = load_model(path)
