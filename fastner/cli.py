@@ -143,6 +143,11 @@ def cmd_train(args):
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     if not args.out.endswith(".npz"):
         return _die(f"--out must end in .npz; got {args.out!r}", 2)
+    if os.path.isdir(args.out):
+        return _die(f"--out {args.out} is a directory: give the model file's path", 2)
+    for path in (args.train, args.dev, args.test):
+        if path and _same_file(path, args.out):
+            return _die(f"--out {args.out} is also an input: write the model to another file", 2)
     try:
         trainer = Trainer(cfg, args.out, quiet=args.quiet)      # checks the settings
     except ValueError as err:
@@ -151,6 +156,10 @@ def cmd_train(args):
         train = read_conll(args.train)
         dev = read_conll(args.dev)
         test = read_conll(args.test) if args.test else None
+    # before the first epoch, not after the last: early stopping and the card need both
+    for flag, path, sentences in (("--train", args.train, train), ("--dev", args.dev, dev)):
+        if not any(s.tokens for s in sentences):
+            return _die(f"{flag} {path} has no sentences")
     provenance = {"command": "fastner " + " ".join(shlex.quote(a) for a in args.argv),
                   "data": {os.path.basename(p): file_sha256(p)
                            for p in (args.train, args.dev, args.test) if p}}

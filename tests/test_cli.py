@@ -103,6 +103,36 @@ def test_bad_training_flags(tmp_path, capsys, monkeypatch, tiny_train_path):
     assert code == 2 and "--out must end in .npz" in err
 
 
+@pytest.mark.parametrize("dev", [b"", b"-DOCSTART- -X- -X- O\n\n"])
+def test_train_refuses_an_empty_corpus_before_training(tmp_path, capsys, monkeypatch,
+                                                        tiny_train_path, dev):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(dev)
+    out = tmp_path / "x.npz"
+    for flags, named in ((["--train", tiny_train_path, "--dev", str(empty)], "--dev"),
+                         (["--train", str(empty), "--dev", tiny_train_path], "--train")):
+        code, _, err = run(["train", *flags, "--out", str(out), "--quiet"], capsys, monkeypatch)
+        assert code == 1 and f"{named} {empty} has no sentences" in err
+        assert not out.exists()
+
+
+def test_train_refuses_an_out_it_cannot_write_before_training(tmp_path, capsys, monkeypatch,
+                                                             tiny_train_path):
+    folder = tmp_path / "models.npz"
+    folder.mkdir()
+    code, _, err = run(["train", "--train", tiny_train_path, "--dev", tiny_train_path, "--out",
+                        str(folder)], capsys, monkeypatch)
+    assert code == 2 and f"--out {folder} is a directory" in err
+    copy = tmp_path / "train.npz"
+    with open(tiny_train_path, "rb") as f:
+        copy.write_bytes(f.read())
+    code, _, err = run(["train", "--train", str(copy), "--dev", tiny_train_path, "--out",
+                        str(copy)], capsys, monkeypatch)
+    assert code == 2 and "is also an input" in err
+    with open(tiny_train_path, "rb") as f:
+        assert copy.read_bytes() == f.read()
+
+
 def test_malformed_data_is_a_clear_error(tmp_path, capsys, monkeypatch, tiny_model_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("EU B-ORG\nrejects\n", encoding="utf-8")
