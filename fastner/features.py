@@ -196,7 +196,7 @@ class DocumentContext:
     word lacks on its own.
     """
 
-    def __init__(self, sentences):
+    def __init__(self, sentences, first_pass=None):
         self.counts = {}
         for tokens in sentences:
             shouting = _all_caps(tokens)
@@ -205,6 +205,14 @@ class DocumentContext:
                 flags = self.flags(tok, i, shouting)
                 c[0] += flags[0]
                 c[1] += flags[1]
+        # a first pass's labels (0: O, 1 + k: entity type k) of every token, per
+        # lower-cased word: the votes DocVoteFeature reads
+        self.votes = {}
+        if first_pass is not None:
+            for tokens, labels in zip(sentences, first_pass):
+                for tok, label in zip(tokens, labels.tolist()):
+                    self.votes.setdefault(tok.lower(), {}).setdefault(label, 0)
+                    self.votes[tok.lower()][label] += 1
 
     @staticmethod
     def flags(token, position, shouting):
@@ -220,6 +228,47 @@ class DocumentContext:
             own = self.flags(tok, i, shouting)
             out.append((titled - own[0], lower - own[1]))
         return out
+
+
+class DocVoteFeature:
+    """What a first pass said about the word elsewhere in its document: prediction
+    aggregation (Ratinov & Roth 2009; Krishnan & Manning 2006; derivations §D1). Over
+    the word's other occurrences in the document (lower-cased, the token's own left
+    out), the label the first-pass tagger gave most of them (O or an entity type; a
+    word inside a longer mention votes for that mention's type, so "Clinton" after
+    "Bill Clinton" hears PER), and whether they all agree. Ids: no letters, not seen
+    again, then (label, unanimous or split) pairs."""
+    kind = "docvote"
+    needs_context = True
+    needs_first_pass = True
+    NOLETTER, UNSEEN = 2, 3
+
+    def __init__(self, dim=5, n_labels=5):
+        self.dim, self.n_labels, self.name = dim, int(n_labels), "docvote"
+        self.size = 4 + 2 * self.n_labels
+
+    def ids(self, tokens, context=None, own=None):
+        """The tokens' ids given the document's context and the first pass's labels of
+        these tokens (``own``, left out of their votes)."""
+        out = np.full(len(tokens), self.UNSEEN, dtype=np.int32)
+        votes = context.votes if context is not None else {}
+        own = own.tolist() if own is not None else [None] * len(tokens)
+        for i, (tok, mine) in enumerate(zip(tokens, own)):
+            if not any(ch.isalpha() for ch in tok):
+                out[i] = self.NOLETTER
+                continue
+            counts = dict(votes.get(tok.lower(), {}))
+            if mine is not None and counts.get(mine):
+                counts[mine] -= 1
+            total = sum(counts.values())
+            if total == 0:
+                continue
+            label = max(sorted(counts), key=counts.get)       # ties: the lower label
+            out[i] = 4 + 2 * label + (counts[label] != total)
+        return out
+
+    def config(self):
+        return {"kind": self.kind, "dim": self.dim, "n_labels": self.n_labels}
 
 
 def _all_caps(tokens):
@@ -441,6 +490,8 @@ def build_feature(config, vocab, strings):
         return ShapeFeature(config["dim"], config["values"])
     if kind == "doccase":
         return DocCaseFeature(config["dim"])
+    if kind == "docvote":
+        return DocVoteFeature(config["dim"], config["n_labels"])
     if kind == "gazetteer":
         return GazetteerFeature(config["list"], config["dim"],
                                 strings[f"gaz_{config['list']}"])
@@ -483,6 +534,9 @@ def make_features(spec, sentences, vocab, word_dim):
             features.append(ShapeFeature(dim, collect_values(sentences, _shape_key, 2)))
         elif name == "doccase":
             features.append(DocCaseFeature(dim))
+        elif name == "docvote":
+            types = {t.split("-", 1)[1] for sent in sentences for t in sent.tags if t != "O"}
+            features.append(DocVoteFeature(dim, 1 + len(types)))
         elif name == "gazetteers" or (name.startswith("gaz_") and name[4:] in GAZETTEER_LISTS):
             lists = GAZETTEER_LISTS if name == "gazetteers" else [name[4:]]
             features += [GazetteerFeature(g, dim, read_gazetteer(g)) for g in lists]
@@ -497,6 +551,6 @@ def make_features(spec, sentences, vocab, word_dim):
         else:
             raise ValueError(f"unknown feature {name!r} in {spec!r}; known: caps, suffixN, "
                              f"prefixN, shape (N = 1..9), doccase, gazetteers (every list) "
-                             f"or gaz_LIST (LIST: {', '.join(GAZETTEER_LISTS)}), "
+                             f"or gaz_LIST (LIST: {', '.join(GAZETTEER_LISTS)}), docvote, "
                              f"chars (character CNN filters), each as name:dim")
     return features

@@ -10,6 +10,7 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 
@@ -103,6 +104,14 @@ def write_json_atomically(path, obj):
 def write_text_atomically(path, write):
     """Call ``write(f)`` on a text file that appears at ``path`` only when complete."""
     _write_atomically(path, write, "w")
+
+
+def copy_atomically(source, path):
+    """Copy the file ``source`` to ``path``, which appears only when complete."""
+    def write(f):
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, f, 1 << 20)
+    _write_atomically(path, write, "wb")
 
 
 def write_lines_atomically(path, records):

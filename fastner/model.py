@@ -78,6 +78,14 @@ class WindowTagger:
         # every id column a function of the token alone (no document, sentence or
         # character features): then span_feature_ids gives token_feature_ids
         self.uses_documents = any(getattr(f, "needs_context", False) for f in self.features)
+        # a second-stage model (docvote) reads a first pass's labels of every token; at
+        # tagging time from ``first_stage`` (a fastner.tagger.Tagger, set when loaded)
+        self.needs_first_pass = any(getattr(f, "needs_first_pass", False)
+                                    for f in self.features)
+        self.first_stage = None
+        # {"file": name beside this model's file, "sha256": its digest}: the first stage
+        # a second-stage model was trained with, recorded in its configuration
+        self.first_stage_file = None
         self.ids_from_spans = (len(self._per_token) == self.n_columns
                                and not self.uses_documents)
 
@@ -139,28 +147,55 @@ class WindowTagger:
             raise ValueError("this model has character features: pass the Spellings that "
                              "numbered the tokens (model.new_spellings())")
 
-    def token_ids(self, tokens, context=None, spellings=None):
+    def token_ids(self, tokens, context=None, spellings=None, labels=None):
         """Per id column, int32 (n,) ids of one sentence's tokens (``context``: the
         sentence's DocumentContext, for document-level features; ``spellings``: the
-        Spellings numbering them, for character features)."""
+        Spellings numbering them, for character features; ``labels``: a first pass's
+        labels of these tokens, for a second-stage model)."""
         self._need_spellings(spellings)
-        ids = [f.ids(tokens, context) for f in self.features]
+        ids = [f.ids(tokens, context, labels) if getattr(f, "needs_first_pass", False)
+               else f.ids(tokens, context) for f in self.features]
         if self.chars is not None:
             ids.append(spellings.ids(tokens))
         return ids
 
-    def sentences_ids(self, sentences, docs=None, spellings=None):
+    def sentences_ids(self, sentences, docs=None, spellings=None, first_pass=None):
         """token_ids of each sentence; ``docs`` gives each sentence's document number
-        (default: all sentences form one document)."""
+        (default: all sentences form one document). ``first_pass``: a second-stage
+        model's first-pass labels of every token laid end to end (first_pass_labels;
+        default: what ``first_stage`` says)."""
         if not self.uses_documents:
             return [self.token_ids(tokens, spellings=spellings) for tokens in sentences]
         docs = [0] * len(sentences) if docs is None else list(docs)
-        contexts = {}
-        for tokens, doc in zip(sentences, docs):
-            contexts.setdefault(doc, []).append(tokens)
-        contexts = {doc: DocumentContext(sents) for doc, sents in contexts.items()}
-        return [self.token_ids(tokens, contexts[doc], spellings)
-                for tokens, doc in zip(sentences, docs)]
+        labels = [None] * len(sentences)
+        if self.needs_first_pass:
+            if first_pass is None:
+                first_pass = self.first_pass_labels(sentences, docs)
+            bounds = np.cumsum([0] + [len(t) for t in sentences])
+            labels = [first_pass[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        grouped = {}
+        for tokens, doc, own in zip(sentences, docs, labels):
+            grouped.setdefault(doc, ([], []))
+            grouped[doc][0].append(tokens)
+            grouped[doc][1].append(own)
+        contexts = {doc: DocumentContext(sents, owns if self.needs_first_pass else None)
+                    for doc, (sents, owns) in grouped.items()}
+        return [self.token_ids(tokens, contexts[doc], spellings, own)
+                for tokens, doc, own in zip(sentences, docs, labels)]
+
+    def labels_of_tags(self, tag_names):
+        """Labels as the docvote feature counts them: 0 for O, 1 + k for this model's
+        entity type k (B- and I- alike), from tag names (a first stage's tag set)."""
+        types = {t: k + 1 for k, t in enumerate(self.tagset.entity_types)}
+        return np.array([0 if t == "O" else types[t.split("-", 1)[1]] for t in tag_names],
+                        dtype=np.int32)
+
+    def first_pass_labels(self, sentences, docs=None):
+        """The first stage's labels (labels_of_tags) of every token of ``sentences``."""
+        if self.first_stage is None:
+            raise ValueError("this second-stage model (docvote feature) has no first-stage "
+                             "model to tag with: set model.first_stage (Tagger.load does)")
+        return self.labels_of_tags(self.first_stage.flat_tags(sentences, docs))
 
     def windows(self, sentences_ids):
         """Stack sentences into per-feature (B, K) window id matrices, PAD at edges.
@@ -303,17 +338,19 @@ class WindowTagger:
         S, _ = self.forward(window_ids, spellings=spellings)
         return self.decode(S, lengths, confidence)
 
-    def sentence_windows(self, tokens, lengths, docs=None, spellings=None):
+    def sentence_windows(self, tokens, lengths, docs=None, spellings=None, first_pass=None):
         """Per-column (N, K) window ids of sentences given as all their tokens laid end
         to end and the number of tokens of each; ``docs`` numbers each sentence's
         document (document-level features look across it); ``spellings`` numbers the
-        spellings for character features."""
-        return window_columns(self.stacked_sentence_windows(tokens, lengths, docs, spellings))
+        spellings for character features; ``first_pass`` as in sentences_ids."""
+        return window_columns(self.stacked_sentence_windows(tokens, lengths, docs, spellings,
+                                                            first_pass))
 
-    def stacked_sentence_windows(self, tokens, lengths, docs=None, spellings=None):
+    def stacked_sentence_windows(self, tokens, lengths, docs=None, spellings=None,
+                                 first_pass=None):
         """sentence_windows as one int32 (N, K, columns) array (stacked_windows' layout)."""
-        return self.windows_of_ids(self.token_feature_ids(tokens, lengths, docs, spellings),
-                                   lengths)
+        return self.windows_of_ids(self.token_feature_ids(tokens, lengths, docs, spellings,
+                                                          first_pass), lengths)
 
     def windows_of_ids(self, ids, lengths):
         """int32 (N, K, columns) windows of sentences' tokens given by their (N, columns)
@@ -321,14 +358,15 @@ class WindowTagger:
         return self.ops.window_ids(np.ascontiguousarray(ids, dtype=np.int32),
                                    np.asarray(lengths, dtype=np.int32), self.K)
 
-    def token_feature_ids(self, tokens, lengths, docs=None, spellings=None):
+    def token_feature_ids(self, tokens, lengths, docs=None, spellings=None, first_pass=None):
         """int32 (N, columns): each token's id in every column, for sentences given as
         in sentence_windows (the windows are built from these)."""
         self._need_spellings(spellings)
         if self.uses_documents:
             bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
             sentences = [tokens[a:b] for a, b in zip(bounds, bounds[1:])]
-            return self._laid_end_to_end(self.sentences_ids(sentences, docs, spellings))
+            return self._laid_end_to_end(self.sentences_ids(sentences, docs, spellings,
+                                                            first_pass))
         per_token = self._feature_ids(tokens)
         if len(self._per_token) == self.n_columns:
             return per_token                  # every feature a function of the token alone
@@ -409,7 +447,8 @@ class WindowTagger:
                 "activation": self.activation, "loss": self.loss, "dropout": self.dropout,
                 "entity_types": list(self.tagset.entity_types),
                 "features": [f.config() for f in self.features]
-                + ([self.chars.config()] if self.chars is not None else [])}
+                + ([self.chars.config()] if self.chars is not None else []),
+                **({"first_stage": self.first_stage_file} if self.first_stage_file else {})}
 
 
 def window_columns(windows_bkc):

@@ -132,6 +132,20 @@ def model_path(spec: str | os.PathLike | None = None) -> str:
     return str(module.model_path())
 
 
+def first_stage_path(path: str, reference: dict) -> str:
+    """The first-stage file ``reference`` (a second-stage model's configuration's
+    "first_stage") names beside the model file ``path``, checked against its digest."""
+    from fastner.io import file_sha256
+    found = os.path.join(os.path.dirname(os.path.abspath(path)), reference["file"])
+    if not os.path.exists(found):
+        raise ModelFileError(f"{path}: its first-stage model {reference['file']} is not "
+                             f"beside it")
+    if reference.get("sha256") and file_sha256(found) != reference["sha256"]:
+        raise ModelFileError(f"{path}: {found} is not the first stage it was trained with "
+                             f"(another sha256)")
+    return found
+
+
 def default_model_path() -> str:
     """The file of the model loaded by default: $FASTNER_MODEL, else the shipped model."""
     return model_path(None)
@@ -157,14 +171,18 @@ class Tagger:
     def load(cls, path: str | os.PathLike | None = None,
              cache_mb: float | None = None) -> Tagger:
         """Load a model by name or file (model_path: default $FASTNER_MODEL, else the
-        shipped model) and build
-        its inference cache (``cache_mb`` MB at most; default $FASTNER_CACHE_MB or 64;
-        0 disables it). Pins BLAS to $FASTNER_BLAS_THREADS threads (default 1)."""
+        shipped model) and build its inference cache (``cache_mb`` MB at most; default
+        $FASTNER_CACHE_MB or 64; 0 disables it). A second-stage model loads its first
+        stage too, from the file its configuration names beside it. Pins BLAS to
+        $FASTNER_BLAS_THREADS threads (default 1)."""
         pin_blas_threads()
         path = model_path(path)
         name = os.path.basename(path)
         started = time.perf_counter()
         model = load_model(path)
+        if model.needs_first_pass:
+            model.first_stage = cls.load(first_stage_path(path, model.first_stage_file),
+                                         cache_mb)
         read = time.perf_counter()
         if cache_mb is None:
             cache_mb = setting("FASTNER_CACHE_MB")

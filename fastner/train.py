@@ -4,6 +4,7 @@ updates, learning-rate schedule, gradient clipping, early stopping on dev
 entity F1, per-epoch atomic checkpoints with resume, a JSON-lines log and a
 training-curve plot.
 """
+import math
 import os
 import platform
 import sys
@@ -66,6 +67,11 @@ class TrainConfig:
     gazetteer_dropout: float = _option(0.0, "chance that a gazetteer match in a training "
                                             "window is hidden (the network learns not to "
                                             "trust the lists blindly)")
+    first_stage: str = _option("", "a second stage (--features ...,docvote): the first-stage "
+                                   "model (name or file) whose tags elsewhere in the "
+                                   "document it reads")
+    folds: int = _option(2, "a second stage: document folds of the jackknifed first pass "
+                            "over the training data")
 
     @property
     def cases(self):
@@ -81,6 +87,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
         if self.half_window < 0:
             raise ValueError(f"half_window must be >= 0; got {self.half_window}")
+        for name in ("lr", "lr_decay", "momentum", "emb_lr_scale", "clip", "dropout",
+                     "word_dropout", "case_lower", "case_upper", "gazetteer_dropout"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number; got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive; got {self.lr}")
         if not 0.0 <= self.word_dropout < 1.0:
@@ -94,6 +104,15 @@ class TrainConfig:
                              f"got {self.case_lower} and {self.case_upper}")
         if self.glove_words and self.word_dim != 50:
             raise ValueError("GloVe 6B vectors are 50-d: use --word-dim 50 or --glove-words 0")
+        second_stage = "docvote" in [item.partition(":")[0].strip()
+                                     for item in self.features.split(",")]
+        if second_stage and not self.first_stage:
+            raise ValueError("a docvote model is a second stage: name its first stage with "
+                             "--first-stage (e.g. --first-stage fast)")
+        if self.first_stage and not second_stage:
+            raise ValueError("--first-stage is for a second stage: add docvote to --features")
+        if self.folds < 2:
+            raise ValueError(f"folds must be at least 2; got {self.folds}")
 
 
 def artifact_paths(out):
@@ -112,7 +131,11 @@ class EncodedSentences:
     and/or all upper-case, for case-robust training (train_epoch). With character
     features, one Spellings numbers the spellings of all of them."""
 
-    def __init__(self, model, sentences, cases=()):
+    def __init__(self, model, sentences, cases=(), first_pass=None):
+        # first_pass: a second stage's first-pass labels of the tokens as written
+        # ("as-is") and of each re-cased copy, laid end to end (two_stage.jackknife_labels);
+        # None: the model's first stage tags them
+        first_pass = first_pass or {}
         self.sentences = sentences
         self.lengths = np.array([len(s.tokens) for s in sentences], dtype=np.int32)
         docs = [s.doc for s in sentences]
@@ -121,11 +144,12 @@ class EncodedSentences:
         # (tokens, K, columns) window ids, as the epoch takes them, and per column, as
         # the dev forward pass takes them; every sentence's tokens in one call
         self.windows_bkc = model.stacked_sentence_windows(tokens, self.lengths, docs,
-                                                          self.spellings)
+                                                          self.spellings,
+                                                          first_pass.get("as-is"))
         self.ids = window_columns(self.windows_bkc)
         self.cased_bkc = {case: model.stacked_sentence_windows(
-            [getattr(t, case)() for t in tokens], self.lengths, docs, self.spellings)
-            for case in cases}
+            [getattr(t, case)() for t in tokens], self.lengths, docs, self.spellings,
+            first_pass.get(case)) for case in cases}
         self.y = (np.concatenate([model.tagset.encode(s.tags) for s in sentences])
                   if sentences else np.zeros(0, np.int32))
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
@@ -617,9 +641,11 @@ class Trainer:
         rows = arrays.get("rows.table.word")
         if rows is None:                          # every row stored
             model = model_from_arrays(arrays, meta, path)
+            self._attach_first_stage(model)
         else:
             # the rows not stored keep their initial values: rebuild the initial model
             model = build_model(self.cfg, train_sentences, self.log)
+            self._attach_first_stage(model)
             if (model.config() != meta["config"]
                     or not np.array_equal(arrays.get("vocab"), model_arrays(model)["vocab"])):
                 raise io.ModelFileError(f"{path}: this checkpoint was made from other training "
@@ -676,14 +702,40 @@ class Trainer:
             if resume:
                 self.log(f"no checkpoint at {paths['checkpoint']}; starting afresh")
             model = build_model(self.cfg, train_sentences, self.log)
+            self._attach_first_stage(model)
             opt = Optimizer(model, self.cfg)
             state = RunState(np.random.default_rng(self.cfg.seed + 1), model.flat.copy())
             if os.path.exists(paths["log"]):
                 os.unlink(paths["log"])
-        train = EncodedSentences(model, train_sentences, self.cfg.cases)
+        first_pass = None
+        if model.needs_first_pass:
+            from fastner.two_stage import first_stage_config, jackknife_labels
+            first_pass = jackknife_labels(
+                model, train_sentences, dev_sentences,
+                first_stage_config(model.first_stage, TrainConfig), self.cfg.folds,
+                self.cfg.cases, self.log)
+        train = EncodedSentences(model, train_sentences, self.cfg.cases, first_pass)
         state.dev = EncodedSentences(model, dev_sentences)
         state.trained_rows = trained_word_rows(train, model.tables()[0].shape[0])
         return model, opt, state, train
+
+    def _attach_first_stage(self, model):
+        """A second stage's first stage (cfg.first_stage): loaded for tagging the dev data,
+        and named with its digest in the model's configuration; its file goes beside the
+        model's (finish), where Tagger.load looks for it."""
+        if not model.needs_first_pass:
+            return
+        from fastner.tagger import Tagger, model_path
+        path = model_path(self.cfg.first_stage)
+        model.first_stage = Tagger.load(path)
+        model.first_stage_file = {"file": os.path.basename(path), "sha256": io.file_sha256(path)}
+        beside = os.path.join(os.path.dirname(os.path.abspath(self.paths["model"])),
+                              os.path.basename(path))
+        if (os.path.exists(beside) and not os.path.samefile(beside, path)
+                and io.file_sha256(beside) != model.first_stage_file["sha256"]):
+            raise ValueError(f"{beside} exists and is not the first stage {path}: write the "
+                             f"model to another folder")
+        self._first_stage_source = path
 
     def _epoch(self, model, opt, train, state, epoch):
         """Train one epoch, score dev, then commit the checkpoint and the log."""
@@ -735,6 +787,11 @@ class Trainer:
         if test_sentences is not None:
             card["test"] = evaluate(model, EncodedSentences(model, test_sentences))
         card.update(provenance or {})
+        if model.needs_first_pass:
+            beside = os.path.join(os.path.dirname(os.path.abspath(self.paths["model"])),
+                                  model.first_stage_file["file"])
+            if not os.path.exists(beside):
+                io.copy_atomically(self._first_stage_source, beside)
         save_model(model, self.paths["model"], card, precise_rows=state.trained_rows)
         io.write_json_atomically(self.paths["card"], card)
         return card

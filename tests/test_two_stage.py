@@ -1,0 +1,116 @@
+"""The document-level second stage (docvote, derivations §D1): its feature's ids from a
+first pass's labels elsewhere in the document, the jackknifed first pass it trains on,
+and a trained second stage that saves, loads with its first stage and tags."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from fastner.conll import read_conll
+from fastner.features import DocumentContext, DocVoteFeature
+from fastner.io import ModelFileError
+from fastner.tagger import Tagger
+from fastner.train import TrainConfig, Trainer
+from fastner.two_stage import document_folds, jackknife_labels
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+
+def labels(*values):
+    return np.array(values, dtype=np.int32)
+
+
+def test_a_word_hears_the_majority_of_its_other_occurrences():
+    # labels: 0 O, 1 PER, 2 LOC; a document of three sentences
+    doc = [["Clinton", "met", "Kohl", "."], ["Bill", "Clinton", "left", "Bonn", "."],
+           ["Clinton", "won", "."]]
+    first = [labels(2, 0, 1, 0), labels(1, 1, 0, 2, 0), labels(1, 0, 0)]
+    context = DocumentContext(doc, first)
+    f = DocVoteFeature(dim=3, n_labels=3)
+    assert f.size == 10
+    # "Clinton" in sentence 0 (its own LOC left out): PER twice, unanimous -> 4 + 2*1 + 0
+    ids = f.ids(doc[0], context, first[0])
+    assert ids.tolist() == [6, f.UNSEEN, f.UNSEEN, f.NOLETTER]   # "met", "Kohl": once only
+    # in sentence 1 "Clinton" hears LOC once and PER once: a tie goes to the lower label
+    # (PER), and the votes are split -> 4 + 2*1 + 1
+    assert f.ids(doc[1], context, first[1]).tolist()[1] == 7
+    # case does not matter; without a context every word is unseen
+    assert f.ids(["CLINTON"], context, labels(0)).tolist() == [4 + 2 * 1 + 1]
+    assert f.ids(["Clinton", "7"], None, None).tolist() == [f.UNSEEN, f.NOLETTER]
+
+
+def test_folds_are_whole_documents_dealt_in_turn():
+    train = read_conll(os.path.join(FIXTURES, "tiny_train.txt"))
+    folds = document_folds(train, 3)
+    for sent, fold in zip(train, folds):
+        assert fold == folds[[s.doc for s in train].index(sent.doc)]
+    order = list(dict.fromkeys(s.doc for s in train))
+    assert [folds[[s.doc for s in train].index(d)] for d in order[:6]] == [0, 1, 2, 0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def second_stage(tmp_path_factory, tiny_model_path):
+    where = tmp_path_factory.mktemp("second")
+    out = str(where / "second.npz")
+    cfg = TrainConfig(epochs=3, hidden=16, glove_words=0, word_dim=12, seed=3,
+                      features="caps:4,docvote:3", first_stage=tiny_model_path, folds=2)
+    messages = []
+    trainer = Trainer(cfg, out, quiet=True, log=messages.append)
+    train = read_conll(os.path.join(FIXTURES, "tiny_train.txt"))
+    dev = read_conll(os.path.join(FIXTURES, "tiny_dev.txt"))
+    model, state = trainer.run(train, dev)
+    card = trainer.finish(model, state)
+    return out, card, messages
+
+
+def test_a_second_stage_trains_on_jackknifed_labels_and_loads_with_its_first(
+        second_stage, tiny_model_path):
+    out, card, messages = second_stage
+    assert any("first pass, fold 2/2" in m for m in messages)
+    beside = os.path.join(os.path.dirname(out), os.path.basename(tiny_model_path))
+    with open(beside, "rb") as a, open(tiny_model_path, "rb") as b:
+        assert a.read() == b.read()                 # the first stage went beside it
+    assert card["model_config"]["first_stage"]["file"] == os.path.basename(tiny_model_path)
+    tagger = Tagger.load(out)
+    assert tagger.model.first_stage is not None and tagger.model.needs_first_pass
+    doc = tagger("Maria Lopez met Tom Baker in Paris . Then Maria Lopez left .")
+    assert doc.n_tokens == 13
+    assert card["dev"]["f1"] > 0
+
+
+def test_jackknifed_labels_come_from_models_that_did_not_see_the_document(tiny_model_path):
+    from fastner.modelfile import load_model
+    from fastner.train import build_model
+    train = read_conll(os.path.join(FIXTURES, "tiny_train.txt"))
+    dev = read_conll(os.path.join(FIXTURES, "tiny_dev.txt"))
+    first = load_model(tiny_model_path)
+    cfg = TrainConfig(**{k: v for k, v in first.metadata["train_config"].items()
+                         if k in TrainConfig.__dataclass_fields__})
+    model = build_model(TrainConfig(glove_words=0, word_dim=12, hidden=8,
+                                    features="caps:4,docvote:3", first_stage="x"), train,
+                        log=lambda m: None)
+    found = jackknife_labels(model, train, dev, cfg, 2, ["lower"], log=lambda m: None)
+    n = sum(len(s.tokens) for s in train)
+    assert set(found) == {"as-is", "lower"} and all(len(v) == n for v in found.values())
+    gold = model.labels_of_tags([t for s in train for t in s.tags])
+    # held-out predictions are good but not the gold tags a model sees in training
+    agree = (found["as-is"] == gold).mean()
+    assert 0.7 < agree < 1.0
+    with pytest.raises(ValueError, match="folds must be at least 2"):
+        jackknife_labels(model, train, dev, cfg, 1, [], log=lambda m: None)
+
+
+def test_a_second_stage_without_its_first_is_refused(second_stage, tmp_path, tiny_model_path):
+    out, _, _ = second_stage
+    alone = tmp_path / "second.npz"
+    shutil.copyfile(out, alone)
+    with pytest.raises(ModelFileError, match="its first-stage model tiny.npz is not beside it"):
+        Tagger.load(str(alone))
+    (tmp_path / "tiny.npz").write_bytes(b"another file")
+    with pytest.raises(ModelFileError, match="is not the first stage it was trained with"):
+        Tagger.load(str(alone))
+    with pytest.raises(ValueError, match="name its first stage with --first-stage"):
+        TrainConfig(features="caps:5,docvote:5").validate()
+    with pytest.raises(ValueError, match="add docvote to --features"):
+        TrainConfig(first_stage="fast").validate()
