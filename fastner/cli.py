@@ -56,7 +56,9 @@ def build_parser():
 
     t = sub.add_parser("train", help="train a model on CoNLL files",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--train", required=True, help="training data (CoNLL)")
+    t.add_argument("--train", required=True, nargs="+", metavar="TRAIN",
+                   help="training data (CoNLL); several files are read as one corpus (e.g. "
+                        "train and dev for a final fit with --patience 0)")
     t.add_argument("--dev", required=True, help="development data for early stopping (CoNLL)")
     t.add_argument("--test", help="test data, scored once at the end for the model card only")
     t.add_argument("--out", required=True, help="model file to write (.npz); the card, log, "
@@ -145,7 +147,7 @@ def cmd_train(args):
         return _die(f"--out must end in .npz; got {args.out!r}", 2)
     if os.path.isdir(args.out):
         return _die(f"--out {args.out} is a directory: give the model file's path", 2)
-    for path in (args.train, args.dev, args.test):
+    for path in (*args.train, args.dev, args.test):
         if path and _same_file(path, args.out):
             return _die(f"--out {args.out} is also an input: write the model to another file", 2)
     try:
@@ -153,16 +155,17 @@ def cmd_train(args):
     except ValueError as err:
         return _die(str(err), 2)
     with kept_to_the_end():            # the corpora live as long as the command
-        train = read_conll(args.train)
+        train = _read_corpora(args.train)
         dev = read_conll(args.dev)
         test = read_conll(args.test) if args.test else None
     # before the first epoch, not after the last: early stopping and the card need both
-    for flag, path, sentences in (("--train", args.train, train), ("--dev", args.dev, dev)):
+    for flag, path, sentences in (("--train", " ".join(args.train), train),
+                                  ("--dev", args.dev, dev)):
         if not any(s.tokens for s in sentences):
             return _die(f"{flag} {path} has no sentences")
     provenance = {"command": "fastner " + " ".join(shlex.quote(a) for a in args.argv),
                   "data": {os.path.basename(p): file_sha256(p)
-                           for p in (args.train, args.dev, args.test) if p}}
+                           for p in (*args.train, args.dev, args.test) if p}}
     model, state = trainer.run(train, dev, resume=args.resume)
     card = trainer.finish(model, state, test, provenance)
     summary = f"best epoch {card['best_epoch']}: dev F1 {card['dev']['f1']:.2f}"
@@ -171,6 +174,20 @@ def cmd_train(args):
     print(f"{summary}; wrote {args.out} ({card['training_seconds']:.0f}s of training)",
           file=sys.stderr)
     return 0
+
+
+def _read_corpora(paths):
+    """The sentences of CoNLL files read as one corpus: each file's documents numbered
+    after the previous file's, so no two files' documents merge."""
+    from fastner.conll import read_conll
+    sentences, offset = [], 0
+    for path in paths:
+        found = read_conll(path)
+        for sent in found:
+            sent.doc += offset
+        sentences += found
+        offset = (sentences[-1].doc + 1) if sentences else offset
+    return sentences
 
 
 # fastner evaluate tags this many sentences at a time (whole documents)

@@ -45,7 +45,9 @@ class TrainConfig:
     emb_lr_scale: float = _option(1.0, "embedding tables learn at lr times this (0 freezes "
                                        "them)")
     clip: float = _option(5.0, "global gradient-norm clip (0 disables)")
-    patience: int = _option(5, "epochs without a better dev F1 before stopping")
+    patience: int = _option(5, "epochs without a better dev F1 before stopping; 0: no early "
+                               "stopping, train every epoch and keep the last (a final fit "
+                               "on train + dev, whose dev score then says nothing)")
     seed: int = _option(0, "random seed: same seed, data and build give the same model")
     hidden: int = _option(300, "hidden units")
     half_window: int = _option(2, "words each side of the centre word (window 2h+1)")
@@ -85,6 +87,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0; got {self.patience}")
         if self.half_window < 0:
             raise ValueError(f"half_window must be >= 0; got {self.half_window}")
         for name in ("lr", "lr_decay", "momentum", "emb_lr_scale", "clip", "dropout",
@@ -684,7 +688,7 @@ class Trainer:
                  f"dev: {len(dev_sentences)} sentences, {state.dev.tokens} tokens")
         with frozen_heap():                  # the corpora, vocabulary and encoded data
             for epoch in range(state.epoch + 1, cfg.epochs + 1):
-                if state.bad_epochs >= cfg.patience:
+                if cfg.patience and state.bad_epochs >= cfg.patience:
                     break
                 self._epoch(model, opt, train, state, epoch)
             model.flat[...] = state.best_flat
@@ -760,7 +764,7 @@ class Trainer:
                   "tokens_per_second": seen / seconds if seconds else 0.0}
         state.history.append(record)
         improved = scores["f1"] > state.best_f1
-        if improved:
+        if improved or cfg.patience == 0:          # patience 0 keeps the last epoch
             state.best_f1, state.best_epoch, state.bad_epochs = scores["f1"], epoch, 0
             _copy_trained(model, model.flat, state.best_flat, state.trained_rows)
         else:

@@ -133,6 +133,23 @@ def test_train_refuses_an_out_it_cannot_write_before_training(tmp_path, capsys, 
         assert copy.read_bytes() == f.read()
 
 
+def test_train_reads_several_files_as_one_corpus(tmp_path, tiny_train_path, tiny_dev_path):
+    from fastner.cli import _read_corpora
+    from fastner.conll import read_conll
+    one, two = read_conll(tiny_train_path), read_conll(tiny_dev_path)
+    both = _read_corpora([tiny_train_path, tiny_dev_path])
+    assert [s.tokens for s in both] == [s.tokens for s in one + two]
+    assert [s.doc for s in both[:len(one)]] == [s.doc for s in one]
+    assert [s.doc for s in both[len(one):]] == [s.doc + one[-1].doc + 1 for s in two]
+
+
+def test_train_refuses_a_learning_rate_that_is_not_a_number(tmp_path, capsys, monkeypatch,
+                                                             tiny_train_path):
+    code, _, err = run(["train", "--train", tiny_train_path, "--dev", tiny_train_path,
+                        "--out", str(tmp_path / "x.npz"), "--lr", "nan"], capsys, monkeypatch)
+    assert code == 2 and "lr must be a finite number; got nan" in err
+
+
 def test_malformed_data_is_a_clear_error(tmp_path, capsys, monkeypatch, tiny_model_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("EU B-ORG\nrejects\n", encoding="utf-8")

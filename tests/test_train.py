@@ -529,6 +529,40 @@ def test_the_returned_model_is_the_best_epochs_not_the_last(tmp_path, tiny_train
     np.testing.assert_allclose(load_model(out).flat, snapshots[1], atol=0.02)
 
 
+def test_patience_0_trains_every_epoch_and_keeps_the_last(tmp_path, tiny_train_path,
+                                                            tiny_dev_path, monkeypatch):
+    """The final fit on train + dev: dev F1 scripted 30, 10, 20, 5 — no early stopping,
+    and the model returned is epoch 4's, not the best-scoring epoch 1's."""
+    from fastner import train as train_module
+    real_evaluate = train_module.evaluate
+    scripted = iter([30.0, 10.0, 20.0, 5.0])
+    snapshots = []
+
+    def scripted_evaluate(model, data):
+        scores = real_evaluate(model, data)
+        f1 = next(scripted, None)
+        if f1 is None:
+            return scores
+        snapshots.append(model.flat.copy())
+        return dict(scores, f1=f1)
+    monkeypatch.setattr(train_module, "evaluate", scripted_evaluate)
+    _, model, state, _ = train(tmp_path, "last", tiny_train_path, tiny_dev_path, epochs=4,
+                               patience=0)
+    assert (state.epoch, state.best_epoch, state.best_f1) == (4, 4, 5.0)
+    np.testing.assert_array_equal(model.flat, snapshots[3])
+    with pytest.raises(ValueError, match="patience must be >= 0; got -1"):
+        TrainConfig(patience=-1).validate()
+
+
+@pytest.mark.parametrize("name", ["lr", "lr_decay", "momentum", "emb_lr_scale", "clip",
+                                  "dropout", "word_dropout", "case_lower", "case_upper",
+                                  "gazetteer_dropout"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_setting_that_is_not_a_finite_number_is_refused(name, value):
+    with pytest.raises(ValueError, match=f"^{name} must be a finite number; got {value}$"):
+        TrainConfig(**{name: value}).validate()
+
+
 def test_adam_is_the_textbook_update_with_bias_correction(tiny_train_path):
     """Five steps of the optimiser against Adam as Kingma & Ba write it (m̂ = m/(1−β1ᵗ),
     v̂ = v/(1−β2ᵗ), θ −= lr·m̂/(√v̂ + ε)), in float64: without either correction, or
