@@ -49,12 +49,14 @@ declare -A ARGS=(
   [chars_50]="--features caps:5,chars:50"
   [chars_30_gaz]="--features caps:5,gazetteers:5,chars:30 --gazetteer-dropout 0.4"
   [chars_30_dropout]="--features caps:5,chars:30 --dropout 0.2"
+  [docvote]="--features caps:5,docvote:5 --first-stage fast"
 )
 ORDER=(shipped no_crf no_caps no_word_dropout no_lr_decay no_glove glove_100k plus_affix_shape
        plus_doccase plus_dropout hardtanh lr_2e-3 lr_decay_0.9 emb_lr_half word_dropout_0.2
        batch_16 window_7 seed_1 seed_2 no_case case_mix case_lower_40 gazetteers
        gazetteers_drop20 gazetteers_drop40 gaz_places_only gaz_names_only gaz_misc_only
-       gaz_misc_names gazetteers_v2_drop40 chars_30 chars_50 chars_30_gaz chars_30_dropout)
+       gaz_misc_names gazetteers_v2_drop40 chars_30 chars_50 chars_30_gaz chars_30_dropout
+       docvote)
 SEEDS=${SEEDS:-0}
 NAMES=("$@")
 [ ${#NAMES[@]} -eq 0 ] && NAMES=("${ORDER[@]}")
