@@ -65,9 +65,10 @@ def model_from_arrays(arrays, meta, path="<model>"):
                              activation=config["activation"], loss=config["loss"],
                              dropout=config.get("dropout", 0.0))
         model.first_stage_file = config.get("first_stage")
-        if model.needs_first_pass and not (isinstance(model.first_stage_file, dict)
-                                           and isinstance(model.first_stage_file.get("file"), str)):
-            raise ValueError("a docvote model must name its first stage's file")
+        reference = model.first_stage_file
+        if model.needs_first_pass and not (isinstance(reference, dict) and any(
+                isinstance(reference.get(key), str) for key in ("file", "model"))):
+            raise ValueError("a docvote model must name its first stage (a file or a model)")
     except (KeyError, TypeError, ValueError) as err:
         raise io.ModelFileError(f"{path}: model configuration is incomplete or invalid "
                                 f"({type(err).__name__}: {err})") from None

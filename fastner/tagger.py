@@ -133,13 +133,17 @@ def model_path(spec: str | os.PathLike | None = None) -> str:
 
 
 def first_stage_path(path: str, reference: dict) -> str:
-    """The first-stage file ``reference`` (a second-stage model's configuration's
-    "first_stage") names beside the model file ``path``, checked against its digest."""
+    """The first stage ``reference`` (a second-stage model's configuration's
+    "first_stage") names — a model by name, or a file beside the model file ``path`` —
+    checked against its digest."""
     from fastner.io import file_sha256
-    found = os.path.join(os.path.dirname(os.path.abspath(path)), reference["file"])
-    if not os.path.exists(found):
-        raise ModelFileError(f"{path}: its first-stage model {reference['file']} is not "
-                             f"beside it")
+    if "model" in reference:
+        found = model_path(reference["model"])
+    else:
+        found = os.path.join(os.path.dirname(os.path.abspath(path)), reference["file"])
+        if not os.path.exists(found):
+            raise ModelFileError(f"{path}: its first-stage model {reference['file']} is not "
+                                 f"beside it")
     if reference.get("sha256") and file_sha256(found) != reference["sha256"]:
         raise ModelFileError(f"{path}: {found} is not the first stage it was trained with "
                              f"(another sha256)")

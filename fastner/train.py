@@ -729,14 +729,18 @@ class Trainer:
         model's (finish), where Tagger.load looks for it."""
         if not model.needs_first_pass:
             return
-        from fastner.tagger import Tagger, model_path
+        from fastner.tagger import MODEL_NAMES, Tagger, model_path
         path = model_path(self.cfg.first_stage)
         model.first_stage = Tagger.load(path)
-        model.first_stage_file = {"file": os.path.basename(path), "sha256": io.file_sha256(path)}
+        digest = io.file_sha256(path)
+        if self.cfg.first_stage in MODEL_NAMES:       # found by name, where fastner keeps it
+            model.first_stage_file = {"model": self.cfg.first_stage, "sha256": digest}
+            return
+        model.first_stage_file = {"file": os.path.basename(path), "sha256": digest}
         beside = os.path.join(os.path.dirname(os.path.abspath(self.paths["model"])),
                               os.path.basename(path))
         if (os.path.exists(beside) and not os.path.samefile(beside, path)
-                and io.file_sha256(beside) != model.first_stage_file["sha256"]):
+                and io.file_sha256(beside) != digest):
             raise ValueError(f"{beside} exists and is not the first stage {path}: write the "
                              f"model to another folder")
         self._first_stage_source = path
@@ -791,7 +795,7 @@ class Trainer:
         if test_sentences is not None:
             card["test"] = evaluate(model, EncodedSentences(model, test_sentences))
         card.update(provenance or {})
-        if model.needs_first_pass:
+        if model.needs_first_pass and "file" in model.first_stage_file:
             beside = os.path.join(os.path.dirname(os.path.abspath(self.paths["model"])),
                                   model.first_stage_file["file"])
             if not os.path.exists(beside):

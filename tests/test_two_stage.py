@@ -114,3 +114,23 @@ def test_a_second_stage_without_its_first_is_refused(second_stage, tmp_path, tin
         TrainConfig(features="caps:5,docvote:5").validate()
     with pytest.raises(ValueError, match="add docvote to --features"):
         TrainConfig(first_stage="fast").validate()
+
+
+def test_a_first_stage_named_fast_is_found_by_name_not_copied(tmp_path, monkeypatch,
+                                                              tiny_model_path):
+    from fastner import tagger as tagger_module
+    from fastner.io import file_sha256
+    monkeypatch.setattr(tagger_module, "shipped_model_path", lambda: tiny_model_path)
+    out = str(tmp_path / "second.npz")
+    cfg = TrainConfig(epochs=2, hidden=8, glove_words=0, word_dim=8, seed=4,
+                      features="caps:4,docvote:3", first_stage="fast")
+    trainer = Trainer(cfg, out, quiet=True, log=lambda m: None)
+    model, state = trainer.run(read_conll(os.path.join(FIXTURES, "tiny_train.txt")),
+                               read_conll(os.path.join(FIXTURES, "tiny_dev.txt")))
+    card = trainer.finish(model, state)
+    assert card["model_config"]["first_stage"] == {"model": "fast",
+                                                   "sha256": file_sha256(tiny_model_path)}
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["second.npz", "second.json", "second.train.jsonl", "second.train.png",
+         "second.checkpoint.npz"])
+    assert Tagger.load(out).model.first_stage.model is not None
