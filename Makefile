@@ -8,6 +8,8 @@
 # make wheel — dist/: an sdist, and a portable wheel built from it in isolation (pinned build tools)
 # make mutate — mutation testing (mutmut) of the modules that hold the promises; MODULES=... for some
 # make mutate-kernels — fixed mutations of the Cython kernels, each rebuilt and tested
+# make model-fast, make model-accurate — retrain the shipped models from CoNLL-2003 (DATA=...)
+# make wheel-accurate — dist/: the accurate model's package as a wheel
 
 PYTHON ?= python3
 # make builds the kernels for the machine it runs on (see setup.py); FASTNER_MARCH= for portable code
@@ -22,7 +24,7 @@ LOCK_DATE   := 2026-11-28T00:00:00Z
 KERNEL_SOURCES := $(wildcard fastner/*.pyx fastner/*.pxd fastner/*.h)
 
 .PHONY: serve serve-proxy test test-portable lint bench build install lock lock-check gazetteers \
-        wheel clean mutate mutate-kernels
+        wheel clean mutate mutate-kernels model-fast model-accurate install-accurate wheel-accurate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -125,6 +127,35 @@ DIST ?= dist
 wheel: $(STAMP)
 	FASTNER_MARCH= $(BIN)/uv build --no-cache --out-dir $(DIST) .
 	rm -rf fastner.egg-info
+
+# The two shipped models, rebuilt from CoNLL-2003 (docs/models.md says how each was
+# chosen on valid). Both are final fits on train + valid for the epoch count chosen on
+# valid (--patience 0: no early stopping on data they trained on); test is scored once,
+# for the card. The accurate model is a second stage over the fast one (docvote), so
+# model-accurate follows model-fast; it goes into the package fastner-accurate, which is
+# installed into the venv by make install-accurate (`fastner.load("accurate")`).
+DATA ?= ../shared/data/conll2003
+FAST_EPOCHS ?= 18
+ACCURATE_EPOCHS ?= 18
+FAST_MODEL ?= models/fastner-conll03.npz
+ACCURATE_MODEL ?= packages/fastner-accurate/fastner_accurate/fastner-accurate.npz
+FIRST_STAGE ?= fast
+model-fast: build
+	OPENBLAS_NUM_THREADS=1 $(BIN)/fastner train --train $(DATA)/train.txt $(DATA)/valid.txt \
+	    --dev $(DATA)/valid.txt --test $(DATA)/test.txt --patience 0 --epochs $(FAST_EPOCHS) \
+	    --seed 0 --quiet --out $(FAST_MODEL)
+
+model-accurate: build
+	OPENBLAS_NUM_THREADS=1 $(BIN)/fastner train --train $(DATA)/train.txt $(DATA)/valid.txt \
+	    --dev $(DATA)/valid.txt --test $(DATA)/test.txt --patience 0 \
+	    --epochs $(ACCURATE_EPOCHS) --features caps:5,docvote:5 --first-stage $(FIRST_STAGE) \
+	    --seed 0 --quiet --out $(ACCURATE_MODEL)
+
+install-accurate: $(STAMP)
+	$(BIN)/pip install -q --no-deps --no-build-isolation ./packages/fastner-accurate
+
+wheel-accurate: $(STAMP)
+	$(BIN)/uv build --no-cache --out-dir $(DIST) packages/fastner-accurate
 
 clean:
 	rm -rf build dist $(VENV) fastner/_kernels.c fastner/*.so *.egg-info
