@@ -241,11 +241,35 @@ class DocVoteFeature:
     kind = "docvote"
     needs_context = True
     needs_first_pass = True
+    per_token = False
     NOLETTER, UNSEEN = 2, 3
 
     def __init__(self, dim=5, n_labels=5):
         self.dim, self.n_labels, self.name = dim, int(n_labels), "docvote"
         self.size = 4 + 2 * self.n_labels
+
+    def document_ids(self, lowered, labels, docs):
+        """The ids of every token at once: ``lowered`` the tokens lower-cased, ``labels``
+        the first pass's (int32, one per token), ``docs`` each token's document number.
+        Equal to ``ids`` sentence by sentence over each document's context."""
+        n = len(lowered)
+        if n == 0:
+            return np.zeros(0, np.int32)
+        keys = {}
+        word = np.fromiter((keys.setdefault(key, len(keys)) for key in
+                            zip(np.asarray(docs).tolist(), lowered)), np.int64, n)
+        labels = np.asarray(labels, np.int64)
+        counts = np.zeros((len(keys), self.n_labels), np.int32)
+        np.add.at(counts, (word, labels), 1)
+        others = counts[word]
+        rows = np.arange(n)
+        others[rows, labels] -= 1                        # the token's own vote left out
+        total = others.sum(axis=1)
+        label = others.argmax(axis=1)                    # ties: the first, the lower label
+        out = (4 + 2 * label + (others[rows, label] != total)).astype(np.int32)
+        out[total == 0] = self.UNSEEN
+        out[~np.fromiter(map(_has_letter, lowered), bool, n)] = self.NOLETTER
+        return out
 
     def ids(self, tokens, context=None, own=None):
         """The tokens' ids given the document's context and the first pass's labels of
@@ -254,7 +278,7 @@ class DocVoteFeature:
         votes = context.votes if context is not None else {}
         own = own.tolist() if own is not None else [None] * len(tokens)
         for i, (tok, mine) in enumerate(zip(tokens, own)):
-            if not any(ch.isalpha() for ch in tok):
+            if not _has_letter(tok):
                 out[i] = self.NOLETTER
                 continue
             counts = dict(votes.get(tok.lower(), {}))
@@ -269,6 +293,12 @@ class DocVoteFeature:
 
     def config(self):
         return {"kind": self.kind, "dim": self.dim, "n_labels": self.n_labels}
+
+
+def _has_letter(token):
+    """Whether the token holds a cased letter (lower and upper case differ): what the
+    docvote feature counts as a word."""
+    return token.lower() != token.upper()
 
 
 def _all_caps(tokens):

@@ -83,6 +83,11 @@ class WindowTagger:
         self.needs_first_pass = any(getattr(f, "needs_first_pass", False)
                                     for f in self.features)
         self.first_stage = None
+        # the features that need the document's sentences side by side (doccase); the
+        # docvote feature is computed over every token at once (token_feature_ids)
+        self._sentence_contexts = any(getattr(f, "needs_context", False)
+                                      and not getattr(f, "needs_first_pass", False)
+                                      for f in self.features)
         # {"file": name beside this model's file, "sha256": its digest}: the first stage
         # a second-stage model was trained with, recorded in its configuration
         self.first_stage_file = None
@@ -192,10 +197,20 @@ class WindowTagger:
 
     def first_pass_labels(self, sentences, docs=None):
         """The first stage's labels (labels_of_tags) of every token of ``sentences``."""
-        if self.first_stage is None:
+        return self.first_pass_labels_flat(list(itertools.chain.from_iterable(sentences)),
+                                           [len(s) for s in sentences], docs)
+
+    def first_pass_labels_flat(self, tokens, lengths, docs=None):
+        """first_pass_labels of sentences laid end to end (``lengths`` tokens each)."""
+        stage = self.first_stage
+        if stage is None:
             raise ValueError("this second-stage model (docvote feature) has no first-stage "
                              "model to tag with: set model.first_stage (Tagger.load does)")
-        return self.labels_of_tags(self.first_stage.flat_tags(sentences, docs))
+        if getattr(self, "_labels_of", (None,))[0] is not stage:
+            # tag id of the first stage -> label, made once per first stage
+            self._labels_of = (stage, self.labels_of_tags(stage.model.tagset.names))
+        tags, _ = stage._predict(tokens, lengths, docs, confidence=False)
+        return self._labels_of[1][tags]
 
     def windows(self, sentences_ids):
         """Stack sentences into per-feature (B, K) window id matrices, PAD at edges.
@@ -362,7 +377,7 @@ class WindowTagger:
         """int32 (N, columns): each token's id in every column, for sentences given as
         in sentence_windows (the windows are built from these)."""
         self._need_spellings(spellings)
-        if self.uses_documents:
+        if self._sentence_contexts:
             bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
             sentences = [tokens[a:b] for a, b in zip(bounds, bounds[1:])]
             return self._laid_end_to_end(self.sentences_ids(sentences, docs, spellings,
@@ -374,11 +389,20 @@ class WindowTagger:
         ids[:, self._per_token] = per_token
         if len(self._per_token) < len(self.features):
             # gazetteers: one pass each over the tokens lower-cased once; no match runs
-            # past the end of its sentence
+            # past the end of its sentence. docvote: the first pass's votes per document.
             lowered = [t.lower() for t in tokens]
+            lengths = np.asarray(lengths, np.int64)
             ends = np.repeat(np.cumsum(lengths), lengths).tolist()
             for i, f in enumerate(self.features):
-                if i not in self._per_token:
+                if i in self._per_token:
+                    continue
+                if getattr(f, "needs_first_pass", False):
+                    if first_pass is None:
+                        first_pass = self.first_pass_labels_flat(tokens, lengths, docs)
+                    token_docs = (np.zeros(len(tokens), np.int64) if docs is None
+                                  else np.repeat(np.asarray(docs, np.int64), lengths))
+                    ids[:, i] = f.document_ids(lowered, first_pass, token_docs)
+                else:
                     ids[:, i] = f.match(lowered, ends)
         if self.chars is not None:
             ids[:, -1] = spellings.ids(tokens)

@@ -134,3 +134,23 @@ def test_a_first_stage_named_fast_is_found_by_name_not_copied(tmp_path, monkeypa
         ["second.npz", "second.json", "second.train.jsonl", "second.train.png",
          "second.checkpoint.npz"])
     assert Tagger.load(out).model.first_stage.model is not None
+
+
+def test_the_vectorised_votes_equal_the_sentence_by_sentence_ones():
+    rng = np.random.default_rng(0)
+    words = ["Clinton", "clinton", "Bonn", "the", "7", "Kohl", "--", "Ünal", "ünal", "x"]
+    sentences = [[words[i] for i in rng.integers(0, len(words), rng.integers(1, 9))]
+                 for _ in range(60)]
+    docs = np.sort(rng.integers(0, 6, len(sentences)))
+    first = [rng.integers(0, 5, len(s)).astype(np.int32) for s in sentences]
+    f = DocVoteFeature(dim=3, n_labels=5)
+    expected = []
+    for doc in np.unique(docs):
+        members = [i for i in range(len(sentences)) if docs[i] == doc]
+        context = DocumentContext([sentences[i] for i in members], [first[i] for i in members])
+        expected += [f.ids(sentences[i], context, first[i]) for i in members]
+    lowered = [t.lower() for s in sentences for t in s]
+    token_docs = np.repeat(docs, [len(s) for s in sentences])
+    got = f.document_ids(lowered, np.concatenate(first), token_docs)
+    np.testing.assert_array_equal(got, np.concatenate(expected))
+    assert set(got.tolist()) >= {f.NOLETTER, f.UNSEEN} and got.max() < f.size
