@@ -102,6 +102,8 @@ def test_survivors_reruns_only_the_mutants_not_killed_with_todays_tests(tmp_path
         assert os.path.isfile(os.path.join(stage, "tests", "test_mutation_tools.py"))
         assert not os.path.exists(os.path.join(stage, "tests", "stale_test.py"))
         assert not os.path.exists(os.path.join(stage, "mutants", "mutmut-stats.json"))
+        with open(os.path.join(stage, "pyproject.toml"), encoding="utf-8") as f:
+            assert 'pytest_add_cli_args_test_selection = ["tests/test_io.py"' in f.read()
         return dict(codes, **{"fastner.io.x_a__mutmut_2": 1, "fastner.io.x_a__mutmut_3": 1})
     monkeypatch.setattr(mutate, "mutmut_run", fake_mutmut)
     assert mutate.main(["fastner/io.py", "--survivors", "--max-children", "1"]) == 0

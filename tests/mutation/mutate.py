@@ -34,7 +34,8 @@ TARGET = 0.90
 MODULES = {
     "fastner/io.py": ["tests/test_io.py", "tests/test_modelfile.py"],
     "fastner/modelfile.py": ["tests/test_modelfile.py", "tests/test_model.py"],
-    "fastner/train.py": ["tests/test_train.py", "tests/test_cli_help.py"],
+    "fastner/train.py": ["tests/test_train.py", "tests/test_two_stage.py",
+                         "tests/test_cli_help.py"],
     # the job on an in-process cluster of threads; test_corpus.py's clusters of processes
     # (killed workers) stay in make test, but cost seconds per mutant
     "fastner/corpus.py": ["tests/test_corpus_partitions.py"],
@@ -84,6 +85,13 @@ def stage(module):
     shutil.copytree(os.path.join(ROOT, "docs"), os.path.join(where, "docs"))
     for name in ("README.md", "Makefile", "setup.py"):
         shutil.copy2(os.path.join(ROOT, name), where)
+    write_config(where, module)
+    return where
+
+
+def write_config(where, module):
+    """The stage's pyproject.toml: the project's, and a [tool.mutmut] table that mutates
+    ``module`` and selects its tests (MODULES)."""
     with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:
         pyproject = f.read()
     tests = ", ".join(json.dumps(t) for t in MODULES[module])
@@ -101,7 +109,6 @@ def stage(module):
         "use_setproctitle = false\n")
     with open(os.path.join(where, "pyproject.toml"), "w", encoding="utf-8") as f:
         f.write(pyproject)
-    return where
 
 
 def equivalents():
@@ -160,6 +167,7 @@ def rerun_survivors(module, max_children, accepted):
         shutil.rmtree(tests, ignore_errors=True)
     shutil.copytree(os.path.join(ROOT, "tests"), os.path.join(where, "tests"),
                     ignore=shutil.ignore_patterns("__pycache__", "mutation"))
+    write_config(where, module)                  # today's test selection too
     stats = os.path.join(where, "mutants", "mutmut-stats.json")
     if os.path.exists(stats):
         os.unlink(stats)
