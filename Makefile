@@ -140,16 +140,17 @@ ACCURATE_EPOCHS ?= 18
 FAST_MODEL ?= models/fastner-conll03.npz
 ACCURATE_MODEL ?= packages/fastner-accurate/fastner_accurate/fastner-accurate.npz
 FIRST_STAGE ?= fast
+SEED ?= 0
 model-fast: build
 	OPENBLAS_NUM_THREADS=1 $(BIN)/fastner train --train $(DATA)/train.txt $(DATA)/valid.txt \
 	    --dev $(DATA)/valid.txt --test $(DATA)/test.txt --patience 0 --epochs $(FAST_EPOCHS) \
-	    --seed 0 --quiet --out $(FAST_MODEL)
+	    --seed $(SEED) --quiet --out $(FAST_MODEL)
 
 model-accurate: build
 	OPENBLAS_NUM_THREADS=1 $(BIN)/fastner train --train $(DATA)/train.txt $(DATA)/valid.txt \
 	    --dev $(DATA)/valid.txt --test $(DATA)/test.txt --patience 0 \
 	    --epochs $(ACCURATE_EPOCHS) --features caps:5,docvote:5 --first-stage $(FIRST_STAGE) \
-	    --seed 0 --quiet --out $(ACCURATE_MODEL)
+	    --seed $(SEED) --quiet --out $(ACCURATE_MODEL)
 
 install-accurate: $(STAMP)
 	$(BIN)/pip install -q --no-deps --no-build-isolation ./packages/fastner-accurate
