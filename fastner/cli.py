@@ -166,9 +166,16 @@ def cmd_train(args):
     provenance = {"command": "fastner " + " ".join(shlex.quote(a) for a in args.argv),
                   "data": {os.path.basename(p): file_sha256(p)
                            for p in (*args.train, args.dev, args.test) if p}}
+    dev_trained_on = any(_same_file(args.dev, p) for p in args.train)
+    if dev_trained_on:
+        # a final fit on train + dev: its dev score measures nothing, and says so
+        provenance["dev_in_training_data"] = True
     model, state = trainer.run(train, dev, resume=args.resume)
     card = trainer.finish(model, state, test, provenance)
     summary = f"best epoch {card['best_epoch']}: dev F1 {card['dev']['f1']:.2f}"
+    if dev_trained_on:
+        summary = (f"last epoch {card['best_epoch']}: dev F1 {card['dev']['f1']:.2f} (dev is "
+                   f"in the training data)")
     if test is not None:
         summary += f", test F1 {card['test']['f1']:.2f}"
     print(f"{summary}; wrote {args.out} ({card['training_seconds']:.0f}s of training)",

@@ -46,7 +46,7 @@ def test_the_fast_recipe_is_a_final_fit_on_train_and_valid(built):
     assert card["train_config"]["patience"] == 0 and card["epochs_run"] == 2
     assert card["best_epoch"] == 2                   # the last epoch, not the best-scoring
     assert set(card["data"]) == {"train.txt", "valid.txt", "test.txt"}
-    assert "test" in card
+    assert "test" in card and card["dev_in_training_data"] is True
 
 
 def test_the_accurate_recipe_is_a_second_stage_over_the_fast_model(built):
