@@ -16,7 +16,7 @@ import sys
 
 from fastner.conll import read_conll
 from fastner.ensemble import stack
-from fastner.modelfile import load_model
+from fastner.tagger import Tagger
 from fastner.train import EncodedSentences, evaluate
 
 
@@ -26,7 +26,8 @@ def main(argv=None):
     ap.add_argument("--data", required=True)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    models = [load_model(p) for p in args.models]
+    # through Tagger.load: a second stage comes with its first
+    models = [Tagger.load(p, cache_mb=0).model for p in args.models]
     sentences = read_conll(args.data)
 
     def f1(chosen):

@@ -371,7 +371,8 @@ def cmd_ensemble(args):
     from fastner.conll import read_conll
     from fastner.ensemble import stack, trained_rows
     from fastner.io import file_sha256, write_json_atomically
-    from fastner.modelfile import load_model, save_model
+    from fastner.modelfile import save_model
+    from fastner.tagger import Tagger
     from fastner.train import EncodedSentences, evaluate
     if not args.out.endswith(".npz"):
         return _die(f"--out must end in .npz; got {args.out!r}", 2)
@@ -381,7 +382,7 @@ def cmd_ensemble(args):
         if _same_file(path, args.out):
             return _die(f"--out {args.out} is also an input: write the ensemble to another "
                         f"file", 2)
-    members = [load_model(path) for path in args.models]
+    members = [Tagger.load(path, cache_mb=0).model for path in args.models]   # + first stages
     try:
         model = stack(members)
     except ValueError as err:
