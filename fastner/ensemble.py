@@ -64,6 +64,7 @@ def stack(models):
         p["U"][:, units] = q["U"] / k
     for name in ("c", "trans", "start", "end"):
         p[name][...] = np.mean([m.params[name] for m in models], axis=0, dtype=np.float64)
+    out.word_tile = k             # the file stores the members' shared rows once
     # second stages (docvote) share their first stage (the configurations are equal)
     out.first_stage_file, out.first_stage = first.first_stage_file, first.first_stage
     return out

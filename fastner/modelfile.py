@@ -9,6 +9,10 @@ are stored as ``param.NAME.q8`` (int8) with ``param.NAME.scale`` (one float32 pe
 row; |error| ≤ scale/2 = max|row|/254), and the word-table rows training changed
 besides as ``param.NAME.f16`` at ``param.NAME.f16_rows``: the 400k-word GloVe
 table shrinks from 80 MB to 20 MB, and its learned rows lose almost nothing.
+An ensemble's word table (fastner.ensemble) holds its k members' vectors side by side,
+and the rows no member's training changed are the same GloVe vectors k times over: when
+they are, only the first block is stored (``param.NAME.tile`` = k), and the precise rows
+keep every block.
 Checkpoints use the same arrays unquantized (fastner.train).
 """
 import numpy as np
@@ -26,6 +30,10 @@ def model_arrays(model, quantize=False, precise_rows=None):
     arrays = {}
     for name, view in model.params.items():
         if quantize and name.startswith("table.") and view.shape[0] >= QUANTIZE_ROWS:
+            tile = _tile(model, name, view, precise_rows)
+            if tile > 1:
+                arrays[f"param.{name}.tile"] = np.array(tile, dtype=np.int32)
+                view = view[:, :view.shape[1] // tile]
             scale = np.abs(view).max(axis=1) / 127.0
             scale[scale == 0] = 1.0
             arrays[f"param.{name}.q8"] = np.rint(view / scale[:, None]).astype(np.int8)
@@ -33,7 +41,7 @@ def model_arrays(model, quantize=False, precise_rows=None):
             if precise_rows is not None and name == "table.word":
                 rows = np.unique(np.asarray(precise_rows, dtype=np.int32))
                 arrays[f"param.{name}.f16_rows"] = rows
-                arrays[f"param.{name}.f16"] = view[rows].astype(np.float16)
+                arrays[f"param.{name}.f16"] = model.params[name][rows].astype(np.float16)
         else:
             arrays[f"param.{name}"] = view
     arrays["vocab"] = model.features[0].vocab.encoded()
@@ -41,6 +49,20 @@ def model_arrays(model, quantize=False, precise_rows=None):
         for name, strings in getattr(f, "strings", dict)().items():
             arrays[f"strings.{name}"] = io.encode_strings(strings)
     return arrays
+
+
+def _tile(model, name, view, precise_rows):
+    """k if ``view`` is an ensemble's word table (model.word_tile = k) whose rows outside
+    ``precise_rows`` repeat their first block k times, else 1."""
+    k = getattr(model, "word_tile", 1)
+    if name != "table.word" or k < 2 or precise_rows is None or view.shape[1] % k:
+        return 1
+    others = np.ones(view.shape[0], bool)
+    others[np.asarray(precise_rows, dtype=np.int64)] = False
+    d = view.shape[1] // k
+    first = view[others, :d]
+    return k if all(np.array_equal(view[others, i * d:(i + 1) * d], first)
+                    for i in range(1, k)) else 1
 
 
 def save_model(model, path, metadata=None, quantize=True, precise_rows=None):
@@ -93,10 +115,19 @@ def _dequantize(arrays, name, view, path):
     q8, scale = arrays[f"param.{name}.q8"], arrays.get(f"param.{name}.scale")
     if q8.dtype != np.int8 or scale is None or q8.ndim != 2 or scale.shape != (q8.shape[0],):
         raise io.ModelFileError(f"{path}: quantized parameter {name!r} is malformed")
-    if q8.shape != view.shape:
-        raise io.ModelFileError(f"{path}: parameter {name!r} has shape {q8.shape}; "
-                                f"the configuration needs {view.shape}")
-    np.multiply(q8, scale[:, None], out=view, casting="unsafe")      # no temporaries
+    tile = arrays.get(f"param.{name}.tile")
+    k = 1
+    if tile is not None:
+        if tile.shape != () or tile.dtype.kind != "i" or not 2 <= int(tile) <= 64:
+            raise io.ModelFileError(f"{path}: the tiling of parameter {name!r} is malformed")
+        k = int(tile)
+    if (q8.shape[0], q8.shape[1] * k) != view.shape:
+        raise io.ModelFileError(f"{path}: parameter {name!r} has shape "
+                                f"{(q8.shape[0], q8.shape[1] * k)}; the configuration needs "
+                                f"{view.shape}")
+    d = q8.shape[1]
+    for i in range(k):                                  # the stored block, k times over
+        np.multiply(q8, scale[:, None], out=view[:, i * d:(i + 1) * d], casting="unsafe")
     rows, f16 = arrays.get(f"param.{name}.f16_rows"), arrays.get(f"param.{name}.f16")
     if rows is not None:
         if (f16 is None or rows.ndim != 1 or f16.shape != (len(rows), view.shape[1])

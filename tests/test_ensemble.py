@@ -126,3 +126,37 @@ def test_the_ensemble_command_writes_a_model_and_its_card(members, tmp_path, cap
     assert "is also an input" in capsys.readouterr().err
     assert main(["ensemble", paths[0], paths[1], "--out", str(tmp_path / "x.bin")]) == 2
     assert "--out must end in .npz" in capsys.readouterr().err
+
+
+def test_rows_the_members_share_are_stored_once(members, tmp_path, monkeypatch):
+    from fastner import io, modelfile
+    monkeypatch.setattr(modelfile, "QUANTIZE_ROWS", 1)
+    one = members[0]
+    twice = stack([one, one])                   # every row's two blocks are the same
+    rows = [2, 5]
+    path = str(tmp_path / "twice.npz")
+    save_model(twice, path, precise_rows=rows)
+    arrays, _ = io.load_npz(path, io.MODEL_FORMAT)
+    d = one.features[0].dim
+    assert int(arrays["param.table.word.tile"]) == 2
+    assert arrays["param.table.word.q8"].shape == (one.features[0].size, d)
+    assert arrays["param.table.word.f16"].shape == (2, 2 * d)        # precise rows whole
+    loaded = load_model(path)
+    table = loaded.params["table.word"]
+    np.testing.assert_array_equal(table[:, :d], table[:, d:])
+    np.testing.assert_allclose(table, twice.params["table.word"], atol=0.01)
+    # members whose other rows differ keep their whole table
+    different = stack(members[:2])
+    other = str(tmp_path / "different.npz")
+    save_model(different, other, precise_rows=rows)
+    arrays, _ = io.load_npz(other, io.MODEL_FORMAT)
+    assert "param.table.word.tile" not in arrays
+    assert arrays["param.table.word.q8"].shape == (one.features[0].size, 2 * d)
+    # a malformed tiling is refused, naming the file
+    arrays, meta = io.load_npz(path, io.MODEL_FORMAT)
+    for bad in (np.array(1, np.int32), np.array([2, 2], np.int32), np.array(3, np.int32)):
+        forged = str(tmp_path / "forged.npz")
+        io.save_npz(forged, io.MODEL_FORMAT, dict(arrays, **{"param.table.word.tile": bad}),
+                    meta)
+        with pytest.raises(Exception, match="forged.npz"):
+            load_model(forged)
