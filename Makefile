@@ -24,7 +24,7 @@ LOCK_DATE   := 2026-11-28T00:00:00Z
 KERNEL_SOURCES := $(wildcard fastner/*.pyx fastner/*.pxd fastner/*.h)
 
 .PHONY: serve serve-proxy test test-portable lint bench build install lock lock-check gazetteers \
-        wheel clean mutate mutate-kernels model-fast model-accurate install-accurate wheel-accurate
+        wheel clean mutate mutate-kernels model-fast model-accurate accurate-member install-accurate wheel-accurate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -136,7 +136,7 @@ wheel: $(STAMP)
 # installed into the venv by make install-accurate (`fastner.load("accurate")`).
 DATA ?= ../shared/data/conll2003
 FAST_EPOCHS ?= 18
-ACCURATE_EPOCHS ?= 18
+ACCURATE_EPOCHS ?= 14
 FAST_MODEL ?= models/fastner-conll03.npz
 ACCURATE_MODEL ?= packages/fastner-accurate/fastner_accurate/fastner-accurate.npz
 FIRST_STAGE ?= fast
@@ -146,11 +146,22 @@ model-fast: build
 	    --dev $(DATA)/valid.txt --test $(DATA)/test.txt --patience 0 --epochs $(FAST_EPOCHS) \
 	    --seed $(SEED) --quiet --out $(FAST_MODEL)
 
-model-accurate: build
+# one member of the accurate ensemble (MEMBER=path, SEED=...)
+accurate-member: build
 	OPENBLAS_NUM_THREADS=1 $(BIN)/fastner train --train $(DATA)/train.txt $(DATA)/valid.txt \
 	    --dev $(DATA)/valid.txt --test $(DATA)/test.txt --patience 0 \
 	    --epochs $(ACCURATE_EPOCHS) --features caps:5,docvote:5 --first-stage $(FIRST_STAGE) \
-	    --seed $(SEED) --quiet --out $(ACCURATE_MODEL)
+	    --seed $(SEED) --quiet --out $(MEMBER)
+
+# three members (seeds 0, 1, 2), averaged into one model (fastner ensemble)
+MEMBERS_DIR ?= build/accurate
+model-accurate: build
+	for seed in 0 1 2; do \
+	    $(MAKE) --no-print-directory accurate-member SEED=$$seed \
+	        MEMBER=$(MEMBERS_DIR)/member.s$$seed.npz || exit 1; \
+	done
+	$(BIN)/fastner ensemble $(MEMBERS_DIR)/member.s0.npz $(MEMBERS_DIR)/member.s1.npz \
+	    $(MEMBERS_DIR)/member.s2.npz --test $(DATA)/test.txt --out $(ACCURATE_MODEL)
 
 install-accurate: $(STAMP)
 	$(BIN)/pip install -q --no-deps --no-build-isolation ./packages/fastner-accurate

@@ -117,6 +117,7 @@ def build_parser():
     n.add_argument("models", nargs="+", metavar="MODEL", help="model files (.npz), at least 2")
     n.add_argument("--out", required=True, help="model file to write (.npz)")
     n.add_argument("--dev", help="CoNLL file to score the ensemble on for its card")
+    n.add_argument("--test", help="test data, scored once for the card only")
 
     from fastner.settings import describe
     settings_help = "settings (environment variables):\n" + describe()
@@ -378,7 +379,7 @@ def cmd_ensemble(args):
         return _die(f"--out must end in .npz; got {args.out!r}", 2)
     if len(args.models) < 2:
         return _die(f"an ensemble needs at least 2 models; got {len(args.models)}", 2)
-    for path in args.models + ([args.dev] if args.dev else []):
+    for path in args.models + [p for p in (args.dev, args.test) if p]:
         if _same_file(path, args.out):
             return _die(f"--out {args.out} is also an input: write the ensemble to another "
                         f"file", 2)
@@ -396,13 +397,22 @@ def cmd_ensemble(args):
                             for path, m in zip(args.models, members)],
             "train_config": members[0].metadata.get("train_config"),
             "command": "fastner " + " ".join(shlex.quote(a) for a in args.argv)}
-    if args.dev:
-        card["dev"] = evaluate(model, EncodedSentences(model, read_conll(args.dev)))
+    for split in ("dev", "test"):
+        if getattr(args, split):
+            card[split] = evaluate(model, EncodedSentences(model, read_conll(getattr(args, split))))
+    reference = model.first_stage_file
+    if reference and "file" in reference:        # second stages: their first beside them
+        from fastner.io import copy_atomically
+        from fastner.tagger import first_stage_path
+        beside = os.path.join(os.path.dirname(os.path.abspath(args.out)), reference["file"])
+        if not os.path.exists(beside):
+            copy_atomically(first_stage_path(args.models[0], reference), beside)
     save_model(model, args.out, card, precise_rows=trained_rows(args.models))
     write_json_atomically(args.out[:-4] + ".json", card)
     summary = f"ensemble of {len(members)} models"
-    if args.dev:
-        summary += f": dev F1 {card['dev']['f1']:.2f}"
+    scored = [f"{split} F1 {card[split]['f1']:.2f}" for split in ("dev", "test") if split in card]
+    if scored:
+        summary += ": " + ", ".join(scored)
     print(f"{summary}; wrote {args.out}", file=sys.stderr)
     return 0
 

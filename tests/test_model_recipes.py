@@ -35,7 +35,7 @@ def built(tmp_path_factory):
                     ignore=shutil.ignore_patterns("*.npz", "*.json", "__pycache__"))
     make("model-fast", f"DATA={data}", "FAST_EPOCHS=2", f"FAST_MODEL={fast}")
     make("model-accurate", f"DATA={data}", "ACCURATE_EPOCHS=2", f"FIRST_STAGE={fast}",
-         f"ACCURATE_MODEL={accurate}")
+         f"ACCURATE_MODEL={accurate}", f"MEMBERS_DIR={where / 'members'}")
     return where, fast, accurate
 
 
@@ -49,13 +49,15 @@ def test_the_fast_recipe_is_a_final_fit_on_train_and_valid(built):
     assert "test" in card and card["dev_in_training_data"] is True
 
 
-def test_the_accurate_recipe_is_a_second_stage_over_the_fast_model(built):
-    _, fast, accurate = built
+def test_the_accurate_recipe_is_an_ensemble_of_second_stages_over_the_fast_model(built):
+    where, fast, accurate = built
     with open(str(accurate)[:-4] + ".json", encoding="utf-8") as f:
         card = json.load(f)
     assert card["model_config"]["first_stage"]["file"] == "fast.npz"
-    assert os.path.exists(accurate.parent / "fast.npz")       # the first stage beside it
     assert card["train_config"]["features"] == "caps:5,docvote:5"
+    assert [m["seed"] for m in card["ensemble_of"]] == [0, 1, 2] and "test" in card
+    with open(where / "members" / "member.s0.json", encoding="utf-8") as f:
+        assert json.load(f)["model_config"]["hidden"] * 3 == card["model_config"]["hidden"]
 
 
 def test_the_accurate_package_installs_and_loads_by_name(built):
