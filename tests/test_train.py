@@ -924,6 +924,19 @@ def test_without_resume_an_old_checkpoint_is_not_used(tmp_path, tiny_train_path,
         assert [json.loads(line)["epoch"] for line in f] == [1]
 
 
+def test_run_starts_afresh_unless_asked_to_resume(tmp_path, tiny_train_path, tiny_dev_path):
+    out = str(tmp_path / "d.npz")
+    cfg = TrainConfig(epochs=2, hidden=16, glove_words=0, word_dim=8, seed=3)
+    messages = []
+    Trainer(cfg, out, quiet=True, log=messages.append).run(read_conll(tiny_train_path),
+                                                           read_conll(tiny_dev_path))
+    messages.clear()
+    _, state = Trainer(cfg, out, quiet=True, log=messages.append).run(
+        read_conll(tiny_train_path), read_conll(tiny_dev_path))     # resume not given
+    assert [h["epoch"] for h in state.history] == [1, 2]
+    assert not any("resum" in m for m in messages)
+
+
 @pytest.mark.parametrize("offset,sparse", [(0, True), (1, False)])
 def test_checkpoints_keep_trained_rows_only_from_the_threshold(tmp_path, tiny_train_path,
                                                                tiny_dev_path, monkeypatch,
