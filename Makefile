@@ -153,15 +153,16 @@ accurate-member: build
 	    --epochs $(ACCURATE_EPOCHS) --features caps:5,docvote:5 --first-stage $(FIRST_STAGE) \
 	    --seed $(SEED) --quiet --out $(MEMBER)
 
-# three members (seeds 0, 1, 2), averaged into one model (fastner ensemble)
+# two members (seeds 0 and 1), averaged into one model (fastner ensemble): a third
+# member gains 0.13 on valid but takes raw text below the accurate model's speed floor
 MEMBERS_DIR ?= build/accurate
 model-accurate: build
-	for seed in 0 1 2; do \
+	for seed in 0 1; do \
 	    $(MAKE) --no-print-directory accurate-member SEED=$$seed \
 	        MEMBER=$(MEMBERS_DIR)/member.s$$seed.npz || exit 1; \
 	done
 	$(BIN)/fastner ensemble $(MEMBERS_DIR)/member.s0.npz $(MEMBERS_DIR)/member.s1.npz \
-	    $(MEMBERS_DIR)/member.s2.npz --test $(DATA)/test.txt --out $(ACCURATE_MODEL)
+	    --test $(DATA)/test.txt --out $(ACCURATE_MODEL)
 
 install-accurate: $(STAMP)
 	$(BIN)/pip install -q --no-deps --no-build-isolation ./packages/fastner-accurate

@@ -255,11 +255,15 @@ class DocVoteFeature:
         n = len(lowered)
         if n == 0:
             return np.zeros(0, np.int32)
-        keys = {}
-        word = np.fromiter((keys.setdefault(key, len(keys)) for key in
-                            zip(np.asarray(docs).tolist(), lowered)), np.int64, n)
+        # each distinct word numbered once, then (document, word) pairs
+        index = {}
+        number = index.setdefault
+        word_of = np.array([number(w, len(index)) for w in lowered], np.int64)
+        words = list(index)
+        docs = np.asarray(docs, np.int64)
+        pairs, word = np.unique(docs * len(words) + word_of, return_inverse=True)
         labels = np.asarray(labels, np.int64)
-        counts = np.zeros((len(keys), self.n_labels), np.int32)
+        counts = np.zeros((len(pairs), self.n_labels), np.int32)
         np.add.at(counts, (word, labels), 1)
         others = counts[word]
         rows = np.arange(n)
@@ -268,7 +272,8 @@ class DocVoteFeature:
         label = others.argmax(axis=1)                    # ties: the first, the lower label
         out = (4 + 2 * label + (others[rows, label] != total)).astype(np.int32)
         out[total == 0] = self.UNSEEN
-        out[~np.fromiter(map(_has_letter, lowered), bool, n)] = self.NOLETTER
+        lettered = np.fromiter(map(_has_letter, words), bool, len(words))
+        out[~lettered[word_of]] = self.NOLETTER
         return out
 
     def ids(self, tokens, context=None, own=None):
