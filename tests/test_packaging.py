@@ -50,11 +50,12 @@ def test_dev_lock_pins_the_build_tools_as_the_build_lock_does():
         assert dev[key] == version, key
 
 
-def test_makefile_skips_build_isolation_only_for_fastner():
+def test_makefile_skips_build_isolation_only_for_fastner_and_its_model_package():
+    # both are built with the venv's locked build tools, never with unpinned ones
     with open(os.path.join(ROOT, "Makefile"), encoding="utf-8") as f:
         lines = [line for line in f if "--no-build-isolation" in line]
-    assert lines and all("--no-deps" in line and line.rstrip().endswith("-e .")
-                         for line in lines), lines
+    assert lines and all("--no-deps" in line and line.rstrip().endswith(
+        ("-e .", "./packages/fastner-accurate")) for line in lines), lines
 
 
 def declared(extra_names=None):
