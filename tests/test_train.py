@@ -1008,3 +1008,49 @@ def test_each_bad_setting_is_refused_saying_which(settings, message, tmp_path):
 ])
 def test_settings_at_their_bounds_are_accepted(settings, tmp_path):
     Trainer(TrainConfig(**settings), str(tmp_path / "x.npz"))
+
+
+@pytest.mark.parametrize("loss", ["softmax", "crf"])
+def test_an_epochs_batches_are_exactly_what_the_docstring_says(tiny_train_path, loss):
+    """softmax: batch_size windows from anywhere, the last batch the rest; crf: whole
+    sentences until a batch holds batch_size tokens (empty sentences left out); every
+    window once; no word dropped without word dropout, and with it only words (column
+    0), never PAD or UNK, and no other column."""
+    from fastner.features import PAD, UNK
+    from fastner.train import EncodedSentences, build_model, epoch_arrays
+    sentences = read_conll(tiny_train_path)
+    cfg = TrainConfig(glove_words=0, hidden=8, loss=loss, batch_size=7, word_dropout=0.0,
+                      case_lower=0.0, case_upper=0.0)
+    model = build_model(cfg, sentences, log=lambda msg: None)
+    data = EncodedSentences(model, sentences)
+    ids, y, bounds, lengths, sentence_bounds = epoch_arrays(data, cfg,
+                                                            np.random.default_rng(0), model)
+    sizes = np.diff(bounds)
+    assert bounds[0] == 0 and bounds[-1] == len(ids) == data.tokens
+    if loss == "softmax":
+        assert lengths is None and sentence_bounds is None
+        assert (sizes[:-1] == 7).all() and 1 <= sizes[-1] <= 7
+    else:
+        assert lengths.sum() == data.tokens and (lengths > 0).all()
+        assert sentence_bounds[0] == 0 and sentence_bounds[-1] == len(lengths)
+        per_batch = [lengths[a:b] for a, b in zip(sentence_bounds[:-1], sentence_bounds[1:])]
+        assert [int(p.sum()) for p in per_batch] == sizes.tolist()
+        # a batch closes at the first sentence that brings it to 7 tokens or more
+        assert all(p.sum() >= 7 and p[:-1].sum() < 7 for p in per_batch[:-1])
+    # every window exactly once, in some order
+    expected = np.sort(data.windows_bkc.reshape(len(ids), -1).view(
+        [("", ids.dtype)] * ids[0].size).ravel())
+    got = np.sort(ids.reshape(len(ids), -1).view([("", ids.dtype)] * ids[0].size).ravel())
+    assert (expected == got).all()
+    # word dropout: only column 0, only real words, about the share asked for
+    cfg_drop = TrainConfig(glove_words=0, hidden=8, loss=loss, batch_size=7,
+                           word_dropout=0.5, case_lower=0.0, case_upper=0.0)
+    dropped, _, _, _, _ = epoch_arrays(data, cfg_drop, np.random.default_rng(0), model)
+    same_order, _, _, _, _ = epoch_arrays(data, cfg, np.random.default_rng(0), model)
+    changed = dropped != same_order
+    assert not changed[:, :, 1:].any()                      # only the word column
+    assert (dropped[changed] == UNK).all()
+    words = same_order[:, :, 0]
+    assert not changed[:, :, 0][(words == PAD) | (words == UNK)].any()
+    share = changed[:, :, 0].sum() / ((words != PAD) & (words != UNK)).sum()
+    assert 0.45 < share < 0.55
