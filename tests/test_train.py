@@ -1054,3 +1054,26 @@ def test_an_epochs_batches_are_exactly_what_the_docstring_says(tiny_train_path, 
     assert not changed[:, :, 0][(words == PAD) | (words == UNK)].any()
     share = changed[:, :, 0].sum() / ((words != PAD) & (words != UNK)).sum()
     assert 0.45 < share < 0.55
+
+
+@pytest.mark.parametrize("optimizer,loss", [("sgd", "softmax"), ("adam", "crf")])
+def test_the_unfused_path_uses_no_fused_step(tiny_train_path, monkeypatch, optimizer, loss):
+    """fused=False is what the fused steps are compared against: it must not take one."""
+    from fastner import train as train_module
+    from fastner.train import EncodedSentences, Optimizer, build_model, train_epoch
+    sentences = read_conll(tiny_train_path)
+    cfg = TrainConfig(glove_words=0, hidden=8, optimizer=optimizer, loss=loss,
+                      lr=0.05 if optimizer == "sgd" else 1e-3, momentum=0.0, clip=0.0)
+    model = build_model(cfg, sentences, log=lambda msg: None)
+    opt = Optimizer(model, cfg)
+    data = EncodedSentences(model, sentences, cfg.cases)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a fused step was built for the unfused path")
+    monkeypatch.setattr(train_module, "fused_sgd_step", refuse)
+    monkeypatch.setattr(train_module, "fused_adam_crf_step", refuse)
+    total, seen = train_epoch(model, opt, data, cfg, cfg.lr, np.random.default_rng(0),
+                              fused=False)
+    assert seen == data.tokens and np.isfinite(total) and total > 0
+    monkeypatch.undo()
+    assert (train_module.fused_sgd_step(model, cfg) is not None) == (optimizer == "sgd")
