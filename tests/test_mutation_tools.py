@@ -101,6 +101,12 @@ def test_survivors_reruns_only_the_mutants_not_killed_with_todays_tests(tmp_path
         asked.append((stage, module, list(names)))
         assert os.path.isfile(os.path.join(stage, "tests", "test_mutation_tools.py"))
         assert not os.path.exists(os.path.join(stage, "tests", "stale_test.py"))
+        for base in (stage, os.path.join(stage, "mutants")):     # today's other modules
+            assert os.path.isfile(os.path.join(base, "fastner", "features.py"))
+            assert os.path.isfile(os.path.join(base, "fastner", "service", "api.py"))
+        with open(os.path.join(stage, "fastner", "io.py"), "rb") as f, \
+                open(os.path.join(ROOT, "fastner", "io.py"), "rb") as g:
+            assert f.read() == g.read()                            # the module: untouched
         assert not os.path.exists(os.path.join(stage, "mutants", "mutmut-stats.json"))
         with open(os.path.join(stage, "pyproject.toml"), encoding="utf-8") as f:
             assert 'pytest_add_cli_args_test_selection = ["tests/test_io.py"' in f.read()

@@ -148,6 +148,27 @@ def run(module, max_children):
     return where, mutmut_run(where, module, max_children)
 
 
+def refresh_package(where, module):
+    """Copy today's package files, all but the mutated ``module``, over the stage's
+    and over mutmut's copy of it (mutants/), which mutmut does not refresh itself."""
+    skip = staged_path(module)
+    for folder, staged in (("fastner", "fastner"), ("service", "fastner/service"),
+                           ("models", "fastner/models")):
+        for root, dirs, files in os.walk(os.path.join(ROOT, folder)):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            for name in files:
+                if name.endswith(".c") or ".tmp-" in name:
+                    continue
+                source = os.path.join(root, name)
+                relative = os.path.join(staged, os.path.relpath(source, os.path.join(ROOT, folder)))
+                if relative == skip:
+                    continue
+                for base in (where, os.path.join(where, "mutants")):
+                    target = os.path.join(base, relative)
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    shutil.copy2(source, target)
+
+
 def rerun_survivors(module, max_children, accepted):
     """Run the last run's surviving mutants of ``module`` again, with today's tests."""
     where = os.path.join(STAGES, slug(module))
@@ -162,7 +183,9 @@ def rerun_survivors(module, max_children, accepted):
              if name not in accepted and code not in KILLED | TIMEOUT | CRASHED]
     if not names:
         return where, verdicts(where, module)
-    # today's tests, and which tests reach which function measured again
+    # today's code around the module (today's tests may use it), today's tests, and
+    # which tests reach which function measured again
+    refresh_package(where, module)
     for tests in (os.path.join(where, "tests"), os.path.join(where, "mutants", "tests")):
         shutil.rmtree(tests, ignore_errors=True)
     shutil.copytree(os.path.join(ROOT, "tests"), os.path.join(where, "tests"),
