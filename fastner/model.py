@@ -88,8 +88,8 @@ class WindowTagger:
         self._sentence_contexts = any(getattr(f, "needs_context", False)
                                       and not getattr(f, "needs_first_pass", False)
                                       for f in self.features)
-        # {"file": name beside this model's file, "sha256": its digest}: the first stage
-        # a second-stage model was trained with, recorded in its configuration
+        # {"file": a name beside this model's file, or "model": a model's name; "sha256":
+        # its digest}: the first stage a second stage was trained with (its configuration)
         self.first_stage_file = None
         self.ids_from_spans = (len(self._per_token) == self.n_columns
                                and not self.uses_documents)
