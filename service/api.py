@@ -213,8 +213,10 @@ def _too_many_tokens(n_tokens):
 def model_info():
     tagger = _tagger()
     meta = tagger.metadata or {}
+    # a final fit trained on its dev data: that score says nothing, so it is not shown
+    splits = ("test",) if meta.get("dev_in_training_data") else ("dev", "test")
     scores = {split: {k: meta[split][k] for k in ("precision", "recall", "f1", "per_type")}
-              for split in ("dev", "test") if isinstance(meta.get(split), dict)}
+              for split in splits if isinstance(meta.get(split), dict)}
     return jsonify({"name": tagger.name, "tags": tagger.model.tagset.names,
                     "entity_types": list(tagger.model.tagset.entity_types),
                     "config": _config_summary(tagger.model), "scores": scores,

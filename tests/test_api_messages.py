@@ -101,6 +101,17 @@ def test_empty_sentences_add_no_characters(tiny_model_path):
     assert r.status_code == 200, r.get_json()
 
 
+def test_the_model_endpoint_hides_a_dev_score_of_data_it_trained_on(tiny_model_path):
+    tagger = Tagger.load(tiny_model_path)
+    scores = {"precision": 1.0, "recall": 2.0, "f1": 3.0, "per_type": {}}
+    tagger.metadata = dict(tagger.metadata, dev=scores, test=scores)
+    info = create_app({"FASTNER_TAGGER": tagger}).test_client().get("/v1/model").get_json()
+    assert set(info["scores"]) == {"dev", "test"}
+    tagger.metadata["dev_in_training_data"] = True
+    info = create_app({"FASTNER_TAGGER": tagger}).test_client().get("/v1/model").get_json()
+    assert set(info["scores"]) == {"test"} and info["scores"]["test"]["f1"] == 3.0
+
+
 def test_the_model_endpoint_summarises_each_feature(app):
     info = app.test_client().get("/v1/model").get_json()
     model = app.extensions["fastner_tagger"].model
