@@ -33,7 +33,8 @@ TARGET = 0.90
 # module (as in the repository) -> the tests that guard it
 MODULES = {
     "fastner/io.py": ["tests/test_io.py", "tests/test_modelfile.py"],
-    "fastner/modelfile.py": ["tests/test_modelfile.py", "tests/test_model.py"],
+    "fastner/modelfile.py": ["tests/test_modelfile.py", "tests/test_model.py",
+                             "tests/test_ensemble.py", "tests/test_two_stage.py"],
     "fastner/train.py": ["tests/test_train.py", "tests/test_two_stage.py",
                          "tests/test_cli_help.py"],
     # the job on an in-process cluster of threads; test_corpus.py's clusters of processes
