@@ -41,7 +41,8 @@ MODULES = {
     # (killed workers) stay in make test, but cost seconds per mutant
     "fastner/corpus.py": ["tests/test_corpus_partitions.py"],
     "fastner/conll.py": ["tests/test_conll.py"],
-    "fastner/cli.py": ["tests/test_cli.py", "tests/test_cli_help.py"],
+    "fastner/cli.py": ["tests/test_cli.py", "tests/test_cli_help.py", "tests/test_ensemble.py",
+                       "tests/test_model_names.py"],
     "fastner/evaluate.py": ["tests/test_evaluate.py"],
     "fastner/tags.py": ["tests/test_tags.py", "tests/test_conll.py", "tests/test_evaluate.py"],
     "fastner/tokenize.py": ["tests/test_tokenize.py"],
