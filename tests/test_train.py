@@ -502,13 +502,12 @@ def test_setup_pauses_the_collector_and_training_runs_with_it(tmp_path, tiny_tra
     assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
-def test_the_returned_model_is_the_best_epochs_not_the_last(tmp_path, tiny_train_path,
-                                                            tiny_dev_path, monkeypatch):
-    """Dev F1 scripted 10, 30, 20, 15 with patience 2: training stops after epoch 4 and
-    returns epoch 2's parameters, which the saved file and its card hold too."""
+def script_dev_f1(monkeypatch, f1s):
+    """Make the trainer's dev scoring report ``f1s``, one per epoch (later calls, such as
+    finish's, score for real); returns the list of the parameters at each scripted call."""
     from fastner import train as train_module
     real_evaluate = train_module.evaluate
-    scripted = iter([10.0, 30.0, 20.0, 15.0])
+    scripted = iter(f1s)
     snapshots = []
 
     def scripted_evaluate(model, data):
@@ -519,6 +518,14 @@ def test_the_returned_model_is_the_best_epochs_not_the_last(tmp_path, tiny_train
         snapshots.append(model.flat.copy())
         return dict(scores, f1=f1)
     monkeypatch.setattr(train_module, "evaluate", scripted_evaluate)
+    return snapshots
+
+
+def test_the_returned_model_is_the_best_epochs_not_the_last(tmp_path, tiny_train_path,
+                                                            tiny_dev_path, monkeypatch):
+    """Dev F1 scripted 10, 30, 20, 15 with patience 2: training stops after epoch 4 and
+    returns epoch 2's parameters, which the saved file and its card hold too."""
+    snapshots = script_dev_f1(monkeypatch, [10.0, 30.0, 20.0, 15.0])
     out, model, state, trainer = train(tmp_path, "best", tiny_train_path, tiny_dev_path,
                                        epochs=10, patience=2)
     assert (state.epoch, state.best_epoch, state.best_f1) == (4, 2, 30.0)
@@ -533,19 +540,7 @@ def test_patience_0_trains_every_epoch_and_keeps_the_last(tmp_path, tiny_train_p
                                                             tiny_dev_path, monkeypatch):
     """The final fit on train + dev: dev F1 scripted 30, 10, 20, 5 — no early stopping,
     and the model returned is epoch 4's, not the best-scoring epoch 1's."""
-    from fastner import train as train_module
-    real_evaluate = train_module.evaluate
-    scripted = iter([30.0, 10.0, 20.0, 5.0])
-    snapshots = []
-
-    def scripted_evaluate(model, data):
-        scores = real_evaluate(model, data)
-        f1 = next(scripted, None)
-        if f1 is None:
-            return scores
-        snapshots.append(model.flat.copy())
-        return dict(scores, f1=f1)
-    monkeypatch.setattr(train_module, "evaluate", scripted_evaluate)
+    snapshots = script_dev_f1(monkeypatch, [30.0, 10.0, 20.0, 5.0])
     _, model, state, _ = train(tmp_path, "last", tiny_train_path, tiny_dev_path, epochs=4,
                                patience=0)
     assert (state.epoch, state.best_epoch, state.best_f1) == (4, 4, 5.0)
