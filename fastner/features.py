@@ -196,7 +196,7 @@ class DocumentContext:
     word lacks on its own.
     """
 
-    def __init__(self, sentences, first_pass=None):
+    def __init__(self, sentences):
         self.counts = {}
         for tokens in sentences:
             shouting = _all_caps(tokens)
@@ -205,14 +205,6 @@ class DocumentContext:
                 flags = self.flags(tok, i, shouting)
                 c[0] += flags[0]
                 c[1] += flags[1]
-        # a first pass's labels (0: O, 1 + k: entity type k) of every token, per
-        # lower-cased word: the votes DocVoteFeature reads
-        self.votes = {}
-        if first_pass is not None:
-            for tokens, labels in zip(sentences, first_pass):
-                for tok, label in zip(tokens, labels.tolist()):
-                    self.votes.setdefault(tok.lower(), {}).setdefault(label, 0)
-                    self.votes[tok.lower()][label] += 1
 
     @staticmethod
     def flags(token, position, shouting):
@@ -250,8 +242,8 @@ class DocVoteFeature:
 
     def document_ids(self, lowered, labels, docs):
         """The ids of every token at once: ``lowered`` the tokens lower-cased, ``labels``
-        the first pass's (int32, one per token), ``docs`` each token's document number.
-        Equal to ``ids`` sentence by sentence over each document's context."""
+        the first pass's (int32, one per token: 0 for O, 1 + k for entity type k),
+        ``docs`` each token's document number."""
         n = len(lowered)
         if n == 0:
             return np.zeros(0, np.int32)
@@ -276,25 +268,12 @@ class DocVoteFeature:
         out[~lettered[word_of]] = self.NOLETTER
         return out
 
-    def ids(self, tokens, context=None, own=None):
-        """The tokens' ids given the document's context and the first pass's labels of
-        these tokens (``own``, left out of their votes)."""
-        out = np.full(len(tokens), self.UNSEEN, dtype=np.int32)
-        votes = context.votes if context is not None else {}
-        own = own.tolist() if own is not None else [None] * len(tokens)
-        for i, (tok, mine) in enumerate(zip(tokens, own)):
-            if not _has_letter(tok):
-                out[i] = self.NOLETTER
-                continue
-            counts = dict(votes.get(tok.lower(), {}))
-            if mine is not None and counts.get(mine):
-                counts[mine] -= 1
-            total = sum(counts.values())
-            if total == 0:
-                continue
-            label = max(sorted(counts), key=counts.get)       # ties: the lower label
-            out[i] = 4 + 2 * label + (counts[label] != total)
-        return out
+    def ids(self, tokens, context=None):
+        """A sentence on its own, without the first pass's votes: every word is "not
+        seen again". WindowTagger fills in the votes over whole documents
+        (document_ids)."""
+        return np.array([self.UNSEEN if _has_letter(t) else self.NOLETTER for t in tokens],
+                        dtype=np.int32)
 
     def config(self):
         return {"kind": self.kind, "dim": self.dim, "n_labels": self.n_labels}

@@ -152,14 +152,13 @@ class WindowTagger:
             raise ValueError("this model has character features: pass the Spellings that "
                              "numbered the tokens (model.new_spellings())")
 
-    def token_ids(self, tokens, context=None, spellings=None, labels=None):
+    def token_ids(self, tokens, context=None, spellings=None):
         """Per id column, int32 (n,) ids of one sentence's tokens (``context``: the
         sentence's DocumentContext, for document-level features; ``spellings``: the
-        Spellings numbering them, for character features; ``labels``: a first pass's
-        labels of these tokens, for a second-stage model)."""
+        Spellings numbering them, for character features). A second stage's votes
+        need the whole document: sentences_ids and token_feature_ids fill them in."""
         self._need_spellings(spellings)
-        ids = [f.ids(tokens, context, labels) if getattr(f, "needs_first_pass", False)
-               else f.ids(tokens, context) for f in self.features]
+        ids = [f.ids(tokens, context) for f in self.features]
         if self.chars is not None:
             ids.append(spellings.ids(tokens))
         return ids
@@ -172,21 +171,35 @@ class WindowTagger:
         if not self.uses_documents:
             return [self.token_ids(tokens, spellings=spellings) for tokens in sentences]
         docs = [0] * len(sentences) if docs is None else list(docs)
-        labels = [None] * len(sentences)
+        contexts = {}
+        for tokens, doc in zip(sentences, docs):
+            contexts.setdefault(doc, []).append(tokens)
+        contexts = {doc: DocumentContext(sents) for doc, sents in contexts.items()}
+        out = [self.token_ids(tokens, contexts[doc], spellings)
+               for tokens, doc in zip(sentences, docs)]
         if self.needs_first_pass:
-            if first_pass is None:
-                first_pass = self.first_pass_labels(sentences, docs)
-            bounds = np.cumsum([0] + [len(t) for t in sentences])
-            labels = [first_pass[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        grouped = {}
-        for tokens, doc, own in zip(sentences, docs, labels):
-            grouped.setdefault(doc, ([], []))
-            grouped[doc][0].append(tokens)
-            grouped[doc][1].append(own)
-        contexts = {doc: DocumentContext(sents, owns if self.needs_first_pass else None)
-                    for doc, (sents, owns) in grouped.items()}
-        return [self.token_ids(tokens, contexts[doc], spellings, own)
-                for tokens, doc, own in zip(sentences, docs, labels)]
+            lengths = [len(t) for t in sentences]
+            votes = self._votes(list(itertools.chain.from_iterable(sentences)), lengths,
+                                docs, first_pass)
+            at = 0
+            for ids, n in zip(out, lengths):
+                for i, column in votes.items():
+                    ids[i] = column[at:at + n]
+                at += n
+        return out
+
+    def _votes(self, tokens, lengths, docs, first_pass=None):
+        """{feature index: int32 ids of every token} for the docvote features, over the
+        sentences laid end to end (``first_pass``: their labels; default: the first
+        stage's)."""
+        if first_pass is None:
+            first_pass = self.first_pass_labels(tokens, lengths, docs)
+        lengths = np.asarray(lengths, np.int64)
+        token_docs = (np.zeros(len(tokens), np.int64) if docs is None
+                      else np.repeat(np.asarray(docs, np.int64), lengths))
+        lowered = [t.lower() for t in tokens]
+        return {i: f.document_ids(lowered, first_pass, token_docs)
+                for i, f in enumerate(self.features) if getattr(f, "needs_first_pass", False)}
 
     def labels_of_tags(self, tag_names):
         """Labels as the docvote feature counts them: 0 for O, 1 + k for this model's
@@ -195,13 +208,9 @@ class WindowTagger:
         return np.array([0 if t == "O" else types[t.split("-", 1)[1]] for t in tag_names],
                         dtype=np.int32)
 
-    def first_pass_labels(self, sentences, docs=None):
-        """The first stage's labels (labels_of_tags) of every token of ``sentences``."""
-        return self.first_pass_labels_flat(list(itertools.chain.from_iterable(sentences)),
-                                           [len(s) for s in sentences], docs)
-
-    def first_pass_labels_flat(self, tokens, lengths, docs=None):
-        """first_pass_labels of sentences laid end to end (``lengths`` tokens each)."""
+    def first_pass_labels(self, tokens, lengths, docs=None):
+        """The first stage's labels (labels_of_tags) of every token of sentences laid end
+        to end (``lengths`` tokens each)."""
         stage = self.first_stage
         if stage is None:
             raise ValueError("this second-stage model (docvote feature) has no first-stage "
@@ -391,19 +400,13 @@ class WindowTagger:
             # gazetteers: one pass each over the tokens lower-cased once; no match runs
             # past the end of its sentence. docvote: the first pass's votes per document.
             lowered = [t.lower() for t in tokens]
-            lengths = np.asarray(lengths, np.int64)
             ends = np.repeat(np.cumsum(lengths), lengths).tolist()
             for i, f in enumerate(self.features):
-                if i in self._per_token:
-                    continue
-                if getattr(f, "needs_first_pass", False):
-                    if first_pass is None:
-                        first_pass = self.first_pass_labels_flat(tokens, lengths, docs)
-                    token_docs = (np.zeros(len(tokens), np.int64) if docs is None
-                                  else np.repeat(np.asarray(docs, np.int64), lengths))
-                    ids[:, i] = f.document_ids(lowered, first_pass, token_docs)
-                else:
+                if i not in self._per_token and not getattr(f, "needs_first_pass", False):
                     ids[:, i] = f.match(lowered, ends)
+            if self.needs_first_pass:
+                for i, column in self._votes(tokens, lengths, docs, first_pass).items():
+                    ids[:, i] = column
         if self.chars is not None:
             ids[:, -1] = spellings.ids(tokens)
         return ids

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fastner.conll import read_conll
-from fastner.features import DocumentContext, DocVoteFeature
+from fastner.features import DocVoteFeature
 from fastner.io import ModelFileError
 from fastner.tagger import Tagger
 from fastner.train import TrainConfig, Trainer
@@ -22,22 +22,27 @@ def labels(*values):
 
 
 def test_a_word_hears_the_majority_of_its_other_occurrences():
-    # labels: 0 O, 1 PER, 2 LOC; a document of three sentences
+    # labels: 0 O, 1 PER, 2 LOC; a document of three sentences, then a fourth token alone
     doc = [["Clinton", "met", "Kohl", "."], ["Bill", "Clinton", "left", "Bonn", "."],
-           ["Clinton", "won", "."]]
-    first = [labels(2, 0, 1, 0), labels(1, 1, 0, 2, 0), labels(1, 0, 0)]
-    context = DocumentContext(doc, first)
+           ["Clinton", "won", "."], ["CLINTON"]]
+    first = [labels(2, 0, 1, 0), labels(1, 1, 0, 2, 0), labels(1, 0, 0), labels(0)]
     f = DocVoteFeature(dim=3, n_labels=3)
     assert f.size == 10
-    # "Clinton" in sentence 0 (its own LOC left out): PER twice, unanimous -> 4 + 2*1 + 0
-    ids = f.ids(doc[0], context, first[0])
-    assert ids.tolist() == [6, f.UNSEEN, f.UNSEEN, f.NOLETTER]   # "met", "Kohl": once only
-    # in sentence 1 "Clinton" hears LOC once and PER once: a tie goes to the lower label
-    # (PER), and the votes are split -> 4 + 2*1 + 1
-    assert f.ids(doc[1], context, first[1]).tolist()[1] == 7
-    # case does not matter; without a context every word is unseen
-    assert f.ids(["CLINTON"], context, labels(0)).tolist() == [4 + 2 * 1 + 1]
-    assert f.ids(["Clinton", "7"], None, None).tolist() == [f.UNSEEN, f.NOLETTER]
+    ids = f.document_ids([t.lower() for s in doc for t in s], np.concatenate(first),
+                         np.zeros(13, np.int64)).tolist()
+    # "Clinton" in sentence 0 (its own LOC left out) hears PER twice and O once (from
+    # "CLINTON"): PER, split -> 4 + 2*1 + 1; "met" and "Kohl" occur once only
+    assert ids[:4] == [7, f.UNSEEN, f.UNSEEN, f.NOLETTER]
+    # in sentence 1 "Clinton" hears LOC once, PER once, O once: a tie goes to the lower
+    # label (O), split -> 4 + 2*0 + 1
+    assert ids[5] == 5
+    # case does not matter: "CLINTON" (O) hears LOC, PER, PER -> PER, split
+    assert ids[12] == 4 + 2 * 1 + 1
+    # in another document the same word is not seen again; a sentence on its own is
+    # "not seen again" too
+    other = f.document_ids(["clinton", "clinton"], labels(1, 1), np.array([0, 1]))
+    assert other.tolist() == [f.UNSEEN, f.UNSEEN]
+    assert f.ids(["Clinton", "7"]).tolist() == [f.UNSEEN, f.NOLETTER]
 
 
 def test_folds_are_whole_documents_dealt_in_turn():
@@ -136,21 +141,49 @@ def test_a_first_stage_named_fast_is_found_by_name_not_copied(tmp_path, monkeypa
     assert Tagger.load(out).model.first_stage.model is not None
 
 
-def test_the_vectorised_votes_equal_the_sentence_by_sentence_ones():
+def test_the_vectorised_votes_follow_the_rule_token_by_token():
     rng = np.random.default_rng(0)
     words = ["Clinton", "clinton", "Bonn", "the", "7", "Kohl", "--", "Ünal", "ünal", "x"]
-    sentences = [[words[i] for i in rng.integers(0, len(words), rng.integers(1, 9))]
-                 for _ in range(60)]
-    docs = np.sort(rng.integers(0, 6, len(sentences)))
-    first = [rng.integers(0, 5, len(s)).astype(np.int32) for s in sentences]
+    tokens = ["Solo"] + [words[i] for i in rng.integers(0, len(words), 400)]
+    docs = np.sort(rng.integers(0, 6, len(tokens)))
+    first = rng.integers(0, 5, len(tokens)).astype(np.int32)
     f = DocVoteFeature(dim=3, n_labels=5)
     expected = []
-    for doc in np.unique(docs):
-        members = [i for i in range(len(sentences)) if docs[i] == doc]
-        context = DocumentContext([sentences[i] for i in members], [first[i] for i in members])
-        expected += [f.ids(sentences[i], context, first[i]) for i in members]
-    lowered = [t.lower() for s in sentences for t in s]
-    token_docs = np.repeat(docs, [len(s) for s in sentences])
-    got = f.document_ids(lowered, np.concatenate(first), token_docs)
-    np.testing.assert_array_equal(got, np.concatenate(expected))
+    for i, tok in enumerate(tokens):          # the rule of derivations §D1, spelled out
+        if tok.lower() == tok.upper():
+            expected.append(f.NOLETTER)
+            continue
+        counts = [0] * 5
+        for j, other in enumerate(tokens):
+            if j != i and docs[j] == docs[i] and other.lower() == tok.lower():
+                counts[first[j]] += 1
+        if not sum(counts):
+            expected.append(f.UNSEEN)
+            continue
+        label = counts.index(max(counts))     # ties: the lower label
+        expected.append(4 + 2 * label + (counts[label] != sum(counts)))
+    got = f.document_ids([t.lower() for t in tokens], first, docs)
+    assert got.tolist() == expected
     assert set(got.tolist()) >= {f.NOLETTER, f.UNSEEN} and got.max() < f.size
+
+
+def test_votes_are_filled_in_beside_sentence_level_features_too(tiny_model_path):
+    """With doccase beside docvote the ids are built sentence by sentence; the votes
+    still come from the whole document, as in the per-token path."""
+    from fastner.train import build_model
+    train = read_conll(os.path.join(FIXTURES, "tiny_train.txt"))
+    sentences = [s.tokens for s in read_conll(os.path.join(FIXTURES, "tiny_dev.txt"))]
+    docs = [s.doc for s in read_conll(os.path.join(FIXTURES, "tiny_dev.txt"))]
+    first = Tagger.load(tiny_model_path)
+    models = {}
+    for spec in ("caps:4,docvote:3", "caps:4,doccase:3,docvote:3"):
+        models[spec] = build_model(TrainConfig(glove_words=0, word_dim=8, hidden=8,
+                                               features=spec, first_stage="x"), train,
+                                   log=lambda m: None)
+        models[spec].first_stage = first
+    tokens = [t for s in sentences for t in s]
+    lengths = [len(s) for s in sentences]
+    plain = models["caps:4,docvote:3"].token_feature_ids(tokens, lengths, docs)
+    both = models["caps:4,doccase:3,docvote:3"].token_feature_ids(tokens, lengths, docs)
+    np.testing.assert_array_equal(both[:, [0, 1, 3]], plain)
+    assert (plain[:, 2] > DocVoteFeature.UNSEEN).any()           # votes were heard
