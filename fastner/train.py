@@ -75,6 +75,18 @@ class TrainConfig:
     folds: int = _option(2, "a second stage: document folds of the jackknifed first pass "
                             "over the training data")
 
+    @classmethod
+    def from_saved(cls, settings):
+        """The TrainConfig a card or checkpoint saved (``asdict``'s dict); settings this
+        version does not know are left out, those it adds take their defaults."""
+        return cls(**{f.name: settings[f.name] for f in fields(cls) if f.name in settings})
+
+    @property
+    def second_stage(self):
+        """Whether the features make this a second stage (docvote)."""
+        names = [item.partition(":")[0].strip() for item in self.features.split(",")]
+        return "docvote" in names
+
     @property
     def cases(self):
         """The re-cased copies of the training data this configuration draws from."""
@@ -108,12 +120,10 @@ class TrainConfig:
                              f"got {self.case_lower} and {self.case_upper}")
         if self.glove_words and self.word_dim != 50:
             raise ValueError("GloVe 6B vectors are 50-d: use --word-dim 50 or --glove-words 0")
-        second_stage = "docvote" in [item.partition(":")[0].strip()
-                                     for item in self.features.split(",")]
-        if second_stage and not self.first_stage:
+        if self.second_stage and not self.first_stage:
             raise ValueError("a docvote model is a second stage: name its first stage with "
                              "--first-stage (e.g. --first-stage fast)")
-        if self.first_stage and not second_stage:
+        if self.first_stage and not self.second_stage:
             raise ValueError("--first-stage is for a second stage: add docvote to --features")
         if self.folds < 2:
             raise ValueError(f"folds must be at least 2; got {self.folds}")
@@ -639,8 +649,7 @@ class Trainer:
                      + ", ".join(f"{k}={new!r} (checkpoint has {old!r})"
                                  for k, (old, new) in changed.items()))
         epochs = self.cfg.epochs
-        self.cfg = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig)
-                                  if f.name in saved})
+        self.cfg = TrainConfig.from_saved(saved)
         self.cfg.epochs = epochs
         rows = arrays.get("rows.table.word")
         if rows is None:                          # every row stored

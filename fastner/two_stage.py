@@ -30,9 +30,8 @@ def first_stage_config(first_stage, TrainConfig):
     if not isinstance(settings, dict):
         raise ValueError(f"the first stage {first_stage.name} has no train_config in its card: "
                          f"its folds cannot be trained like it")
-    cfg = TrainConfig(**{f.name: settings[f.name] for f in dataclasses.fields(TrainConfig)
-                         if f.name in settings})
-    if "docvote" in cfg.features:
+    cfg = TrainConfig.from_saved(settings)
+    if cfg.second_stage:
         raise ValueError("a first stage cannot itself be a second stage (docvote)")
     return cfg
 

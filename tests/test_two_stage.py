@@ -90,8 +90,7 @@ def test_jackknifed_labels_come_from_models_that_did_not_see_the_document(tiny_m
     train = read_conll(os.path.join(FIXTURES, "tiny_train.txt"))
     dev = read_conll(os.path.join(FIXTURES, "tiny_dev.txt"))
     first = load_model(tiny_model_path)
-    cfg = TrainConfig(**{k: v for k, v in first.metadata["train_config"].items()
-                         if k in TrainConfig.__dataclass_fields__})
+    cfg = TrainConfig.from_saved(first.metadata["train_config"])
     model = build_model(TrainConfig(glove_words=0, word_dim=12, hidden=8,
                                     features="caps:4,docvote:3", first_stage="x"), train,
                         log=lambda m: None)
